@@ -1,0 +1,208 @@
+"""Layca: the full optimizer, a chain of this package's primitives."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import optax
+
+from layca_optax import _numerics as nx
+from layca_optax._masks import KeyPathLike, resolve_mask
+from layca_optax._multipliers import (
+    Multipliers,
+    ordered_depth_multipliers,
+    product,
+    scale_by_layer_multipliers,
+)
+from layca_optax._normalization import normalize_to_param_norm
+from layca_optax._numerics import Axis
+from layca_optax._projection import project_to_tangent
+from layca_optax._reprojection import reproject_to_sphere
+
+
+_LAYER, _OTHER = "layca", "other"
+
+
+def _check_transformation(tx: Any, name: str) -> None:
+    if tx is not None and not (
+        hasattr(tx, "init") and hasattr(tx, "update")
+    ):
+        raise ValueError(
+            f"`layca({name}=...)` must be an optax GradientTransformation or "
+            f"None, got {tx!r}."
+        )
+
+
+def _check_learning_rate(learning_rate: Any) -> None:
+    if not callable(learning_rate):
+        nx.check_scalar(learning_rate, "layca", "learning_rate", low=0.0)
+
+
+def _labels_fn(mask: optax.MaskOrFn):
+    def labels(tree):
+        if not jax.tree.leaves(tree):  # optax.tree.map_params' placeholder
+            return tree
+        flags = resolve_mask(mask, tree, "layca")
+        return jax.tree.map(lambda f: _LAYER if f else _OTHER, flags)
+
+    return labels
+
+
+def layca(
+    learning_rate: optax.ScalarOrSchedule,
+    base: optax.GradientTransformation | None = None,
+    *,
+    alpha: jax.typing.ArrayLike = 0.0,
+    layer_order: Sequence[KeyPathLike] | str | None = None,
+    multipliers: Multipliers | None = None,
+    mask: optax.MaskOrFn = None,
+    other: optax.GradientTransformation | None = None,
+    axis: Axis = None,
+    eps: jax.typing.ArrayLike = 1e-7,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Layca: layer-level controlled amount of weight rotation.
+
+    Each layer :math:`w` (by default every leaf with ``ndim >= 2``) is rotated
+    by exactly :math:`\arctan(\eta_l)` per step, with
+    :math:`\eta_l = \rho(t)\, m_l` (``learning_rate`` times the layer's
+    multiplier), and keeps its norm. With :math:`d` the ``base`` direction
+    (the gradient when ``base`` is None), per layer:
+
+    .. math::
+
+      s &= \eta_l d - \frac{\langle \eta_l d, w \rangle}{\lVert w\rVert^2} w
+      && \text{(tangent projection)} \\
+      s &\leftarrow s \lVert w \rVert / \lVert s \rVert
+      \quad (0 \text{ if } \lVert s \rVert \le \epsilon)
+      && \text{(rotation-based normalization)} \\
+      w' &= w - \eta_l s, \qquad
+      w_{t+1} = \lVert w \rVert \, w' / \lVert w' \rVert
+      && \text{(step, reprojection)}
+
+    Since :math:`s \perp w` and :math:`\lVert s \rVert = \lVert w \rVert`,
+    :math:`\tan\angle(w_t, w_{t+1}) = \eta_l`. This is Algorithm 1 of the
+    paper as the authors' code does it, including its absolute zero-step
+    threshold :math:`\epsilon` on the *learning-rate-scaled* step. As a chain:
+    ``base``, the multipliers and learning rate (so the threshold sees the
+    scaled step), :func:`project_to_tangent`, :func:`normalize_to_param_norm`,
+    the multipliers and learning rate again, :func:`reproject_to_sphere`.
+
+    .. warning::
+      **Leaves that are not layers are left unchanged by default**, as in the
+      authors' code (biases and BatchNorm scales stay at their initial value;
+      the paper's models have none). To train them, pass e.g.
+      ``other=optax.sgd(0.1)`` or ``other=optax.adam(1e-3)``.
+
+    Layer order for ``alpha``: pytree leaves are sorted by key, so
+    ``Conv_10`` comes before ``Conv_2`` and leaf order is generally *not*
+    forward order. ``alpha != 0`` therefore needs ``layer_order``, the
+    layers' paths from input to output (or ``"leaves"`` to accept leaf
+    order explicitly).
+
+    Degenerate layers get no update (finite, never NaN): zero-norm weights,
+    zero gradients, gradients parallel to the weights, and steps with
+    :math:`\lVert s \rVert \le \epsilon`.
+
+    Args:
+      learning_rate: :math:`\rho(t)`, a non-negative float or an optax
+        schedule. Each step turns a layer by ``arctan(learning_rate * m_l)``.
+      base: the transformation giving the direction, without learning rate
+        and without sign flip (``optax.trace(0.9)``, ``optax.scale_by_adam()``,
+        ``optax.scale_by_rms()``, ``optax.scale_by_rss()``,
+        ``optax.ema(0.9, debias=False)`` (the paper's SGD_AMom),
+        ``optax.scale_by_lion()``, ...). Its state is updated from the raw
+        gradients of the layers. ``None``: the plain gradient (the paper's
+        SGD without momentum).
+      alpha: Eq. 1's depth parameter in (-1, 1); see
+        :func:`depth_multipliers`. Nonzero needs ``layer_order``.
+      layer_order: every layer's key path (``"Conv_0/kernel"`` or a JAX key
+        path), input side first, or ``"leaves"`` for pytree leaf order.
+      multipliers: extra per-layer factors (see
+        :func:`scale_by_layer_multipliers`), multiplied with the ``alpha``
+        ones. A callable here receives the tree of layers only.
+      mask: which leaves are layers: an ``optax.MaskOrFn``; a tree with the
+        same structure as (or a prefix of) the params, or a callable that
+        returns one given the params, with Python bools at the leaves, True
+        for layers. Default :func:`default_layer_mask` (``ndim >= 2``).
+      other: the transformation for the leaves that are not layers. Default:
+        none, they are left unchanged (:func:`optax.set_to_zero`).
+      axis: axes each layer norm reduces over; ``None`` (default) makes each
+        leaf one layer. See :data:`Axis` and :func:`fan_in_axes`.
+      eps: the zero-step threshold on the learning-rate-scaled, projected
+        step (the authors' ``1e-7``).
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs`; its ``update`` needs
+      ``params``.
+
+    Example:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import optax
+      >>> import layca_optax
+      >>> def loss(p):
+      ...   return jnp.sum((p["w"] @ jnp.ones(3) - jnp.arange(3.0)) ** 2)
+      >>> params = {"w": jax.random.normal(jax.random.key(0), (3, 3))}
+      >>> tx = layca_optax.layca(3**-3, base=optax.scale_by_adam())
+      >>> state = tx.init(params)
+      >>> for _ in range(5):
+      ...   grads = jax.grad(loss)(params)
+      ...   updates, state = tx.update(grads, state, params)
+      ...   params = optax.apply_updates(params, updates)
+
+      Per-layer rates with Eq. 1 and a forward order:
+
+      >>> tx = layca_optax.layca(
+      ...     0.1, alpha=0.3, layer_order=["Dense_0/kernel", "Dense_1/kernel"],
+      ...     other=optax.sgd(0.1))
+
+      Hyperparameters as state (``multipliers`` and callable masks must be
+      static):
+
+      >>> tx = optax.inject_hyperparams(layca_optax.layca)(learning_rate=0.1)
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019 (Algorithm 1, Eq. 1).
+    """
+    _check_learning_rate(learning_rate)
+    nx.check_scalar(
+        alpha, "layca", "alpha", low=-1.0, high=1.0,
+        low_open=True, high_open=True,
+    )
+    nx.check_scalar(eps, "layca", "eps", low=0.0)
+    nx.check_axis(axis, "layca")
+    _check_transformation(base, "base")
+    _check_transformation(other, "other")
+    if mask is not None and not callable(mask):
+        resolve_mask(mask, mask, "layca")  # static leaves must be bools
+    if layer_order is None and nx.is_concrete(alpha) and float(alpha) != 0:
+        raise ValueError(
+            f"`layca(alpha={alpha!r})` needs `layer_order`: the layers' key "
+            "paths from input to output (pytree leaf order is alphabetical, "
+            "not forward order), or layer_order='leaves' to use leaf order."
+        )
+
+    factors: Multipliers = 1.0 if multipliers is None else multipliers
+    if layer_order is not None:
+        depth = ordered_depth_multipliers(alpha, layer_order, "layca")
+        factors = product(depth, factors)
+    layer_tx = optax.chain(
+        optax.identity() if base is None else base,
+        # The authors' "step": the direction scaled by eta_l, which the
+        # zero-step threshold of the normalization compares with eps.
+        scale_by_layer_multipliers(factors),
+        optax.scale_by_learning_rate(learning_rate, flip_sign=False),
+        project_to_tangent(axis=axis),
+        normalize_to_param_norm(axis=axis, eps=eps),
+        scale_by_layer_multipliers(factors),
+        optax.scale_by_learning_rate(learning_rate),
+        reproject_to_sphere(axis=axis),
+    )
+    other_tx = optax.set_to_zero() if other is None else other
+    return optax.partition(
+        {_LAYER: layer_tx, _OTHER: other_tx}, _labels_fn(mask)
+    )

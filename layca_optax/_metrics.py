@@ -1,0 +1,187 @@
+"""Layer-rotation monitoring: cosine distance to init and per-step rates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from layca_optax import _numerics as nx
+from layca_optax._masks import path_str, resolve_mask
+from layca_optax._numerics import Axis
+
+
+def _sums(a: jax.Array, b: jax.Array, axis: Axis, caller: str):
+    """One pass: ||b||^2, <a - b, b>, ||a - b||^2 and ||a||^2 per layer."""
+    axes = nx.resolve_axes(b, axis, caller)
+    dtype = nx.reduction_dtype(jnp.result_type(a, b))
+    af, bf = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
+    d = af - bf
+    keep = not axes or len(axes) < jnp.ndim(b)
+    out = [
+        nx.layer_sum(x, axes) for x in (bf * bf, d * bf, d * d, af * af)
+    ]
+    return out if keep else [jnp.squeeze(x) for x in out]
+
+
+def _cosine_distance_leaf(w: jax.Array, w0: jax.Array, axis: Axis):
+    bb, _, dd, aa = _sums(w, w0, axis, "layer_rotation")
+    na, nb = nx.safe_sqrt(aa), nx.safe_sqrt(bb)
+    # 1 - cos = (||w - w0||^2 - (||w|| - ||w0||)^2) / (2 ||w|| ||w0||): exact
+    # and free of the cancellation in 1 - <w, w0> / (||w|| ||w0||).
+    dist = nx.safe_div(dd - (na - nb) ** 2, 2 * na * nb)
+    degenerate = jnp.where((na == 0) & (nb == 0), 0.0, 1.0)
+    return jnp.clip(jnp.where(na * nb > 0, dist, degenerate), 0.0, 2.0)
+
+
+def _rate_leaf(new: jax.Array, old: jax.Array, axis: Axis):
+    bb, db, dd, _ = _sums(new, old, axis, "rotation_rate")
+    nb = nx.safe_sqrt(bb)
+    # With d = new - old: the part of `new` along `old` is ||old|| + <d,old>/||old||
+    # and the orthogonal part is that of d, ||d||^2 - <d,old>^2/||old||^2.
+    along = nb + nx.safe_div(db, nb)
+    across = nx.safe_sqrt(dd - nx.safe_div(db * db, bb))
+    tan = jnp.where(along == 0, jnp.inf, nx.safe_div(across, along))
+    return jnp.where(bb > 0, tan, 0.0)
+
+
+def _map_layers(fn, new, old, mask, axis, caller):
+    flags = resolve_mask(mask, new, caller)
+    try:
+        return jax.tree.map(
+            lambda f, a, b: fn(a, b, axis) if f else None, flags, new, old
+        )
+    except ValueError as err:
+        raise ValueError(
+            f"`{caller}`: the two parameter trees differ in structure: {err}"
+        ) from None
+
+
+def layer_rotation(
+    params: optax.Params,
+    init_params: optax.Params,
+    *,
+    mask: optax.MaskOrFn = None,
+    axis: Axis = None,
+) -> Any:
+    r"""Each layer's cosine distance to its initial weights, as a pytree.
+
+    .. math::
+
+      1 - \cos\angle(w_t, w_0)
+      = 1 - \frac{\langle w_t, w_0 \rangle}{\lVert w_t \rVert \lVert w_0 \rVert}
+
+    (``scipy.spatial.distance.cosine`` on the flattened kernels): 0 at
+    initialization, 1 when orthogonal, up to 2. Plotted per epoch, these are
+    the paper's *layer rotation curves*. Computed in one pass, in at least
+    float32, without the cancellation of the textbook formula.
+
+    Degenerate layers: 0 when both are zero, 1 when only one is (a zero
+    vector is orthogonal to everything).
+
+    Args:
+      params: the current parameters.
+      init_params: the parameters at initialization (same structure).
+      mask: which leaves are layers (``optax.MaskOrFn``, Python bools);
+        default :func:`default_layer_mask` (``ndim >= 2``).
+      axis: axes each norm reduces over (see :data:`Axis`); ``None`` gives a
+        scalar per layer.
+
+    Returns:
+      A pytree like ``params`` with a float32 scalar (or, with ``axis``, an
+      array) per layer and ``None`` at leaves that are not layers.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import layca_optax
+      >>> w0 = {"kernel": jnp.array([[1.0, 0.0]]), "bias": jnp.zeros(2)}
+      >>> w1 = {"kernel": jnp.array([[0.0, 2.0]]), "bias": jnp.ones(2)}
+      >>> layca_optax.layer_rotation(w1, w0)
+      {'bias': None, 'kernel': Array(1., dtype=float32)}
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019, Section 3.
+    """
+    return _map_layers(
+        _cosine_distance_leaf, params, init_params, mask, axis,
+        "layer_rotation",
+    )
+
+
+def rotation_metrics(
+    params: optax.Params,
+    init_params: optax.Params,
+    *,
+    mask: optax.MaskOrFn = None,
+    prefix: str = "rotation/",
+) -> dict[str, jax.Array]:
+    """Each layer's cosine distance to its initial weights, as a flat dict.
+
+    The values of :func:`layer_rotation`, keyed by ``prefix`` plus the
+    layer's path with ``/`` separators (``"rotation/Conv_0/kernel"``), ready
+    for ``clu`` metric writers, TensorBoard or W&B. Pure and jit-able.
+
+    Args:
+      params: the current parameters.
+      init_params: the parameters at initialization (same structure).
+      mask: which leaves are layers; default ``ndim >= 2``.
+      prefix: prepended to every key.
+
+    Returns:
+      A ``dict[str, jax.Array]`` of float32 scalars, in leaf order.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import layca_optax
+      >>> w0 = {"Dense_0": {"kernel": jnp.eye(2)}}
+      >>> w1 = {"Dense_0": {"kernel": jnp.array([[1.0, 1.0], [-1.0, 1.0]])}}
+      >>> jax.jit(layca_optax.rotation_metrics)(w1, w0)
+      {'rotation/Dense_0/kernel': Array(0.29289323, dtype=float32)}
+    """
+    tree = layer_rotation(params, init_params, mask=mask)
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {prefix + path_str(p): v for p, v in flat}
+
+
+def rotation_rate(
+    new_params: optax.Params,
+    old_params: optax.Params,
+    *,
+    mask: optax.MaskOrFn = None,
+    axis: Axis = None,
+) -> Any:
+    r"""Tangent of the angle each layer turned between two parameter sets.
+
+    For Layca, :math:`\tan\angle(w_t, w_{t+1}) = \eta_l` exactly, so this
+    measures each layer's effective learning rate; for any other optimizer it
+    is the rotation rate that AdaptCopy replays. Computed in one pass from
+    :math:`d = w_{new} - w_{old}`, accurate for small angles.
+
+    Degenerate layers: 0 when ``old`` is zero; ``inf`` for exactly 90
+    degrees; negative beyond 90 degrees (the tangent's sign).
+
+    Args:
+      new_params: parameters after the step(s).
+      old_params: parameters before (same structure).
+      mask: which leaves are layers; default ``ndim >= 2``.
+      axis: axes each norm reduces over (see :data:`Axis`).
+
+    Returns:
+      A pytree like ``new_params`` with a float32 value per layer and ``None``
+      at leaves that are not layers.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import layca_optax
+      >>> old = jnp.array([[1.0, 0.0]])
+      >>> new = jnp.array([[1.0, 0.5]])
+      >>> layca_optax.rotation_rate(new, old)
+      Array(0.5, dtype=float32)
+    """
+    return _map_layers(
+        _rate_leaf, new_params, old_params, mask, axis, "rotation_rate"
+    )

@@ -1,0 +1,79 @@
+"""Reprojection of the updated weights onto each layer's sphere."""
+
+from __future__ import annotations
+
+import functools as ft
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from layca_optax import _numerics as nx
+from layca_optax._numerics import Axis
+
+
+def _reproject_leaf(u: jax.Array, w: jax.Array, axis: Axis) -> jax.Array:
+    axes = nx.resolve_axes(w, axis, "reproject_to_sphere")
+    dtype = nx.reduction_dtype(u.dtype)
+    uf, wf = u.astype(dtype), w.astype(dtype)
+    v = wf + uf
+    vv = nx.layer_sum(v * v, axes)
+    w_norm = nx.safe_sqrt(nx.layer_sum(wf * wf, axes))
+    scale = nx.safe_div(w_norm, nx.safe_sqrt(vv))
+    return jnp.where(vv > 0, v * scale - wf, 0).astype(u.dtype)
+
+
+def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
+    r"""Turns an update into one that leaves each layer's weight norm unchanged.
+
+    For weights :math:`w` and update :math:`u`, returns
+
+    .. math::
+
+      u' = \lVert w \rVert \frac{w + u}{\lVert w + u \rVert} - w,
+
+    so that ``optax.apply_updates`` gives :math:`w + u'`, the point
+    :math:`w + u` pulled back radially onto the sphere of radius
+    :math:`\lVert w \rVert` (step 5 of Algorithm 1). As in the authors' code,
+    the radius is the norm *before* this step (no state is kept), so the norm
+    is constant up to float rounding (drift below 1e-4 relative after 10,000
+    float32 steps; see the tests). The angle turned is that of :math:`w + u`.
+
+    Degenerate layers: if :math:`w + u = 0` the update is zero (the layer stays
+    where it was); a zero-norm layer gets ``-w = 0``, i.e. no update.
+
+    .. warning::
+      This must be the **last** transformation of a chain: anything after it
+      changes the update and the weights leave their sphere.
+
+    Args:
+      axis: axes each norm reduces over; ``None`` (default) treats each whole
+        leaf as one layer. See :data:`layca_optax.Axis`.
+
+    Returns:
+      A :class:`optax.GradientTransformation` that needs ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optax
+      >>> import layca_optax
+      >>> tx = layca_optax.reproject_to_sphere()
+      >>> w = jnp.array([[1.0, 0.0]])
+      >>> u, _ = tx.update(jnp.array([[0.0, 1.0]]), tx.init(w), w)
+      >>> optax.apply_updates(w, u)  # norm 1, turned by 45 degrees
+      Array([[0.70710677, 0.70710677]], dtype=float32)
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019.
+    """
+    nx.check_axis(axis, "reproject_to_sphere")
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise nx.no_params_error("reproject_to_sphere")
+        fn = ft.partial(_reproject_leaf, axis=axis)
+        return jax.tree.map(fn, updates, params), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)

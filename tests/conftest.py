@@ -1,0 +1,12 @@
+"""Shared test settings: strict JAX shapes, a key fixture."""
+
+import jax
+import pytest
+
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)
