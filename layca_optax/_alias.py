@@ -26,9 +26,7 @@ _LAYER, _OTHER = "layca", "other"
 
 
 def _check_transformation(tx: Any, name: str) -> None:
-    if tx is not None and not (
-        hasattr(tx, "init") and hasattr(tx, "update")
-    ):
+    if tx is not None and not (hasattr(tx, "init") and hasattr(tx, "update")):
         raise ValueError(
             f"`layca({name}=...)` must be an optax GradientTransformation or "
             f"None, got {tx!r}."
@@ -170,8 +168,13 @@ def layca(
     """
     _check_learning_rate(learning_rate)
     nx.check_scalar(
-        alpha, "layca", "alpha", low=-1.0, high=1.0,
-        low_open=True, high_open=True,
+        alpha,
+        "layca",
+        "alpha",
+        low=-1.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
     )
     nx.check_scalar(eps, "layca", "eps", low=0.0)
     nx.check_axis(axis, "layca")
@@ -179,7 +182,7 @@ def layca(
     _check_transformation(other, "other")
     if mask is not None and not callable(mask):
         resolve_mask(mask, mask, "layca")  # static leaves must be bools
-    if layer_order is None and nx.is_concrete(alpha) and float(alpha) != 0:
+    if layer_order is None and nx.is_concrete(alpha) and alpha != 0:
         raise ValueError(
             f"`layca(alpha={alpha!r})` needs `layer_order`: the layers' key "
             "paths from input to output (pytree leaf order is alphabetical, "

@@ -20,9 +20,7 @@ def _sums(a: jax.Array, b: jax.Array, axis: Axis, caller: str):
     af, bf = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
     d = af - bf
     keep = not axes or len(axes) < jnp.ndim(b)
-    out = [
-        nx.layer_sum(x, axes) for x in (bf * bf, d * bf, d * d, af * af)
-    ]
+    out = [nx.layer_sum(x, axes) for x in (bf * bf, d * bf, d * d, af * af)]
     return out if keep else [jnp.squeeze(x) for x in out]
 
 
@@ -37,14 +35,14 @@ def _cosine_distance_leaf(w: jax.Array, w0: jax.Array, axis: Axis):
 
 
 def _rate_leaf(new: jax.Array, old: jax.Array, axis: Axis):
-    bb, db, dd, _ = _sums(new, old, axis, "rotation_rate")
+    bb, db, dd, aa = _sums(new, old, axis, "rotation_rate")
     nb = nx.safe_sqrt(bb)
-    # With d = new - old: the part of `new` along `old` is ||old|| + <d,old>/||old||
-    # and the orthogonal part is that of d, ||d||^2 - <d,old>^2/||old||^2.
+    # With d = new - old, `new` has ||old|| + <d, old> / ||old|| along `old`,
+    # and across it the part of d: ||d||^2 - <d, old>^2 / ||old||^2.
     along = nb + nx.safe_div(db, nb)
     across = nx.safe_sqrt(dd - nx.safe_div(db * db, bb))
     tan = jnp.where(along == 0, jnp.inf, nx.safe_div(across, along))
-    return jnp.where(bb > 0, tan, 0.0)
+    return jnp.where((bb > 0) & (aa > 0), tan, 0.0)
 
 
 def _map_layers(fn, new, old, mask, axis, caller):
@@ -81,6 +79,10 @@ def layer_rotation(
     Degenerate layers: 0 when both are zero, 1 when only one is (a zero
     vector is orthogonal to everything).
 
+    Accuracy: exact in exact arithmetic; with float32 reductions the absolute
+    error is about ``1e-7 * ||w - w0||^2 / (||w|| ||w0||)``, far below what a
+    rotation curve shows.
+
     Args:
       params: the current parameters.
       init_params: the parameters at initialization (same structure).
@@ -107,7 +109,11 @@ def layer_rotation(
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 3.
     """
     return _map_layers(
-        _cosine_distance_leaf, params, init_params, mask, axis,
+        _cosine_distance_leaf,
+        params,
+        init_params,
+        mask,
+        axis,
         "layer_rotation",
     )
 
@@ -161,8 +167,14 @@ def rotation_rate(
     is the rotation rate that AdaptCopy replays. Computed in one pass from
     :math:`d = w_{new} - w_{old}`, accurate for small angles.
 
-    Degenerate layers: 0 when ``old`` is zero; ``inf`` for exactly 90
+    Degenerate layers: 0 when either is zero; ``inf`` for exactly 90
     degrees; negative beyond 90 degrees (the tangent's sign).
+
+    Accuracy: with float32 reductions the relative error is about
+    ``1e-7 * (1 + (r / t)^2)``, with ``r`` and ``t`` the radial and tangential
+    parts of ``new - old``: tiny for Layca (``r / t = tan(theta) / 2``) and for
+    the usual optimizers; only a large norm change with a tiny turn loses
+    digits (a 1% norm change with a 1e-4 turn: about 1e-3 relative).
 
     Args:
       new_params: parameters after the step(s).

@@ -18,7 +18,9 @@ Multipliers: TypeAlias = float | jax.Array | Any | Callable[[Any], Any]
 params, or a callable that maps the params to such a pytree."""
 
 
-def depth_multipliers(alpha: float, num_layers: int) -> list[Any]:
+def depth_multipliers(
+    alpha: jax.typing.ArrayLike, num_layers: int
+) -> list[Any]:
     r"""The layerwise learning-rate multipliers of Eq. 1 of the Layca paper.
 
     Layer :math:`l = 0, \dots, L-1` in forward order (0 nearest the input):
@@ -46,7 +48,7 @@ def depth_multipliers(alpha: float, num_layers: int) -> list[Any]:
     Example:
       >>> import layca_optax
       >>> [round(m, 4) for m in layca_optax.depth_multipliers(0.6, 3)]
-      [0.0102, 0.101, 1.0]
+      [0.0102, 0.1012, 1.0]
 
     References:
       Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
@@ -54,8 +56,13 @@ def depth_multipliers(alpha: float, num_layers: int) -> list[Any]:
       <https://arxiv.org/abs/1806.01603>`_, 2019, Eq. 1.
     """
     nx.check_scalar(
-        alpha, "depth_multipliers", "alpha", low=-1.0, high=1.0,
-        low_open=True, high_open=True,
+        alpha,
+        "depth_multipliers",
+        "alpha",
+        low=-1.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
     )
     if isinstance(num_layers, bool) or not isinstance(num_layers, int):
         raise ValueError(
@@ -71,10 +78,10 @@ def depth_multipliers(alpha: float, num_layers: int) -> list[Any]:
         return [1.0]
     last = num_layers - 1
     if nx.is_concrete(alpha):
-        a = float(alpha)
-        if a > 0:
-            return [(1 - a) ** (5 * (last - i) / last) for i in range(last + 1)]
-        return [(1 + a) ** (5 * i / last) for i in range(last + 1)]
+        x = float(alpha)  # type: ignore[arg-type]
+        if x > 0:
+            return [(1 - x) ** (5 * (last - i) / last) for i in range(last + 1)]
+        return [(1 + x) ** (5 * i / last) for i in range(last + 1)]
     a = jnp.asarray(alpha)
     return [
         jnp.where(
@@ -169,7 +176,9 @@ def scale_by_layer_multipliers(
 
 
 def ordered_depth_multipliers(
-    alpha: float, layer_order: Sequence[KeyPathLike] | str, caller: str
+    alpha: jax.typing.ArrayLike,
+    layer_order: Sequence[KeyPathLike] | str,
+    caller: str,
 ) -> Callable[[Any], Any]:
     """Eq. 1 multipliers keyed by path, as a callable of the layers' tree.
 
@@ -220,4 +229,3 @@ def product(a: Callable[[Any], Any], b: Multipliers) -> Callable[[Any], Any]:
         return jax.tree.map(lambda x, y: x * y, fa, fb)
 
     return fn
-

@@ -13,7 +13,7 @@ from layca_optax._numerics import Axis
 
 
 def _normalize_leaf(
-    u: jax.Array, w: jax.Array, eps: jax.Array, axis: Axis
+    u: jax.Array, w: jax.Array, eps: jax.typing.ArrayLike, axis: Axis
 ) -> jax.Array:
     axes = nx.resolve_axes(w, axis, "normalize_to_param_norm")
     dtype = nx.reduction_dtype(u.dtype)

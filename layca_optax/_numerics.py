@@ -74,9 +74,7 @@ def check_axis(axis: Axis, caller: str) -> None:
         return
     items = (axis,) if isinstance(axis, int) else axis
     try:
-        ok = all(
-            isinstance(a, int) and not isinstance(a, bool) for a in items
-        )
+        ok = all(isinstance(a, int) and not isinstance(a, bool) for a in items)
     except TypeError:
         ok = False
     if not ok:

@@ -31,7 +31,7 @@ def _project_leaf(u: jax.Array, w: jax.Array, axis: Axis) -> jax.Array:
 
 
 def project_to_tangent(*, axis: Axis = None) -> optax.GradientTransformation:
-    r"""Removes from each layer's update its component along the layer's weights.
+    r"""Removes from each layer's update its component along its weights.
 
     For a layer with weights :math:`w` and update :math:`u`, returns
 

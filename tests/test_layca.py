@@ -144,15 +144,15 @@ def angle_tan(new, old):
 def test_each_step_turns_by_arctan_lr_and_keeps_norm(base):
     steps, lr = 20, 0.05
     mults = reference.depth_multipliers(-0.3, 3)
-    tx = layca_optax.layca(
-        lr, make_base(base), alpha=-0.3, layer_order=FORWARD
-    )
+    tx = layca_optax.layca(lr, make_base(base), alpha=-0.3, layer_order=FORWARD)
     params = init_params("float32")
     history = [params] + run_jax(
         tx, params, random_grads(steps, "float32"), "float32"
     )
     for t in range(steps):
-        for name, m in zip([p.split("/")[0] for p in FORWARD], mults):
+        for name, m in zip(
+            [p.split("/")[0] for p in FORWARD], mults, strict=True
+        ):
             old = np.asarray(history[t][name]["kernel"], np.float64)
             new = np.asarray(history[t + 1][name]["kernel"], np.float64)
             np.testing.assert_allclose(angle_tan(new, old), lr * m, rtol=1e-4)
@@ -165,7 +165,8 @@ def test_norm_drift_after_10000_float32_steps(key):
     shapes = {"a": (64, 64), "b": (3, 3, 16, 32), "c": (128, 10)}
     keys = jax.random.split(key, len(shapes))
     params = {
-        k: jax.random.normal(kk, s) for kk, (k, s) in zip(keys, shapes.items())
+        k: jax.random.normal(kk, s)
+        for kk, (k, s) in zip(keys, shapes.items(), strict=True)
     }
     tx = layca_optax.layca(3**-3, optax.trace(0.9))
 
@@ -176,7 +177,7 @@ def test_norm_drift_after_10000_float32_steps(key):
             ks = jax.random.split(jax.random.fold_in(key, t), len(shapes))
             g = {
                 k: jax.random.normal(kk, v.shape)
-                for kk, (k, v) in zip(ks, p.items())
+                for kk, (k, v) in zip(ks, p.items(), strict=True)
             }
             u, s = tx.update(g, s, p)
             return (optax.apply_updates(p, u), s), None
@@ -292,8 +293,11 @@ def test_mask_and_other():
     params = init_params("float32")
     grads = jax.tree.map(jnp.ones_like, params)
     # Only Dense_0 is a layer; the rest is trained by SGD.
-    mask = {"Conv_2": False, "Conv_10": False, "Dense_0": {"kernel": True,
-                                                          "bias": False}}
+    mask = {
+        "Conv_2": False,
+        "Conv_10": False,
+        "Dense_0": {"kernel": True, "bias": False},
+    }
     tx = layca_optax.layca(0.1, mask=mask, other=optax.sgd(0.5))
     updates = one_step(tx, params, grads)
     np.testing.assert_allclose(updates["Conv_2"]["kernel"], -0.5)
@@ -320,14 +324,18 @@ def test_multipliers_tree_and_callable():
     grads = random_grads(1, "float32")[0]
     grads = {k: {"kernel": v} for k, v in grads.items()}
     grads["Dense_0"]["bias"] = np.ones(10, np.float32)
-    tree = {"Conv_2": 0.5, "Conv_10": 0.25, "Dense_0": {"kernel": 1.0,
-                                                        "bias": 9.0}}
-    fn = lambda layers: jax.tree.map(lambda x: 0.5 if x.ndim == 4 else 1.0,
-                                     layers)
+    tree = {
+        "Conv_2": 0.5,
+        "Conv_10": 0.25,
+        "Dense_0": {"kernel": 1.0, "bias": 9.0},
+    }
+    fn = lambda layers: jax.tree.map(
+        lambda x: 0.5 if x.ndim == 4 else 1.0, layers
+    )
     for mults, want in ((tree, [0.5, 0.25, 1.0]), (fn, [0.5, 0.5, 1.0])):
         tx = layca_optax.layca(0.1, multipliers=mults)
         new = optax.apply_updates(params, one_step(tx, params, grads))
-        for name, m in zip(["Conv_2", "Conv_10", "Dense_0"], want):
+        for name, m in zip(["Conv_2", "Conv_10", "Dense_0"], want, strict=True):
             np.testing.assert_allclose(
                 angle_tan(new[name]["kernel"], params[name]["kernel"]),
                 0.1 * m,
@@ -337,16 +345,22 @@ def test_multipliers_tree_and_callable():
 
 @pytest.mark.parametrize(
     "alpha,first,middle,last",
-    [(-0.6, 1.0, 0.101, 0.0102), (0.6, 0.0102, 0.101, 1.0),
-     (0.8, 3.2e-4, 0.018, 1.0), (0.0, 1.0, 1.0, 1.0)],
+    [
+        (-0.6, 1.0, 0.101, 0.0102),
+        (0.6, 0.0102, 0.101, 1.0),
+        (0.8, 3.2e-4, 0.018, 1.0),
+        (0.0, 1.0, 1.0, 1.0),
+    ],
 )
 def test_depth_multipliers_match_the_paper_table(alpha, first, middle, last):
     m = layca_optax.depth_multipliers(alpha, 25)
     assert len(m) == 25
-    np.testing.assert_allclose([m[0], m[12], m[-1]], [first, middle, last],
-                               rtol=0.03)
-    np.testing.assert_allclose(m, reference.depth_multipliers(alpha, 25),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        [m[0], m[12], m[-1]], [first, middle, last], rtol=0.03
+    )
+    np.testing.assert_allclose(
+        m, reference.depth_multipliers(alpha, 25), rtol=1e-12
+    )
     assert layca_optax.depth_multipliers(alpha, 1) == [1.0]
 
 
@@ -362,6 +376,8 @@ def test_leaf_order_is_not_forward_order():
     m = layca_optax.depth_multipliers(0.6, 3)
     for tx, want in ((fwd, m), (alpha_order, [m[1], m[0], m[2]])):
         new = optax.apply_updates(params, one_step(tx, params, grads))
-        got = [angle_tan(new[n]["kernel"], params[n]["kernel"])
-               for n in ["Conv_2", "Conv_10", "Dense_0"]]
+        got = [
+            angle_tan(new[n]["kernel"], params[n]["kernel"])
+            for n in ["Conv_2", "Conv_10", "Dense_0"]
+        ]
         np.testing.assert_allclose(got, 0.1 * np.array(want), rtol=1e-3)

@@ -1,0 +1,245 @@
+"""The four primitives, each against NumPy formulas, under jax.jit."""
+
+import functools as ft
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import layca_optax
+
+
+def tree(seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    shapes = {"conv": (3, 3, 2, 4), "dense": (5, 3), "stack": (2, 4, 3)}
+    return {k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()}
+
+
+def apply(tx, updates, params):
+    @jax.jit
+    def fn(u, p):
+        return tx.update(u, tx.init(p), p)[0]
+
+    return jax.tree.map(np.asarray, fn(updates, params))
+
+
+def np_project(u, w):
+    return u - np.vdot(u, w) / np.vdot(w, w) * w
+
+
+def np_normalize(u, w, eps=1e-7):
+    n = np.linalg.norm(u)
+    return np.zeros_like(u) if n <= eps else u * np.linalg.norm(w) / n
+
+
+def np_reproject(u, w):
+    v = w + u
+    return np.linalg.norm(w) * v / np.linalg.norm(v) - w
+
+
+CASES = {
+    "project": (layca_optax.project_to_tangent, np_project),
+    "normalize": (layca_optax.normalize_to_param_norm, np_normalize),
+    "reproject": (layca_optax.reproject_to_sphere, np_reproject),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_numpy(name):
+    factory, np_fn = CASES[name]
+    params, updates = tree(0), tree(1)
+    got = apply(factory(), updates, params)
+    for k in params:
+        want = np_fn(updates[k].astype(float), params[k].astype(float))
+        np.testing.assert_allclose(got[k], want, rtol=2e-5, atol=2e-6)
+
+
+def test_invariants_of_each_primitive():
+    params, updates = tree(0), tree(1)
+    t = apply(layca_optax.project_to_tangent(), updates, params)
+    n = apply(layca_optax.normalize_to_param_norm(), updates, params)
+    r = apply(layca_optax.reproject_to_sphere(), updates, params)
+    for k, w in params.items():
+        wn = np.linalg.norm(w)
+        assert abs(np.vdot(t[k], w)) < 1e-5 * wn * np.linalg.norm(t[k])
+        np.testing.assert_allclose(np.linalg.norm(n[k]), wn, rtol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(w + r[k]), wn, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "axis,axes",
+    [(0, (0,)), (-1, (-1,)), ((1, 2), (1, 2)), (layca_optax.fan_in_axes, None)],
+)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_axis_reduces_over_the_given_axes(name, axis, axes):
+    factory, np_fn = CASES[name]
+    w = np.random.default_rng(0).normal(size=(3, 4, 5))
+    u = np.random.default_rng(1).normal(size=(3, 4, 5))
+    with jax.enable_x64(True):
+        got = apply(factory(axis=axis), u, w)
+    axes = (0, 1) if axes is None else tuple(a % 3 for a in axes)
+    keep = [a for a in range(3) if a not in axes]
+    wm, um, gm = (np.moveaxis(x, keep, range(len(keep))) for x in (w, u, got))
+    for idx in np.ndindex(*wm.shape[: len(keep)]):
+        np.testing.assert_allclose(
+            gm[idx], np_fn(um[idx], wm[idx]), rtol=1e-12, atol=1e-12
+        )
+
+
+def test_multipliers_float_prefix_tree_and_callable():
+    params = tree(0)
+    ones = jax.tree.map(np.ones_like, params)
+    for mults, want in (
+        (0.5, {"conv": 0.5, "dense": 0.5, "stack": 0.5}),
+        (
+            {"conv": 2.0, "dense": 0.0, "stack": 1.5},
+            {"conv": 2.0, "dense": 0.0, "stack": 1.5},
+        ),
+        (
+            lambda p: jax.tree.map(lambda x: float(x.ndim), p),
+            {"conv": 4.0, "dense": 2.0, "stack": 3.0},
+        ),
+    ):
+        got = apply(layca_optax.scale_by_layer_multipliers(mults), ones, params)
+        for k in params:
+            np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_multipliers_on_a_nested_prefix():
+    params = {
+        "block": {"a": np.ones((2, 2)), "b": np.ones((2, 2))},
+        "head": np.ones((2, 2)),
+    }
+    tx = layca_optax.scale_by_layer_multipliers({"block": 0.1, "head": 3.0})
+    got = apply(tx, params, params)
+    np.testing.assert_allclose(got["block"]["b"], 0.1)
+    np.testing.assert_allclose(got["head"], 3.0)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_degenerate_inputs_are_finite(name):
+    factory, _ = CASES[name]
+    w = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    cases = {
+        "zero_w": (np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32)),
+        "zero_u": (w, np.zeros((2, 3), np.float32)),
+        "parallel": (w, -2.0 * w),
+        "cancel": (w, -w),
+        "empty": (np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)),
+    }
+    for case, (p, u) in cases.items():
+        got = apply(factory(), u, p)
+        assert np.isfinite(got).all(), case
+        assert got.shape == p.shape
+        if case == "zero_u":  # a zero update stays zero
+            np.testing.assert_array_equal(got, 0.0)
+    # The documented results.
+    zw, zu, par, cancel = (
+        cases[c] for c in ("zero_w", "zero_u", "parallel", "cancel")
+    )
+    if name == "project":
+        np.testing.assert_array_equal(apply(factory(), zw[1], zw[0]), 1.0)
+        np.testing.assert_array_equal(apply(factory(), par[1], par[0]), 0.0)
+    if name == "normalize":
+        np.testing.assert_array_equal(apply(factory(), zw[1], zw[0]), 0.0)
+        np.testing.assert_array_equal(apply(factory(), zu[1], zu[0]), 0.0)
+    if name == "reproject":
+        np.testing.assert_array_equal(apply(factory(), zw[1], zw[0]), 0.0)
+        np.testing.assert_array_equal(
+            apply(factory(), cancel[1], cancel[0]), 0.0
+        )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_gradients_are_finite_at_degenerate_points(name):
+    factory, _ = CASES[name]
+    tx = factory()
+
+    def f(u, p):
+        return jnp.sum(tx.update(u, tx.init(p), p)[0] ** 2)
+
+    w = jnp.arange(6.0).reshape(2, 3)
+    for u, p in (
+        (jnp.ones((2, 3)), jnp.zeros((2, 3))),
+        (jnp.zeros((2, 3)), w),
+        (2.0 * w, w),
+        (-w, w),
+    ):
+        gu, gp = jax.jit(jax.grad(f, argnums=(0, 1)))(u, p)
+        assert np.isfinite(gu).all() and np.isfinite(gp).all()
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_low_precision_in_low_precision_out(name, dtype):
+    factory, np_fn = CASES[name]
+    params, updates = tree(0), tree(1)
+    p = jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
+    u = jax.tree.map(lambda x: jnp.asarray(x, dtype), updates)
+    tx = factory()
+    got = jax.jit(lambda u, p: tx.update(u, tx.init(p), p)[0])(u, p)
+    for k in params:
+        assert got[k].dtype == dtype
+        want = np_fn(np.asarray(u[k], float), np.asarray(p[k], float))
+        np.testing.assert_allclose(
+            np.asarray(got[k], float),
+            want,
+            rtol=2e-2,
+            atol=2e-2 * np.abs(want).max(),
+        )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_params_none_is_a_clear_error(name):
+    factory, _ = CASES[name]
+    tx = factory()
+    u = tree(0)
+    fn_name = factory.__name__
+    with pytest.raises(ValueError, match=fn_name + ".*params"):
+        tx.update(u, tx.init(u), None)
+
+
+def test_callable_multipliers_need_params():
+    tx = layca_optax.scale_by_layer_multipliers(lambda p: 1.0)
+    with pytest.raises(ValueError, match="scale_by_layer_multipliers.*params"):
+        tx.update(tree(0), tx.init(tree(0)), None)
+
+
+def test_primitives_compose_with_optax_chain_and_masked():
+    """A user-built Layca (with optax.masked) equals `layca`."""
+    params = dict(tree(0), bias=np.ones(3, np.float32))
+    grads = dict(tree(1), bias=np.ones(3, np.float32))
+    mask = dict(jax.tree.map(lambda _: True, tree(0)), bias=False)
+    lr = 0.05
+    chain = optax.chain(
+        optax.masked(
+            optax.chain(
+                optax.scale(lr),
+                layca_optax.project_to_tangent(),
+                layca_optax.normalize_to_param_norm(),
+                optax.scale(-lr),
+                layca_optax.reproject_to_sphere(),
+            ),
+            mask,
+        ),
+        optax.masked(
+            optax.set_to_zero(), ft.partial(jax.tree.map, lambda m: not m)(mask)
+        ),
+    )
+    got = apply(chain, grads, params)
+    want = apply(layca_optax.layca(lr), grads, params)
+    for k in params:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7)
+
+
+def test_eps_threshold_of_normalize():
+    w = np.ones((2, 2), np.float32)
+    tx = layca_optax.normalize_to_param_norm(eps=0.5)
+    np.testing.assert_array_equal(
+        apply(tx, np.full((2, 2), 0.2, np.float32), w), 0.0
+    )
+    np.testing.assert_allclose(
+        apply(tx, np.full((2, 2), 0.3, np.float32), w), 1.0, rtol=1e-6
+    )
