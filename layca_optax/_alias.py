@@ -52,7 +52,7 @@ def layca(
     learning_rate: optax.ScalarOrSchedule,
     base: optax.GradientTransformation | None = None,
     *,
-    alpha: jax.typing.ArrayLike = 0.0,
+    alpha: jax.typing.ArrayLike | None = None,
     layer_order: Sequence[KeyPathLike] | str | None = None,
     multipliers: Multipliers | None = None,
     mask: optax.MaskOrFn = None,
@@ -114,7 +114,9 @@ def layca(
         gradients of the layers. ``None``: the plain gradient (the paper's
         SGD without momentum).
       alpha: Eq. 1's depth parameter in (-1, 1); see
-        :func:`depth_multipliers`. Nonzero needs ``layer_order``.
+        :func:`depth_multipliers`. ``None`` (default) or 0: every layer gets
+        multiplier 1. A nonzero value, or any value injected with
+        ``optax.inject_hyperparams``, needs ``layer_order``.
       layer_order: every layer's key path (``"Conv_0/kernel"`` or a JAX key
         path), input side first, or ``"leaves"`` for pytree leaf order.
       multipliers: extra per-layer factors (see
@@ -167,31 +169,38 @@ def layca(
       <https://arxiv.org/abs/1806.01603>`_, 2019 (Algorithm 1, Eq. 1).
     """
     _check_learning_rate(learning_rate)
-    nx.check_scalar(
-        alpha,
-        "layca",
-        "alpha",
-        low=-1.0,
-        high=1.0,
-        low_open=True,
-        high_open=True,
-    )
+    if alpha is not None:
+        nx.check_scalar(
+            alpha,
+            "layca",
+            "alpha",
+            low=-1.0,
+            high=1.0,
+            low_open=True,
+            high_open=True,
+        )
     nx.check_scalar(eps, "layca", "eps", low=0.0)
     nx.check_axis(axis, "layca")
     _check_transformation(base, "base")
     _check_transformation(other, "other")
     if mask is not None and not callable(mask):
         resolve_mask(mask, mask, "layca")  # static leaves must be bools
-    if layer_order is None and nx.is_concrete(alpha) and alpha != 0:
-        raise ValueError(
-            f"`layca(alpha={alpha!r})` needs `layer_order`: the layers' key "
-            "paths from input to output (pytree leaf order is alphabetical, "
-            "not forward order), or layer_order='leaves' to use leaf order."
-        )
+    # A traced alpha (optax.inject_hyperparams) may change later: it always
+    # needs an order, or it would be silently ignored.
+    if layer_order is None and alpha is not None:
+        if not nx.is_concrete(alpha) or alpha != 0:
+            raise ValueError(
+                f"`layca(alpha={alpha!r})` needs `layer_order`: the layers' "
+                "key paths from input to output (pytree leaf order is "
+                "alphabetical, not forward order), or layer_order='leaves' "
+                "to use leaf order."
+            )
 
     factors: Multipliers = 1.0 if multipliers is None else multipliers
     if layer_order is not None:
-        depth = ordered_depth_multipliers(alpha, layer_order, "layca")
+        depth = ordered_depth_multipliers(
+            0.0 if alpha is None else alpha, layer_order, "layca"
+        )
         factors = product(depth, factors)
     layer_tx = optax.chain(
         optax.identity() if base is None else base,

@@ -18,6 +18,10 @@ KeyPathLike: TypeAlias = str | Sequence[Any]
 def path_str(path: KeyPathLike) -> str:
     """Writes a key path as ``"a/b/c"``; strings are returned unchanged.
 
+    A trailing ``.value`` attribute (the box of a Flax NNX ``Variable``) is
+    dropped, so that ``nnx.state(model, nnx.Param)`` and its pure form
+    (``nnx.as_pure``) give the same names (``"linear/kernel"``).
+
     Example:
       >>> import jax
       >>> import layca_optax
@@ -28,7 +32,10 @@ def path_str(path: KeyPathLike) -> str:
     """
     if isinstance(path, str):
         return path
-    return jax.tree_util.keystr(tuple(path), simple=True, separator="/")
+    keys = tuple(path)
+    if keys and keys[-1] == jax.tree_util.GetAttrKey("value"):
+        keys = keys[:-1]
+    return jax.tree_util.keystr(keys, simple=True, separator="/")
 
 
 def leaf_paths(tree: Any) -> list[str]:

@@ -221,3 +221,13 @@ def test_valid_edge_values_are_accepted():
     )
     state = tx.init(PARAMS)
     jax.jit(tx.update)(PARAMS, state, PARAMS)
+
+
+def test_injected_alpha_needs_layer_order_even_under_jit():
+    tx = optax.inject_hyperparams(layca_optax.layca)(
+        learning_rate=0.1, alpha=0.5
+    )
+    expect(r"layca\(alpha=.*layer_order", jax.jit(tx.init), PARAMS)
+    # The default (alpha=None) is static under inject_hyperparams.
+    tx = optax.inject_hyperparams(layca_optax.layca)(learning_rate=0.1)
+    jax.jit(tx.init)(PARAMS)

@@ -157,3 +157,14 @@ def test_structure_mismatch_is_a_clear_error():
         layca_optax.rotation_rate(
             {"a": np.ones((2, 2))}, {"b": np.ones((2, 2))}
         )
+
+
+def test_nnx_variable_states_give_the_names_of_their_pure_form():
+    from flax import nnx
+
+    state = nnx.state(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), nnx.Param)
+    assert list(layca_optax.rotation_metrics(state, state)) == [
+        "rotation/kernel"
+    ]
+    pure = nnx.as_pure(state)
+    assert list(layca_optax.rotation_metrics(pure, pure)) == ["rotation/kernel"]
