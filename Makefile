@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml | $(PY)
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(PY) -m ruff check layca_optax tests benchmarks
-	$(PY) -m ruff format --check layca_optax tests benchmarks
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
