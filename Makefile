@@ -29,7 +29,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 demo: $(STAMP)
-	$(VENV)/bin/layca-optax demo
+	$(VENV)/bin/layca-optax demo --out demo-out
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
