@@ -5,7 +5,22 @@ Vleeschouwer, arXiv:1806.01603) as composable optax transformations, and pure,
 jit-able layer-rotation metrics.
 """
 
+from layca_optax._adaptcopy import (
+    RotationRecording,
+    ScaleByRecordedRatesState,
+    adapt_copy,
+    rotation_rate_row,
+    scale_by_recorded_rates,
+)
+from layca_optax._adaptive import adam_nu_percentiles
 from layca_optax._alias import layca
+from layca_optax._equilibrium import (
+    equilibrium_layca_learning_rate,
+    equilibrium_rotation,
+    equilibrium_weight_decay,
+)
+from layca_optax._forward_order import forward_order
+from layca_optax._history import RotationHistory
 from layca_optax._masks import (
     KeyPathLike,
     default_layer_mask,
@@ -23,26 +38,69 @@ from layca_optax._multipliers import (
 )
 from layca_optax._normalization import normalize_to_param_norm
 from layca_optax._numerics import Axis, fan_in_axes
+from layca_optax._plots import (
+    plot_rotation_curves,
+    plot_rotation_rates,
+)
 from layca_optax._projection import project_to_tangent
+from layca_optax._reinit import InitFn, reinit_robustness, rerandom_draws
+from layca_optax._reinit_plot import plot_reinit_robustness
+from layca_optax._reinit_result import ReinitResult
 from layca_optax._reprojection import reproject_to_sphere
+from layca_optax._tracking import (
+    TrackRotationState,
+    track_rotation,
+    tracked_metrics,
+)
+from layca_optax._variants import (
+    CapNormGrowthState,
+    cap_norm_growth,
+    hyperball,
+    layca_lars,
+)
 
 
 __version__ = "0.1.0"
 
 __all__ = (
     "Axis",
+    "CapNormGrowthState",
+    "InitFn",
     "KeyPathLike",
     "Multipliers",
+    "ReinitResult",
+    "RotationHistory",
+    "RotationRecording",
+    "ScaleByRecordedRatesState",
+    "TrackRotationState",
+    "adam_nu_percentiles",
+    "adapt_copy",
+    "cap_norm_growth",
     "default_layer_mask",
     "depth_multipliers",
+    "equilibrium_layca_learning_rate",
+    "equilibrium_rotation",
+    "equilibrium_weight_decay",
     "fan_in_axes",
+    "forward_order",
+    "hyperball",
     "layca",
+    "layca_lars",
     "layer_rotation",
     "normalize_to_param_norm",
     "path_str",
+    "plot_reinit_robustness",
+    "plot_rotation_curves",
+    "plot_rotation_rates",
     "project_to_tangent",
+    "reinit_robustness",
     "reproject_to_sphere",
+    "rerandom_draws",
     "rotation_metrics",
     "rotation_rate",
+    "rotation_rate_row",
     "scale_by_layer_multipliers",
+    "scale_by_recorded_rates",
+    "track_rotation",
+    "tracked_metrics",
 )

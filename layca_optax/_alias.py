@@ -25,27 +25,51 @@ from layca_optax._reprojection import reproject_to_sphere
 _LAYER, _OTHER = "layca", "other"
 
 
-def _check_transformation(tx: Any, name: str) -> None:
+def _check_transformation(tx: Any, name: str, caller: str = "layca") -> None:
     if tx is not None and not (hasattr(tx, "init") and hasattr(tx, "update")):
         raise ValueError(
-            f"`layca({name}=...)` must be an optax GradientTransformation or "
-            f"None, got {tx!r}."
+            f"`{caller}({name}=...)` must be an optax GradientTransformation "
+            f"or None, got {tx!r}."
         )
 
 
-def _check_learning_rate(learning_rate: Any) -> None:
+def _check_learning_rate(learning_rate: Any, caller: str = "layca") -> None:
     if not callable(learning_rate):
-        nx.check_scalar(learning_rate, "layca", "learning_rate", low=0.0)
+        nx.check_scalar(learning_rate, caller, "learning_rate", low=0.0)
 
 
-def _labels_fn(mask: optax.MaskOrFn):
+def _labels_fn(mask: optax.MaskOrFn, caller: str = "layca"):
     def labels(tree):
         if not jax.tree.leaves(tree):  # optax.tree.map_params' placeholder
             return tree
-        flags = resolve_mask(mask, tree, "layca")
+        flags = resolve_mask(mask, tree, caller)
         return jax.tree.map(lambda f: _LAYER if f else _OTHER, flags)
 
     return labels
+
+
+def check_partition_args(
+    base: Any, other: Any, mask: optax.MaskOrFn, caller: str = "layca"
+) -> None:
+    """Raises ``ValueError`` naming ``caller`` for a bad base, other or mask."""
+    _check_transformation(base, "base", caller)
+    _check_transformation(other, "other", caller)
+    if mask is not None and not callable(mask):
+        resolve_mask(mask, mask, caller)  # static leaves must be bools
+
+
+def partition_layers(
+    layer_tx: optax.GradientTransformation,
+    other: optax.GradientTransformation | None,
+    mask: optax.MaskOrFn,
+    caller: str = "layca",
+) -> optax.GradientTransformationExtraArgs:
+    """``layer_tx`` on the layers of ``mask``, ``other`` (default: no update)
+    on the other leaves; bad masks raise ``ValueError`` naming ``caller``."""
+    other_tx = optax.set_to_zero() if other is None else other
+    return optax.partition(
+        {_LAYER: layer_tx, _OTHER: other_tx}, _labels_fn(mask, caller)
+    )
 
 
 def layca(
@@ -181,10 +205,7 @@ def layca(
         )
     nx.check_scalar(eps, "layca", "eps", low=0.0)
     nx.check_axis(axis, "layca")
-    _check_transformation(base, "base")
-    _check_transformation(other, "other")
-    if mask is not None and not callable(mask):
-        resolve_mask(mask, mask, "layca")  # static leaves must be bools
+    check_partition_args(base, other, mask)
     # A traced alpha (optax.inject_hyperparams) may change later: it always
     # needs an order, or it would be silently ignored.
     if layer_order is None and alpha is not None:
@@ -214,7 +235,4 @@ def layca(
         optax.scale_by_learning_rate(learning_rate),
         reproject_to_sphere(axis=axis),
     )
-    other_tx = optax.set_to_zero() if other is None else other
-    return optax.partition(
-        {_LAYER: layer_tx, _OTHER: other_tx}, _labels_fn(mask)
-    )
+    return partition_layers(layer_tx, other, mask)

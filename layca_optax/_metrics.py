@@ -34,8 +34,12 @@ def _cosine_distance_leaf(w: jax.Array, w0: jax.Array, axis: Axis):
     return jnp.clip(jnp.where(na * nb > 0, dist, degenerate), 0.0, 2.0)
 
 
-def _rate_leaf(new: jax.Array, old: jax.Array, axis: Axis):
-    bb, db, dd, aa = _sums(new, old, axis, "rotation_rate")
+def tan_from_sums(bb, db, dd, aa):
+    """tan of the angle from ``old`` to ``new = old + d``, from one-pass sums.
+
+    Takes ``||old||^2, <d, old>, ||d||^2, ||new||^2``; 0 when either is 0.
+    Shared with :func:`layca_optax.track_rotation`, which is given ``d``.
+    """
     nb = nx.safe_sqrt(bb)
     # With d = new - old, `new` has ||old|| + <d, old> / ||old|| along `old`,
     # and across it the part of d: ||d||^2 - <d, old>^2 / ||old||^2.
@@ -43,6 +47,10 @@ def _rate_leaf(new: jax.Array, old: jax.Array, axis: Axis):
     across = nx.safe_sqrt(dd - nx.safe_div(db * db, bb))
     tan = jnp.where(along == 0, jnp.inf, nx.safe_div(across, along))
     return jnp.where((bb > 0) & (aa > 0), tan, 0.0)
+
+
+def _rate_leaf(new: jax.Array, old: jax.Array, axis: Axis):
+    return tan_from_sums(*_sums(new, old, axis, "rotation_rate"))
 
 
 def _map_layers(fn, new, old, mask, axis, caller):

@@ -1,0 +1,311 @@
+"""AdaptCopy: record each layer's per-step rotation rate, replay it in Layca."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from layca_optax import _numerics as nx
+from layca_optax._alias import check_partition_args, partition_layers
+from layca_optax._masks import leaf_paths, path_str
+from layca_optax._metrics import rotation_rate
+from layca_optax._normalization import normalize_to_param_norm
+from layca_optax._projection import project_to_tangent
+from layca_optax._reprojection import reproject_to_sphere
+
+
+def rotation_rate_row(
+    new_params: optax.Params,
+    old_params: optax.Params,
+    *,
+    mask: optax.MaskOrFn = None,
+) -> jax.Array:
+    """Each layer's :func:`rotation_rate` as one vector, in leaf order.
+
+    One row of a :class:`RotationRecording`; pure and jit-able, to return
+    from any optimizer's train step.
+
+    Args:
+      new_params: parameters after the step.
+      old_params: parameters before it.
+      mask: which leaves are layers; default ``ndim >= 2``.
+
+    Returns:
+      A float32 (float64 with x64) vector with one entry per layer.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import layca_optax
+      >>> old = {"a": jnp.eye(2), "b": jnp.eye(2), "bias": jnp.ones(2)}
+      >>> new = {"a": jnp.eye(2), "b": jnp.array([[1.0, 0.5], [0.0, 1.0]]),
+      ...        "bias": jnp.zeros(2)}
+      >>> layca_optax.rotation_rate_row(new, old)
+      Array([0.        , 0.35355338], dtype=float32)
+    """
+    rates = jax.tree.leaves(rotation_rate(new_params, old_params, mask=mask))
+    if not rates:
+        return jnp.zeros((0,), jnp.float32)
+    return jnp.stack([jnp.reshape(r, ()) for r in rates])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RotationRecording:
+    """Per-step, per-layer rotation rates ``tan(theta)`` of a training run.
+
+    Attributes:
+      paths: the layers' paths (``"Dense_0/kernel"``), in column order.
+      rates: a float64 array ``[steps, layers]``; row ``t`` holds each
+        layer's rotation rate at step ``t`` (:func:`rotation_rate_row`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import layca_optax
+      >>> old = {"w": jnp.eye(2), "bias": jnp.zeros(2)}
+      >>> new = {"w": jnp.array([[1.0, 0.1], [0.0, 1.0]]), "bias": jnp.ones(2)}
+      >>> rows = [layca_optax.rotation_rate_row(new, old)] * 3  # 3 steps
+      >>> rec = layca_optax.RotationRecording.from_rows(old, rows)
+      >>> rec.paths, rec.rates.shape
+      (('w',), (3, 1))
+    """
+
+    paths: tuple[str, ...]
+    rates: np.ndarray
+
+    def __post_init__(self):
+        paths = tuple(self.paths)
+        rates = np.asarray(self.rates, np.float64)
+        strings = all(isinstance(p, str) for p in paths)
+        if not strings or len(set(paths)) != len(paths):
+            raise ValueError(
+                "`RotationRecording(paths=...)` must be distinct strings (no "
+                f"duplicates), got {paths}."
+            )
+        if rates.ndim != 2 or rates.shape[1] != len(paths):
+            raise ValueError(
+                "`RotationRecording(rates=...)` must have shape [steps, "
+                f"{len(paths)}] (one column per path), got {rates.shape}."
+            )
+        object.__setattr__(self, "paths", paths)
+        object.__setattr__(self, "rates", rates)
+
+    @classmethod
+    def from_rows(
+        cls,
+        params: optax.Params,
+        rows: Any,
+        *,
+        mask: optax.MaskOrFn = None,
+    ) -> RotationRecording:
+        """A recording from :func:`rotation_rate_row` outputs.
+
+        Args:
+          params: any parameters of the run (only their structure is read).
+          rows: the rows, one per step: a list or a stacked array.
+          mask: the mask given to :func:`rotation_rate_row`.
+        """
+        tree = rotation_rate(params, params, mask=mask)
+        flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+        return cls(tuple(path_str(p) for p, _ in flat), np.asarray(rows))
+
+    def save(self, file: str | os.PathLike[str]) -> None:
+        """Writes ``file`` (``np.savez``) atomically: a temporary file in
+        the same folder, then ``os.replace``."""
+        file = os.fspath(file)
+        fd, tmp = tempfile.mkstemp(
+            dir=os.path.dirname(os.path.abspath(file)), suffix=".tmp"
+        )
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, paths=np.array(self.paths, str), rates=self.rates)
+            os.chmod(tmp, 0o644)  # mkstemp's is 0o600
+            os.replace(tmp, file)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, file: str | os.PathLike[str]) -> RotationRecording:
+        """Reads a file written by :meth:`save` (no pickle)."""
+        with np.load(file, allow_pickle=False) as data:
+            if set(data.files) != {"paths", "rates"}:
+                raise ValueError(
+                    f"`RotationRecording.load({file!r})`: expected arrays "
+                    f"'paths' and 'rates', found {sorted(data.files)}."
+                )
+            return cls(tuple(str(p) for p in data["paths"]), data["rates"])
+
+
+class ScaleByRecordedRatesState(NamedTuple):
+    """State of :func:`scale_by_recorded_rates`: the step count."""
+
+    count: jax.Array  # type: ignore[assignment]  # int32, as optax
+
+
+def _columns(recording: RotationRecording, tree: Any, caller: str):
+    """The recording's column of each leaf of ``tree``."""
+    paths = leaf_paths(tree)
+    missing = sorted(set(paths) - set(recording.paths))
+    unused = sorted(set(recording.paths) - set(paths))
+    if missing or unused:
+        raise ValueError(
+            f"`{caller}(recording=...)` must have one column per layer. "
+            f"Layers not recorded: {missing}; recorded paths that are not "
+            f"layers: {unused}."
+        )
+    return [recording.paths.index(p) for p in paths]
+
+
+def scale_by_recorded_rates(
+    recording: RotationRecording,
+) -> optax.GradientTransformation:
+    """Scales each layer's update by its recorded rate at the current step.
+
+    At the ``t``-th update (counted in the state, from 0), layer ``l`` is
+    multiplied by ``recording.rates[t, l]``; past the end, by the last row.
+    Works under ``jax.jit``: the rates are a constant of the computation and
+    the row is picked by the traced count.
+
+    Args:
+      recording: a :class:`RotationRecording` of finite, non-negative rates,
+        one column per layer that this transformation sees (by path).
+
+    Returns:
+      A :class:`optax.GradientTransformation` with a
+      :class:`ScaleByRecordedRatesState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import layca_optax
+      >>> rec = layca_optax.RotationRecording(("w",), [[0.1], [0.2]])
+      >>> tx = layca_optax.scale_by_recorded_rates(rec)
+      >>> u = {"w": jnp.ones((1, 2))}
+      >>> state = tx.init(u)
+      >>> out, state = tx.update(u, state)
+      >>> out, state = tx.update(u, state)
+      >>> out["w"]
+      Array([[0.2, 0.2]], dtype=float32)
+    """
+    return _scale_by_recorded_rates(recording, "scale_by_recorded_rates")
+
+
+def _scale_by_recorded_rates(recording, caller):
+    if not isinstance(recording, RotationRecording):
+        raise ValueError(
+            f"`{caller}(recording=...)` must be a RotationRecording, "
+            f"got {type(recording).__name__}."
+        )
+    table = recording.rates
+    if table.shape[0] == 0 or not np.all(np.isfinite(table) & (table >= 0)):
+        raise ValueError(
+            f"`{caller}(recording=...)` needs at least one step of finite, "
+            f"non-negative rates, got shape {table.shape}, min "
+            f"{np.min(table, initial=np.inf)}, max "
+            f"{np.max(table, initial=-np.inf)}."
+        )
+    last = table.shape[0] - 1
+
+    def init_fn(params):
+        if jax.tree.leaves(params):  # skip optax's empty placeholders
+            _columns(recording, params, caller)
+        return ScaleByRecordedRatesState(jnp.zeros([], jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        del params
+        cols = iter(_columns(recording, updates, caller))
+        row = jnp.asarray(table)[jnp.minimum(state.count, last)]
+
+        def scale(u):
+            dtype = nx.reduction_dtype(u.dtype)
+            return (u.astype(dtype) * row[next(cols)].astype(dtype)).astype(
+                u.dtype
+            )
+
+        count = optax.safe_increment(state.count)
+        return jax.tree.map(scale, updates), ScaleByRecordedRatesState(count)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def adapt_copy(
+    recording: RotationRecording,
+    base: optax.GradientTransformation | None = None,
+    *,
+    mask: optax.MaskOrFn = None,
+    other: optax.GradientTransformation | None = None,
+    eps: jax.typing.ArrayLike = 1e-7,
+) -> optax.GradientTransformationExtraArgs:
+    r"""AdaptCopy: Layca with each layer's recorded rate as its learning rate.
+
+    Replays a :class:`RotationRecording` of any optimizer's run (Section 5.4
+    of the paper; the authors copied RMSprop, Adam and Adagrad runs onto
+    SGD + Layca and SGD_AMom + Layca): at step :math:`t` layer :math:`l`
+    gets :math:`\eta_l(t)` = ``recording.rates[t, l]``, and since Layca
+    turns each layer by exactly :math:`\arctan\eta_l`, the replayed run's
+    rates equal the recording while the direction comes from ``base``
+    (``None``: the gradient, the authors' SGD_layca;
+    ``optax.ema(0.9, debias=False)``: their SGD_AMom_layca).
+
+    The chain is :func:`layca`'s with :func:`scale_by_recorded_rates` in
+    place of the learning rate; past the last step the last row is reused.
+
+    **Zero-step threshold**: as in :func:`layca`, a step whose
+    learning-rate-scaled tangential part is at most ``eps``,
+    :math:`\eta_l(t) \lVert d_\perp \rVert \le \epsilon`, gives no turn
+    (the authors' ``1e-7``). So a recorded rate below
+    :math:`\epsilon / \lVert d_\perp \rVert` replays as 0; ``eps=0`` replays
+    every nonzero rate (given a nonzero direction).
+
+    Args:
+      recording: per-step per-layer rates, one column per layer (matched by
+        path). Must be finite and non-negative (a turn beyond 90 degrees
+        records a negative tangent and cannot be replayed).
+      base: the direction; ``None``: the gradient.
+      mask: which leaves are layers (default ``ndim >= 2``); use the mask
+        of the recording.
+      other: the transformation of the other leaves; default: unchanged.
+      eps: the zero-step threshold.
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs`; ``update`` needs
+      ``params``.
+
+    Example:
+      >>> import jax
+      >>> import optax
+      >>> import layca_optax
+      >>> params = {"w": jax.random.normal(jax.random.key(0), (4, 3))}
+      >>> rec = layca_optax.RotationRecording(("w",), [[0.05], [0.02]])
+      >>> tx = layca_optax.adapt_copy(rec, optax.ema(0.9, debias=False))
+      >>> state = tx.init(params)
+      >>> grads = {"w": jax.random.normal(jax.random.key(1), (4, 3))}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> new = optax.apply_updates(params, updates)
+      >>> rates = layca_optax.rotation_rate_row(new, params)
+      >>> round(float(rates[0]), 6)
+      0.05
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
+    """
+    scaled = _scale_by_recorded_rates(recording, "adapt_copy")  # validates
+    nx.check_scalar(eps, "adapt_copy", "eps", low=0.0)
+    check_partition_args(base, other, mask, "adapt_copy")
+    layer_tx = optax.chain(
+        optax.identity() if base is None else base,
+        scaled,  # the lr-scaled step, which eps is compared with
+        project_to_tangent(),
+        normalize_to_param_norm(eps=eps),
+        _scale_by_recorded_rates(recording, "adapt_copy"),
+        optax.scale(-1.0),
+        reproject_to_sphere(),
+    )
+    return partition_layers(layer_tx, other, mask, "adapt_copy")

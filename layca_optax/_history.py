@@ -1,0 +1,312 @@
+"""A host-side record of rotation metrics over training, as JSON or CSV."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import operator
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+
+_FORMAT = "layca_optax.RotationHistory"
+_STEP = "step"
+PathLike = str | os.PathLike
+
+
+def _atomic_write(path: PathLike, text: str) -> None:
+    """Writes a temporary file beside ``path``, then renames it: readers
+    see the old file or the complete new one, never a partial one."""
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates it 0o600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _to_float(value: Any, where: str) -> float:
+    a = np.asarray(value)
+    try:
+        if a.size != 1 or a.dtype.kind in "bcmMOSU":
+            raise TypeError
+        return float(a.reshape(()))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where} must be a real scalar, got {a.dtype} of shape {a.shape}."
+        ) from None
+
+
+def _parse_json(text: str) -> list[tuple[str, Any, dict]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not valid JSON: {err}") from None
+    ok = isinstance(data, dict) and data.get("format") == _FORMAT
+    records = data.get("records") if ok else None
+    if not isinstance(records, list):
+        raise ValueError(
+            f"not an object with 'format': {_FORMAT!r} and a 'records' list"
+        )
+    rows = []
+    for i, record in enumerate(records):
+        if not isinstance(record, dict) or _STEP not in record:
+            raise ValueError(f"record {i} has no {_STEP!r}")
+        metrics = {k: v for k, v in record.items() if k != _STEP}
+        rows.append((f"record {i}", record[_STEP], metrics))
+    return rows
+
+
+def _parse_csv(text: str) -> list[tuple[str, Any, dict]]:
+    try:
+        lines = [row for row in csv.reader(io.StringIO(text)) if row]
+    except csv.Error as err:
+        raise ValueError(f"not valid CSV: {err}") from None
+    if not lines or lines[0][0] != _STEP:
+        head = lines[0][:3] if lines else "an empty file"
+        raise ValueError(f"no {_STEP!r} column first (got {head})")
+    header = lines[0]
+    if len(set(header)) != len(header):
+        raise ValueError(f"a column name repeats in the header {header}")
+    rows = []
+    for n, line in enumerate(lines[1:], start=2):
+        if len(line) != len(header):
+            raise ValueError(
+                f"ragged rows: line {n} has {len(line)} fields, the header "
+                f"{len(header)}"
+            )
+        try:
+            step, values = int(line[0]), [float(x) for x in line[1:]]
+        except ValueError as err:
+            raise ValueError(f"line {n}: {err}") from None
+        rows.append(
+            (f"line {n}", step, dict(zip(header[1:], values, strict=True)))
+        )
+    return rows
+
+
+class RotationHistory:
+    """Per-step or per-epoch rotation metrics, kept on the host.
+
+    Append the dicts of :func:`rotation_metrics` or :func:`tracked_metrics`
+    (their arrays are fetched and turned into Python floats); every record
+    has the same keys, in the order of the first, and steps increase. Save
+    and load as JSON or CSV (one row per record: ``step``, then the
+    metric keys); writes are atomic (a temporary file in the same folder,
+    then ``os.replace``), and loading checks the file, raising
+    ``ValueError`` with the path and what is wrong. Non-finite values are
+    kept (``NaN``/``Infinity`` in JSON, as Python's ``json`` writes them).
+
+    Example:
+      >>> import layca_optax
+      >>> history = layca_optax.RotationHistory()
+      >>> history.append(1, {"rotation/Conv_0": 0.1, "rotation/Dense_0": 0.3})
+      >>> history.append(2, {"rotation/Conv_0": 0.2, "rotation/Dense_0": 0.5})
+      >>> history.steps, history.layers("rotation/")
+      (array([1, 2]), ['Conv_0', 'Dense_0'])
+      >>> history.as_array("rotation/Dense_0")
+      array([0.3, 0.5])
+    """
+
+    def __init__(self) -> None:
+        self._steps: list[int] = []
+        self._keys: list[str] = []
+        self._rows: list[list[float]] = []
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __repr__(self) -> str:
+        return f"RotationHistory({len(self)} records, {len(self._keys)} keys)"
+
+    @property
+    def steps(self) -> np.ndarray:
+        """The recorded steps (or epochs), as an int64 array."""
+        return np.asarray(self._steps, np.int64)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The metric keys, in the order of the first record."""
+        return tuple(self._keys)
+
+    def append(self, step_or_epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Adds one record: a step (or epoch) and its metrics.
+
+        Args:
+          step_or_epoch: an int, larger than the last one appended.
+          metrics: a mapping from str keys (not ``"step"``) to scalars:
+            floats, NumPy or JAX arrays of size 1. The first record sets the
+            keys; later ones must have the same.
+        """
+        caller = "`RotationHistory.append"
+        try:
+            step = operator.index(step_or_epoch)
+        except TypeError:
+            step = None
+        if step is None or isinstance(step_or_epoch, bool):
+            raise ValueError(
+                f"{caller}(step_or_epoch=...)` must be an int, "
+                f"got {step_or_epoch!r}."
+            )
+        if self._steps and step <= self._steps[-1]:
+            raise ValueError(
+                f"{caller}(step_or_epoch=...)` must increase: got {step} "
+                f"after {self._steps[-1]}."
+            )
+        if not isinstance(metrics, Mapping) or not metrics:
+            raise ValueError(
+                f"{caller}(metrics=...)` must be a non-empty mapping, "
+                f"got {type(metrics).__name__}."
+            )
+        keys = list(metrics)
+        bad = [k for k in keys if not isinstance(k, str) or k == _STEP]
+        if bad:
+            raise ValueError(
+                f"{caller}(metrics=...)` keys must be str other than "
+                f"{_STEP!r}, got {bad[0]!r}."
+            )
+        if self._keys and set(keys) != set(self._keys):
+            missing = sorted(set(self._keys) - set(keys))
+            extra = sorted(set(keys) - set(self._keys))
+            raise ValueError(
+                f"{caller}(metrics=...)` at step {step} must have the keys "
+                f"of the first record: missing {missing}, extra {extra}."
+            )
+        values = dict(
+            zip(keys, jax.device_get(list(metrics.values())), strict=True)
+        )
+        order = self._keys or keys
+        row = [
+            _to_float(values[k], f"{caller}(metrics=...)` {k!r}") for k in order
+        ]
+        self._keys = order
+        self._steps.append(step)
+        self._rows.append(row)
+
+    def as_array(self, key: str) -> np.ndarray:
+        """The values of one metric over the records, as a float64 array.
+
+        Args:
+          key: a metric key, e.g. ``"rotation/Conv_0/kernel"``.
+
+        Returns:
+          An array with one value per step.
+        """
+        if key not in self._keys:
+            raise ValueError(
+                f"`RotationHistory.as_array(key=...)`: no metric {key!r}; "
+                f"the keys are {self._keys}."
+            )
+        i = self._keys.index(key)
+        return np.asarray([row[i] for row in self._rows], np.float64)
+
+    def layers(self, prefix: str) -> list[str]:
+        """The names after ``prefix`` of the keys that start with it.
+
+        The order is the keys' order: for the metric dicts, the params'
+        leaf order (sorted keys, so ``Conv_10`` before ``Conv_2``), not
+        necessarily the forward order.
+
+        Args:
+          prefix: e.g. ``"rotation/"`` or ``"track/rate/"``.
+
+        Returns:
+          The layer names, e.g. ``["Conv_0/kernel", "Dense_0/kernel"]``.
+        """
+        names = [k[len(prefix) :] for k in self._keys if k.startswith(prefix)]
+        if not names:
+            raise ValueError(
+                f"`RotationHistory.layers(prefix=...)`: no key starts with "
+                f"{prefix!r}; the keys are {self._keys}."
+            )
+        return names
+
+    def _check_nonempty(self, caller: str) -> None:
+        if not self._steps:
+            raise ValueError(
+                f"`{caller}`: the history is empty; append records first."
+            )
+
+    def save_json(self, path: PathLike) -> None:
+        """Writes the history as JSON, atomically.
+
+        Args:
+          path: the file to write; its folder must exist.
+        """
+        self._check_nonempty("RotationHistory.save_json")
+        records = [
+            {_STEP: s, **dict(zip(self._keys, row, strict=True))}
+            for s, row in zip(self._steps, self._rows, strict=True)
+        ]
+        text = json.dumps({"format": _FORMAT, "records": records}, indent=1)
+        _atomic_write(path, text + "\n")
+
+    def save_csv(self, path: PathLike) -> None:
+        """Writes the history as CSV, atomically: ``step``, then the keys.
+
+        Args:
+          path: the file to write; its folder must exist.
+        """
+        self._check_nonempty("RotationHistory.save_csv")
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([_STEP, *self._keys])
+        for step, row in zip(self._steps, self._rows, strict=True):
+            writer.writerow([step, *map(repr, row)])
+        _atomic_write(path, out.getvalue())
+
+    @classmethod
+    def _load(cls, path: PathLike, parse, caller: str) -> RotationHistory:
+        history = cls()
+        try:
+            with open(path, encoding="utf-8", newline="") as f:
+                rows = parse(f.read())
+            for where, step, metrics in rows:
+                try:
+                    history.append(step, metrics)
+                except ValueError as err:
+                    raise ValueError(f"{where}: {err}") from None
+            if not history:
+                raise ValueError("no records")
+        except ValueError as err:  # and UnicodeDecodeError
+            raise ValueError(f"`{caller}`: {os.fspath(path)}: {err}") from None
+        return history
+
+    @classmethod
+    def load_json(cls, path: PathLike) -> RotationHistory:
+        """Reads a history written by :meth:`save_json`.
+
+        Args:
+          path: the JSON file.
+
+        Returns:
+          The history.
+        """
+        return cls._load(path, _parse_json, "RotationHistory.load_json")
+
+    @classmethod
+    def load_csv(cls, path: PathLike) -> RotationHistory:
+        """Reads a history written by :meth:`save_csv`.
+
+        Args:
+          path: the CSV file: a header ``step,<key>,...``, a row per record.
+
+        Returns:
+          The history.
+        """
+        return cls._load(path, _parse_csv, "RotationHistory.load_csv")

@@ -1,0 +1,201 @@
+"""Layer-rotation figures in the paper's style (needs matplotlib)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from layca_optax._history import RotationHistory
+from layca_optax._masks import KeyPathLike, path_str
+
+
+def _matplotlib(caller: str):
+    """Imports matplotlib lazily: it is the optional ``plot`` extra."""
+    try:
+        import matplotlib
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise ImportError(
+            f"`{caller}` needs matplotlib: pip install layca-optax[plot]"
+        ) from err
+    return matplotlib.colormaps["viridis"], ScalarMappable, Normalize, Figure
+
+
+def _layer_names(
+    caller: str,
+    history: Any,
+    prefix: str,
+    layers: Sequence[KeyPathLike] | None,
+) -> list[str]:
+    if not isinstance(history, RotationHistory):
+        raise ValueError(
+            f"`{caller}(history=...)` must be a RotationHistory, got "
+            f"{type(history).__name__}."
+        )
+    if not len(history):
+        raise ValueError(
+            f"`{caller}(history=...)`: the history is empty; append records "
+            "first."
+        )
+    known = [k[len(prefix) :] for k in history.keys if k.startswith(prefix)]
+    if not known:
+        raise ValueError(
+            f"`{caller}(prefix=...)`: no key of the history starts with "
+            f"{prefix!r}; its keys are {list(history.keys)}."
+        )
+    names = known if layers is None else [path_str(p) for p in layers]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(
+            f"`{caller}(layers=...)`: no layer {unknown[:1] or names} under "
+            f"{prefix!r}; the layers are {known}."
+        )
+    return names
+
+
+def _plot(
+    caller: str,
+    history: Any,
+    prefix: str,
+    layers: Sequence[KeyPathLike] | None,
+    ax: Any,
+    title: str | None,
+    x_label: str,
+    y_label: str,
+    curves: bool,
+) -> Any:
+    names = _layer_names(caller, history, prefix, layers)
+    cmap, ScalarMappable, Normalize, Figure = _matplotlib(caller)
+    if ax is None:
+        fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    x = history.steps.astype(np.float64)
+    start = curves and x[0] > 0  # the paper's curves start at (0, 0)
+    positive = False
+    for name, depth in zip(names, np.linspace(0, 1, len(names)), strict=True):
+        y = history.as_array(prefix + name)
+        positive |= bool(np.any(y > 0))
+        xs, ys = (np.r_[0.0, x], np.r_[0.0, y]) if start else (x, y)
+        ax.plot(xs, ys, color=cmap(depth), lw=1.5, label=name)
+    colors = ScalarMappable(norm=Normalize(0, 1), cmap=cmap)
+    bar = fig.colorbar(colors, ax=ax, ticks=[0, 1], aspect=30)
+    bar.ax.set_yticklabels(["First layer", "Last layer"])
+    if curves:
+        ax.set_ylim(0, 1)
+    elif positive:  # a log scale needs a positive value
+        ax.set_yscale("log")
+    ax.margins(x=0)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.grid(alpha=0.3)
+    if title is not None:
+        ax.set_title(title)
+    return fig
+
+
+def plot_rotation_curves(
+    history: RotationHistory,
+    *,
+    prefix: str = "rotation/",
+    layers: Sequence[KeyPathLike] | None = None,
+    ax: Any = None,
+    title: str | None = None,
+    x_label: str = "Epoch",
+) -> Any:
+    """Plots the layer rotation curves: cosine distance to init over time.
+
+    The paper's figures: one line per layer, coloured with ``viridis`` by
+    depth (the first layer dark purple, the last yellow; layer ``l`` of
+    ``L`` at ``linspace(0, 1, L)[l]``), a colour bar labelled "First layer"
+    / "Last layer", the recorded steps or epochs on x and the cosine
+    distance on y, from 0 to 1 (values up to 2 are cut, as in the paper).
+    As in the paper, each curve starts at (0, 0), the initialization, when
+    the first record is after step 0.
+
+    Args:
+      history: the records, e.g. of :func:`rotation_metrics` per epoch.
+      prefix: the keys' prefix; ``"track/cosine/"`` for
+        :func:`tracked_metrics`.
+      layers: the layers (names after ``prefix``) in **forward order**,
+        input side first. The default is the history's key order, which
+        is the params' leaf order (sorted keys: ``Conv_10`` before
+        ``Conv_2``), not necessarily the depth.
+      ax: a matplotlib ``Axes`` to draw in; default a new figure.
+      title: the axes' title.
+      x_label: the x-axis label.
+
+    Returns:
+      The matplotlib ``Figure``; a new one is not registered with pyplot,
+      so save it with ``fig.savefig(path)`` (or pass ``ax=plt.gca()``).
+
+    Example:
+      >>> import layca_optax
+      >>> history = layca_optax.RotationHistory()
+      >>> for epoch in range(1, 4):
+      ...     history.append(epoch, {"rotation/a": 0.1 * epoch,
+      ...                            "rotation/b": 0.2 * epoch})
+      >>> fig = layca_optax.plot_rotation_curves(history, layers=["b", "a"])
+      >>> len(fig.axes[0].get_lines())
+      2
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019, Figure 1.
+    """
+    caller = "plot_rotation_curves"
+    args = (history, prefix, layers, ax, title, x_label, "Cosine distance")
+    return _plot(caller, *args, curves=True)
+
+
+def plot_rotation_rates(
+    history: RotationHistory,
+    *,
+    prefix: str = "track/rate/",
+    layers: Sequence[KeyPathLike] | None = None,
+    ax: Any = None,
+    title: str | None = None,
+    x_label: str = "Step",
+) -> Any:
+    r"""Plots each layer's per-step rotation rate, :math:`\tan\theta`.
+
+    As :func:`plot_rotation_curves` (viridis by depth, a first/last layer
+    colour bar), with a log y scale (zero rates are left out; linear if no
+    rate is positive).
+
+    Args:
+      history: the records, e.g. of :func:`tracked_metrics` per step.
+      prefix: the keys' prefix.
+      layers: the layers (names after ``prefix``) in forward order; the
+        default is the history's key order (the params' leaf order).
+      ax: a matplotlib ``Axes`` to draw in; default a new figure.
+      title: the axes' title.
+      x_label: the x-axis label.
+
+    Returns:
+      The matplotlib ``Figure``.
+
+    Example:
+      >>> import layca_optax
+      >>> history = layca_optax.RotationHistory()
+      >>> history.append(1, {"track/rate/a": 1e-3, "track/rate/b": 1e-2})
+      >>> history.append(2, {"track/rate/a": 2e-3, "track/rate/b": 1e-2})
+      >>> fig = layca_optax.plot_rotation_rates(history)
+      >>> fig.axes[0].get_yscale()
+      'log'
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
+    """
+    caller = "plot_rotation_rates"
+    label = r"Rotation rate $\tan\theta$"
+    args = (history, prefix, layers, ax, title, x_label, label)
+    return _plot(caller, *args, curves=False)

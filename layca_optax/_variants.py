@@ -1,0 +1,281 @@
+"""Paper variants: the LARS-equivalent (norm-growth cap) and Hyperball."""
+
+from __future__ import annotations
+
+import functools as ft
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from layca_optax import _numerics as nx
+from layca_optax._alias import check_partition_args, partition_layers
+from layca_optax._normalization import normalize_to_param_norm
+from layca_optax._numerics import Axis
+from layca_optax._reprojection import reproject_to_sphere
+
+
+class CapNormGrowthState(NamedTuple):
+    """State of :func:`cap_norm_growth`: each layer's initial norm."""
+
+    initial_norms: Any  # ||w_0|| per layer (kept dims), like the params
+
+
+def _layer_norm(x: jax.Array, axis: Axis, caller: str) -> jax.Array:
+    axes = nx.resolve_axes(x, axis, caller)
+    xf = x.astype(nx.reduction_dtype(x.dtype))
+    return nx.safe_sqrt(nx.layer_sum(xf * xf, axes))
+
+
+def _cap_leaf(u, w, n0, max_growth, axis):
+    dtype = nx.reduction_dtype(u.dtype)
+    uf, wf = u.astype(dtype), w.astype(dtype)
+    v = wf + uf
+    nv = _layer_norm(v, axis, "cap_norm_growth")
+    nw = _layer_norm(wf, axis, "cap_norm_growth")
+    growth = max_growth * n0.astype(dtype)
+    capped = nv - nw > growth  # never true for nv == 0
+    new = v * nx.safe_div(nw + growth, nv)
+    return jnp.where(capped, new - wf, uf).astype(u.dtype)
+
+
+def cap_norm_growth(
+    max_growth: jax.typing.ArrayLike = 1e-4, *, axis: Axis = None
+) -> optax.GradientTransformation:
+    r"""Caps how much each layer's norm may grow in one step.
+
+    The authors' "trick for preventing the norm of weights from increasing
+    too much" in their LARS-equivalent variant: with :math:`w' = w + u`,
+
+    .. math::
+
+      w' \leftarrow \frac{w'}{\lVert w' \rVert}
+      \left(\lVert w \rVert + c \lVert w_0 \rVert\right)
+      \quad \text{if } \lVert w' \rVert - \lVert w \rVert > c \lVert w_0 \rVert,
+
+    with :math:`c` = ``max_growth`` and :math:`\lVert w_0 \rVert` the norm
+    of the params given to ``init``, kept in the state. The direction of
+    :math:`w'` is unchanged; decreases of the norm are not capped. Last in a
+    chain, like :func:`reproject_to_sphere`.
+
+    Args:
+      max_growth: :math:`c \ge 0`, the largest growth per step as a fraction
+        of the initial norm (the authors' ``1e-4``).
+      axis: axes each norm reduces over (see :data:`Axis`).
+
+    Returns:
+      A :class:`optax.GradientTransformation` that needs ``params``, with a
+      :class:`CapNormGrowthState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optax
+      >>> import layca_optax
+      >>> tx = layca_optax.cap_norm_growth(0.1)
+      >>> w = jnp.array([[1.0, 0.0]])
+      >>> u, _ = tx.update(jnp.array([[1.0, 1.0]]), tx.init(w), w)
+      >>> new = optax.apply_updates(w, u)  # direction (2, 1)
+      >>> round(float(jnp.linalg.norm(new)), 6)  # 1 + 0.1 * 1
+      1.1
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, Appendix A.4; the authors' code
+      ``Supplementary Results/LARS.py`` (first version of the paper).
+    """
+    nx.check_scalar(max_growth, "cap_norm_growth", "max_growth", low=0.0)
+    nx.check_axis(axis, "cap_norm_growth")
+
+    def init_fn(params):
+        norm = ft.partial(_layer_norm, axis=axis, caller="cap_norm_growth")
+        return CapNormGrowthState(jax.tree.map(norm, params))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise nx.no_params_error("cap_norm_growth")
+        fn = ft.partial(_cap_leaf, max_growth=max_growth, axis=axis)
+        return jax.tree.map(fn, updates, params, state.initial_norms), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _check(caller, learning_rate, base, other, mask, axis):
+    if not callable(learning_rate):
+        nx.check_scalar(learning_rate, caller, "learning_rate", low=0.0)
+    nx.check_axis(axis, caller)
+    check_partition_args(base, other, mask, caller)
+
+
+def layca_lars(
+    learning_rate: optax.ScalarOrSchedule,
+    base: optax.GradientTransformation | None = None,
+    *,
+    max_growth: jax.typing.ArrayLike | None = 1e-4,
+    mask: optax.MaskOrFn = None,
+    other: optax.GradientTransformation | None = None,
+    axis: Axis = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""The LARS-equivalent variant of Layca: normalize and step, no projection.
+
+    Appendix A.4 of the paper compares Layca with its operations 2 and 3
+    only, which the authors call LARS-equivalent: no tangent projection and
+    no reprojection (their code: ``Supplementary Results/LARS.py`` in the
+    repository of the paper's first version). Per layer, with
+    :math:`v` the ``base`` direction (the gradient when ``base`` is None)
+    and :math:`\eta` the learning rate:
+
+    .. math::
+
+      s = \frac{v}{\lVert v \rVert} \lVert w \rVert
+      \quad (0 \text{ if } \lVert v \rVert = 0), \qquad
+      w' = w - \eta s,
+
+    then :func:`cap_norm_growth` (unless ``max_growth`` is None): the norm
+    may grow by at most ``max_growth`` times the initial norm per step.
+    Without the projection each step lengthens the layer (by
+    :math:`\approx \eta^2/2` relative for a step orthogonal to it), which is
+    why the authors added the cap and, for their LARS runs, multiplied the
+    initial kernels by 1/4 ("as the weights increase a lot during
+    training").
+
+    As in the authors' code there is no epsilon: only an exactly zero
+    direction gives no step. They used velocity momentum
+    :math:`v = \mu m - \eta g`; ``base=optax.trace(mu)`` gives the same
+    direction for a constant learning rate.
+
+    Args:
+      learning_rate: :math:`\eta \ge 0`, a float or an optax schedule.
+      base: the direction (``optax.trace(0.9)``, ``optax.scale_by_adam()``,
+        ...); ``None``: the gradient.
+      max_growth: the cap :math:`c` of :func:`cap_norm_growth`; ``None``
+        for no cap.
+      mask: which leaves are layers (default ``ndim >= 2``). The authors
+        applied it to every parameter: pass
+        ``mask=lambda p: jax.tree.map(lambda _: True, p)``.
+      other: the transformation of the other leaves; default: unchanged.
+      axis: axes each norm reduces over (see :data:`Axis`).
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs`; ``update`` needs
+      ``params``.
+
+    Example:
+      >>> import jax
+      >>> import optax
+      >>> import layca_optax
+      >>> params = {"w": jax.random.normal(jax.random.key(0), (4, 3)) / 4}
+      >>> tx = layca_optax.layca_lars(3**-3, other=optax.sgd(0.1))
+      >>> state = tx.init(params)
+      >>> grads = {"w": jax.random.normal(jax.random.key(1), (4, 3))}
+      >>> updates, state = tx.update(grads, state, params)
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, Appendix A.4; first version:
+      "On layer-level control of DNN training and its impact on
+      generalization" (arXiv:1806.01603v1), with the ``LARS.py`` code.
+      You, Gitman & Ginsburg, `Large batch training of convolutional networks
+      <https://arxiv.org/abs/1708.03888>`_, 2017 (LARS).
+    """
+    _check("layca_lars", learning_rate, base, other, mask, axis)
+    if max_growth is not None:
+        nx.check_scalar(max_growth, "layca_lars", "max_growth", low=0.0)
+    layer_tx = optax.chain(
+        optax.identity() if base is None else base,
+        normalize_to_param_norm(axis=axis, eps=0.0),
+        optax.scale_by_learning_rate(learning_rate),
+        optax.identity()
+        if max_growth is None
+        else cap_norm_growth(max_growth, axis=axis),
+    )
+    return partition_layers(layer_tx, other, mask, "layca_lars")
+
+
+def hyperball(
+    learning_rate: optax.ScalarOrSchedule,
+    base: optax.GradientTransformation | None = None,
+    *,
+    mask: optax.MaskOrFn = None,
+    other: optax.GradientTransformation | None = None,
+    axis: Axis = None,
+    eps: jax.typing.ArrayLike = 1e-10,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Hyperball (AdamH, MuonH): normalize and reproject, no projection.
+
+    With :math:`R = \lVert w \rVert` the current norm and :math:`u` the
+    ``base`` direction, each layer steps
+
+    .. math::
+
+      w \leftarrow R \, \frac{w'}{\lVert w' \rVert}, \qquad
+      w' = w - \eta R \frac{u}{\lVert u \rVert}
+
+    (no step if :math:`\lVert u \rVert \le \epsilon`), i.e. Layca without
+    the tangent projection: Marin's ``scale_by_adamh`` for
+    ``base=optax.scale_by_adam()``, MuonH for Muon's direction. The norm is
+    kept, but **the angle turned is not fixed**: with
+    :math:`\varphi = \angle(w, u)`,
+
+    .. math::
+
+      \theta = \operatorname{atan2}\left(\eta \sin\varphi,\;
+      1 - \eta \cos\varphi\right),
+
+    which is :math:`\arctan\eta` (Layca's angle) only when :math:`u \perp w`,
+    0 when :math:`u` is parallel to :math:`w` (:math:`\eta < 1`) and at most
+    :math:`\arcsin\eta` (at :math:`\cos\varphi = \eta`). The radial part of
+    :math:`u` is wasted; Layca projects it out first.
+
+    Muon: ``optax.contrib.scale_by_muon`` orthogonalizes 2-D leaves; in optax
+    0.2.8 its default ``weight_dimension_numbers=None`` fails on a tree of
+    several leaves, so pass them explicitly (see the example).
+
+    Args:
+      learning_rate: :math:`\eta \ge 0`, a float or an optax schedule.
+      base: the direction: ``optax.scale_by_adam()`` (AdamH),
+        ``optax.contrib.scale_by_muon(...)`` (MuonH), ...; ``None``: the
+        gradient.
+      mask: which leaves are layers (default ``ndim >= 2``).
+      other: the transformation of the other leaves; default: unchanged.
+      axis: axes each norm reduces over (see :data:`Axis`); Marin takes one
+        norm per leading-axis entry of stacked kernels: ``axis=(1, 2)``.
+      eps: directions with norm at or below ``eps`` give no step (Marin
+        floors the norm at ``1e-10`` instead).
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs`; ``update`` needs
+      ``params``.
+
+    Example:
+      >>> import jax
+      >>> import optax
+      >>> from optax.contrib import MuonDimensionNumbers, scale_by_muon
+      >>> import layca_optax
+      >>> params = {"w": jax.random.normal(jax.random.key(0), (4, 3))}
+      >>> dims = lambda tree: jax.tree.map(lambda _: MuonDimensionNumbers(),
+      ...                                  tree)
+      >>> tx = layca_optax.hyperball(
+      ...     0.02, scale_by_muon(weight_dimension_numbers=dims))
+      >>> grads = {"w": jax.random.normal(jax.random.key(1), (4, 3))}
+      >>> updates, state = jax.jit(tx.update)(grads, tx.init(params), params)
+      >>> new = optax.apply_updates(params, updates)
+      >>> norm = jax.numpy.linalg.norm
+      >>> bool(jax.numpy.isclose(norm(new["w"]), norm(params["w"])))
+      True
+
+    References:
+      Wen, Dang, Lyu, Ma & Liang, Hyperball (AdamH/MuonH), arXiv:2606.16899;
+      ``marin-community/marin``, ``levanter/optim/adamh.py``.
+    """
+    _check("hyperball", learning_rate, base, other, mask, axis)
+    nx.check_scalar(eps, "hyperball", "eps", low=0.0)
+    layer_tx = optax.chain(
+        optax.identity() if base is None else base,
+        normalize_to_param_norm(axis=axis, eps=eps),
+        optax.scale_by_learning_rate(learning_rate),
+        reproject_to_sphere(axis=axis),
+    )
+    return partition_layers(layer_tx, other, mask, "hyperball")
