@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from typing import Any, NamedTuple
 
 import jax
@@ -14,6 +13,7 @@ import optax
 
 from layca_optax import _numerics as nx
 from layca_optax._alias import check_partition_args, partition_layers
+from layca_optax._io import atomic_write
 from layca_optax._masks import leaf_paths, path_str
 from layca_optax._metrics import rotation_rate
 from layca_optax._normalization import normalize_to_param_norm
@@ -117,18 +117,8 @@ class RotationRecording:
     def save(self, file: str | os.PathLike[str]) -> None:
         """Writes ``file`` (``np.savez``) atomically: a temporary file in
         the same folder, then ``os.replace``."""
-        file = os.fspath(file)
-        fd, tmp = tempfile.mkstemp(
-            dir=os.path.dirname(os.path.abspath(file)), suffix=".tmp"
-        )
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, paths=np.array(self.paths, str), rates=self.rates)
-            os.chmod(tmp, 0o644)  # mkstemp's is 0o600
-            os.replace(tmp, file)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        paths, rates = np.array(self.paths, str), self.rates
+        atomic_write(file, lambda f: np.savez(f, paths=paths, rates=rates))
 
     @classmethod
     def load(cls, file: str | os.PathLike[str]) -> RotationRecording:

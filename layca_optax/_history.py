@@ -2,42 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import operator
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
+from layca_optax._io import atomic_write_text
+
 
 _FORMAT = "layca_optax.RotationHistory"
 _STEP = "step"
 PathLike = str | os.PathLike
-
-
-def _atomic_write(path: PathLike, text: str) -> None:
-    """Writes a temporary file beside ``path``, then renames it: readers
-    see the old file or the complete new one, never a partial one."""
-    path = os.fspath(path)
-    folder, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates it 0o600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _to_float(value: Any, where: str) -> float:
@@ -254,7 +235,7 @@ class RotationHistory:
             for s, row in zip(self._steps, self._rows, strict=True)
         ]
         text = json.dumps({"format": _FORMAT, "records": records}, indent=1)
-        _atomic_write(path, text + "\n")
+        atomic_write_text(path, text + "\n")
 
     def save_csv(self, path: PathLike) -> None:
         """Writes the history as CSV, atomically: ``step``, then the keys.
@@ -268,7 +249,7 @@ class RotationHistory:
         writer.writerow([_STEP, *self._keys])
         for step, row in zip(self._steps, self._rows, strict=True):
             writer.writerow([step, *map(repr, row)])
-        _atomic_write(path, out.getvalue())
+        atomic_write_text(path, out.getvalue())
 
     @classmethod
     def _load(cls, path: PathLike, parse, caller: str) -> RotationHistory:

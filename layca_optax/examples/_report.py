@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from layca_optax._io import atomic_write, atomic_write_text
 
 
 def short_name(path: str) -> str:
@@ -48,37 +47,10 @@ def format_report(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Writes a file atomically: into a temporary file, then ``os.replace``.
-
-    Readers see either the old file or the complete new one, never a
-    partial one. The temporary file is in the same directory (so the rename
-    stays on one file system) and is removed if ``write`` fails.
-
-    Args:
-      path: the destination; its directory must exist.
-      write: writes the content into the binary file object it is given.
-    """
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates it 0o600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(path: Path, results: Mapping[str, Any]) -> None:
     """Writes ``results`` as indented JSON, atomically."""
     text = json.dumps(results, indent=2, allow_nan=False) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write_text(path, text)
 
 
 def write_figure(path: Path, results: Mapping[str, Any]) -> None:
