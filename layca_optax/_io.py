@@ -23,7 +23,8 @@ def atomic_write(
       path: the destination; its folder must exist.
       write: writes the content into the binary file object it is given.
     """
-    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
