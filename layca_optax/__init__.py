@@ -20,6 +20,7 @@ from layca_optax._equilibrium import (
     equilibrium_weight_decay,
 )
 from layca_optax._forward_order import forward_order
+from layca_optax._fused import ScaleByLaycaState, scale_by_layca
 from layca_optax._history import RotationHistory
 from layca_optax._masks import (
     KeyPathLike,
@@ -71,6 +72,7 @@ __all__ = (
     "ReinitResult",
     "RotationHistory",
     "RotationRecording",
+    "ScaleByLaycaState",
     "ScaleByRecordedRatesState",
     "TrackRotationState",
     "adam_nu_percentiles",
@@ -99,6 +101,7 @@ __all__ = (
     "rotation_metrics",
     "rotation_rate",
     "rotation_rate_row",
+    "scale_by_layca",
     "scale_by_layer_multipliers",
     "scale_by_recorded_rates",
     "track_rotation",

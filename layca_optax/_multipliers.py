@@ -164,15 +164,21 @@ def scale_by_layer_multipliers(
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
-        if callable(multipliers):
-            if params is None:
-                raise nx.no_params_error(caller)
-            factors = resolve_multipliers(multipliers, params)
-        else:
-            factors = _broadcast(multipliers, updates, caller)
+        factors = layer_factors(multipliers, updates, params, caller)
         return jax.tree.map(_scale_leaf, updates, factors), state
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def layer_factors(
+    multipliers: Multipliers, updates: Any, params: Any, caller: str
+) -> Any:
+    """A factor per leaf of ``updates``; a callable is given ``params``."""
+    if not callable(multipliers):
+        return _broadcast(multipliers, updates, caller)
+    if params is None:
+        raise nx.no_params_error(caller)
+    return resolve_multipliers(multipliers, params)
 
 
 def ordered_depth_multipliers(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools as ft
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +13,15 @@ from layca_optax import _numerics as nx
 from layca_optax._numerics import Axis
 
 
-# A projected update no larger than this many machine epsilons of the input's
-# norm is rounding noise: the input was parallel to the weights.
-PARALLEL_RTOL_ULPS = 8.0
+def parallel_rtol(dtype: Any) -> float:
+    """Tangential parts at most this fraction of the update count as zero.
+
+    ``sqrt(32 eps)``: 2e-3 (about 0.1 degree) for float32 reductions, 8e-8
+    for float64. Below it, a direction is parallel to the weights within
+    the rounding of a one-pass estimate of its tangential norm (the one
+    :func:`layca_optax.scale_by_layca` uses), so both paths agree.
+    """
+    return (32 * nx.machine_eps(dtype)) ** 0.5
 
 
 def _project_leaf(u: jax.Array, w: jax.Array, axis: Axis) -> jax.Array:
@@ -25,7 +32,7 @@ def _project_leaf(u: jax.Array, w: jax.Array, axis: Axis) -> jax.Array:
     uu = nx.layer_sum(uf * uf, axes)
     t = uf - nx.safe_div(nx.layer_sum(uf * wf, axes), ww) * wf
     tt = nx.layer_sum(t * t, axes)
-    rtol = PARALLEL_RTOL_ULPS * nx.machine_eps(dtype)
+    rtol = parallel_rtol(dtype)
     parallel = tt <= (rtol * rtol) * uu
     return jnp.where(parallel, 0, t).astype(u.dtype)
 
@@ -49,9 +56,11 @@ def project_to_tangent(*, axis: Axis = None) -> optax.GradientTransformation:
     * a zero-norm layer has every direction tangent: its update is returned
       unchanged;
     * an update parallel to the weights gives a zero update. "Parallel" means
-      the projected norm is at most ``8 * eps`` times the input norm, with
-      ``eps`` the machine epsilon of the reduction dtype (float32 for bf16,
-      f16 and f32 leaves): below that it is rounding noise;
+      the projected norm is at most ``sqrt(32 eps)`` times the input norm,
+      with ``eps`` the machine epsilon of the reduction dtype (float32 for
+      bf16, f16 and f32 leaves): 2e-3, i.e. within about 0.1 degree; below
+      that the tangential part is not resolved by one-pass float32
+      reductions (see :func:`layca_optax.scale_by_layca`);
     * a zero update stays zero.
 
     Reductions run in at least float32; the result has the update's dtype.

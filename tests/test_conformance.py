@@ -22,6 +22,9 @@ import pytest
 import layca_optax
 
 
+pytestmark = pytest.mark.usefixtures("layca_path")
+
+
 LR = 0.1
 KERNELS = ("conv/kernel", "dense/kernel")
 

@@ -19,6 +19,9 @@ from flax.training import train_state
 import layca_optax
 
 
+pytestmark = pytest.mark.usefixtures("layca_path")
+
+
 LR = 0.1
 # 1 - cos(arctan(LR)): the cosine distance to init after one Layca step.
 ONE_STEP_DISTANCE = 1 - 1 / np.sqrt(1 + LR**2)

@@ -1,8 +1,8 @@
 """Examples for ``layca_optax``; they need the ``examples`` extra.
 
 :mod:`layca_optax.examples.mnist1d` trains a small CNN on MNIST-1D with
-Layca and with plain SGD and plots the layer-rotation curves; run it with
-``layca-optax demo``.
+Layca, tuned SGD (with and without weight decay), Adam and Adam + Layca and
+plots the layer-rotation curves; run it with ``layca-optax demo``.
 """
 
 from layca_optax.examples._data import Dataset, load_mnist1d
@@ -14,12 +14,18 @@ from layca_optax.examples._train import (
     steps_per_epoch,
     train,
 )
-from layca_optax.examples.mnist1d import DEFAULT_EPOCHS, optimizers, run_demo
+from layca_optax.examples.mnist1d import (
+    DEFAULT_EPOCHS,
+    OPTIMIZERS,
+    optimizers,
+    run_demo,
+)
 
 
 __all__ = (
     "CNN",
     "DEFAULT_EPOCHS",
+    "OPTIMIZERS",
     "Dataset",
     "TrainResult",
     "conv1d_as_matmul",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -84,6 +86,21 @@ def step_decay(
     return optax.piecewise_constant_schedule(learning_rate, boundaries)
 
 
+# The progress hook of the run in flight: the compiled runs call
+# ``_epoch_done`` (through ``jax.debug.callback``) after every epoch, and it
+# forwards the epoch to the hook that :func:`train` installs. Compiled runs
+# are cached and shared, so the hook cannot be baked into them.
+_hook_lock = threading.Lock()
+_hooks: list[Callable[[int], object]] = []
+
+
+def _epoch_done(epoch: Any) -> None:
+    with _hook_lock:
+        hooks = list(_hooks)
+    for hook in hooks:
+        hook(int(epoch) + 1)
+
+
 def _make_run(
     model: CNN,
     optimizer: optax.GradientTransformation,
@@ -123,7 +140,8 @@ def _make_run(
             params = optax.apply_updates(params, updates)
             return (params, batch_stats, opt_state), loss
 
-        def train_epoch(carry, epoch_key):
+        def train_epoch(carry, epoch_and_key):
+            epoch, epoch_key = epoch_and_key
             perm = jax.random.permutation(epoch_key, x.shape[0])
             batches = perm[: steps * batch_size].reshape(steps, batch_size)
             carry, losses = jax.lax.scan(train_step, carry, batches)
@@ -133,11 +151,13 @@ def _make_run(
                 accuracy(params, batch_stats, x_test, y_test),
                 layca_optax.rotation_metrics(params, init_params, prefix=""),
             )
+            jax.debug.callback(_epoch_done, epoch, ordered=True)
             return carry, record
 
         carry = (params, batch_stats, optimizer.init(params))
         keys = jax.random.split(key, epochs)
-        carry, history = jax.lax.scan(train_epoch, carry, keys)
+        epochs_and_keys = (jnp.arange(epochs), keys)
+        carry, history = jax.lax.scan(train_epoch, carry, epochs_and_keys)
         params, batch_stats, _ = carry
         train_accuracy = accuracy(params, batch_stats, x, y)
         return params, batch_stats, train_accuracy, history
@@ -193,6 +213,7 @@ def train(
     *,
     model: CNN | None = None,
     batch_size: int = BATCH_SIZE,
+    progress: Callable[[int], object] | None = None,
 ) -> TrainResult:
     """Trains ``model`` on ``data`` with ``optimizer``, all epochs in one jit.
 
@@ -215,6 +236,8 @@ def train(
       seed: the seed of the initialization and of the shuffling.
       model: the network; default :class:`CNN`.
       batch_size: minibatch size.
+      progress: called with the number of epochs done (1 to ``epochs``)
+        after each epoch, from the host while the run goes on.
 
     Returns:
       A :class:`TrainResult`.
@@ -238,10 +261,18 @@ def train(
     )
     compile_seconds = time.perf_counter() - start
     args = (variables["params"], variables["batch_stats"], shuffle_key)
-    params, batch_stats, train_accuracy, history = compiled(*args, *arrays)
-    train_accuracy, (losses, test_curve, rotations) = jax.device_get(
-        (train_accuracy, history)
-    )
+    with _hook_lock:
+        _hooks[:] = [] if progress is None else [progress]
+    try:
+        outputs = compiled(*args, *arrays)
+        params, batch_stats, train_accuracy, history = outputs
+        train_accuracy, (losses, test_curve, rotations) = jax.device_get(
+            (train_accuracy, history)
+        )
+        jax.effects_barrier()  # every epoch reported
+    finally:
+        with _hook_lock:
+            _hooks.clear()
     seconds = time.perf_counter() - start
     return TrainResult(
         train_accuracy=float(train_accuracy),

