@@ -1,7 +1,9 @@
 """End-to-end tests of the MNIST-1D demo and the ``layca-optax`` CLI."""
 
+import io
 import json
 import math
+import sys
 
 import pytest
 
@@ -9,12 +11,15 @@ import pytest
 pytest.importorskip("flax")
 pytest.importorskip("mnist1d")
 pytest.importorskip("matplotlib")
+pytest.importorskip("tqdm")
 
+import layca_optax  # noqa: E402
 from layca_optax import _cli  # noqa: E402
-from layca_optax.examples import mnist1d  # noqa: E402
+from layca_optax.examples import _report, mnist1d  # noqa: E402
 
 
-EPOCHS = 2
+EPOCHS = _cli.DEMO_QUICK_EPOCHS
+NAMES = ["layca", "sgd-wd"]  # two of the five, to keep the tests short
 TIMINGS = ("seconds", "compile_seconds")
 
 
@@ -28,13 +33,13 @@ def _without_timings(results):
 
 @pytest.fixture(scope="module")
 def results():
-    return mnist1d.run_demo(epochs=EPOCHS, seed=0)
+    return mnist1d.run_demo(epochs=EPOCHS, seed=0, names=NAMES)
 
 
 def test_run_demo_results(results):
     layers = results["layers"]
     assert layers == [f"Conv_{i}/kernel" for i in range(4)] + ["Dense_0/kernel"]
-    assert set(results["optimizers"]) == {"layca", "sgd"}
+    assert list(results["optimizers"]) == NAMES
     for run in results["optimizers"].values():
         for key in ("train_accuracy", "test_accuracy"):
             assert 0.0 <= run[key] <= 1.0
@@ -49,10 +54,30 @@ def test_run_demo_results(results):
     assert all(v > 0 for v in layca.values())
 
 
+def test_figure_has_one_panel_per_optimizer(results):
+    fig = _report.figure(results)
+    panels = [ax for ax in fig.axes if ax.get_lines()]  # not colour bars
+    assert [ax.get_title().split(":")[0] for ax in panels] == NAMES
+    for ax in panels:
+        assert len(ax.get_lines()) == len(results["layers"])
+        assert ax.get_ylim() == (0.0, 1.0)
+        assert ax.get_xlabel() == "Epoch"
+
+
+def test_all_five_optimizers_are_defined():
+    assert mnist1d.OPTIMIZERS == _cli.DEMO_OPTIMIZERS
+    compared = mnist1d.optimizers(100)
+    assert list(compared) == list(mnist1d.OPTIMIZERS)
+    for lr, description, _ in compared.values():
+        assert lr > 0 and description
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        mnist1d.optimizers(100, names=["nadam"])
+
+
 def test_same_seed_same_results_other_seed_differs(results):
-    again = mnist1d.run_demo(epochs=EPOCHS, seed=0)
+    again = mnist1d.run_demo(epochs=EPOCHS, seed=0, names=NAMES)
     assert _without_timings(again) == _without_timings(results)
-    other = mnist1d.run_demo(epochs=EPOCHS, seed=1)
+    other = mnist1d.run_demo(epochs=EPOCHS, seed=1, names=NAMES[:1])
     assert (
         other["optimizers"]["layca"]["final_rotation"]
         != (results["optimizers"]["layca"]["final_rotation"])
@@ -61,19 +86,46 @@ def test_same_seed_same_results_other_seed_differs(results):
 
 def test_cli_demo_writes_results_and_figure(results, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["demo", "--epochs", str(EPOCHS), "--seed", "0", "--out", str(out)]
-    assert _cli.main(argv) == 0
+    argv = ["demo", "--quick", "--seed", "0", "--out", str(out)]
+    assert _cli.main([*argv, "--optimizers", *NAMES]) == 0
     written = json.loads((out / "results.json").read_text())
     assert _without_timings(written) == _without_timings(results)
     png = (out / "layer_rotation.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
+    history = layca_optax.RotationHistory.load_csv(out / "history_layca.csv")
+    assert list(history.steps) == list(range(1, EPOCHS + 1))
+    curve = results["optimizers"]["layca"]["rotation_curves"]["Conv_0/kernel"]
+    assert history.as_array("rotation/Conv_0/kernel").tolist() == curve
+    report = (out / "report.md").read_text()
+    assert "test acc" in report and "(layer_rotation.png)" in report
     assert sorted(p.name for p in out.iterdir()) == [
+        "history_layca.csv",
+        "history_sgd-wd.csv",
         "layer_rotation.png",
+        "report.md",
         "results.json",
     ]  # no temporary file left behind
-    printed = capsys.readouterr().out
-    for word in ("layca", "sgd", "Conv_0", "Dense_0", "test acc"):
-        assert word in printed
+    captured = capsys.readouterr()
+    for word in (*NAMES, "Conv_0", "Dense_0", "test acc", "L2"):
+        assert word in captured.out
+    for name in NAMES:  # stderr is not a terminal: one line per run
+        assert f"{name}: {EPOCHS} epochs, train acc" in captured.err
+
+
+def test_progress_bar_on_a_terminal(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    bar = _report.Progress("[1/1] layca", 3)
+    bar(1)
+    bar(3)
+    run = {"train_accuracy": 1.0, "test_accuracy": 0.5}
+    bar.close({**run, "seconds": 1.0, "compile_seconds": 0.5})
+    text = sys.stderr.getvalue()
+    assert "[1/1] layca" in text and "3/3" in text
+    assert "test acc 50.0%" in text
 
 
 def test_cli_help(capsys):
@@ -85,16 +137,38 @@ def test_cli_help(capsys):
         _cli.main(["demo", "--help"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
-    for option in ("--epochs", "--seed", "--out"):
+    for option in ("--epochs", "--seed", "--out", "--quick", "--optimizers"):
         assert option in printed
 
 
-def test_cli_rejects_bad_epochs(capsys):
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["demo", "--epochs", "0"], ["--epochs"]),
+        (["demo", "--optimizers", "nadam"], ["--optimizers", "nadam"]),
+        (["demo", "--out", "no/such/folder/out"], ["--out", "not exist"]),
+        (["nodemo"], ["invalid choice"]),
+    ],
+)
+def test_cli_rejects_bad_arguments(argv, words, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _cli.main(["demo", "--epochs", "0"])
+        _cli.main(argv)
     assert exit_info.value.code == 2
-    assert "--epochs" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err
 
 
-def test_cli_default_epochs_is_the_demo_default():
+def test_cli_rejects_a_file_as_out(tmp_path, capsys):
+    path = tmp_path / "file"
+    path.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(["demo", "--out", str(path)])
+    assert exit_info.value.code == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_cli_defaults_are_the_demo_defaults():
     assert _cli.DEMO_EPOCHS == mnist1d.DEFAULT_EPOCHS
+    assert _cli.DEMO_QUICK_EPOCHS == mnist1d.QUICK_EPOCHS

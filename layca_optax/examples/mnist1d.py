@@ -41,8 +41,8 @@ from layca_optax.examples._train import (
 
 
 DEFAULT_EPOCHS = 40
-"""Epochs of the demo: about three minutes for the five runs on two CPU
-cores."""
+"""Epochs of the demo: about a minute for the five runs on two CPU cores
+(64 s wall, 106 s CPU, compilation included)."""
 
 QUICK_EPOCHS = 3
 """Epochs of ``layca-optax demo --quick``, a smoke test."""
@@ -51,7 +51,10 @@ OPTIMIZERS = ("layca", "sgd", "sgd-wd", "adam", "adam-layca")
 """The compared optimizers' names, in the demo's order."""
 
 # Each rate below was tuned with this code: 40 epochs, this schedule,
-# final test accuracy, seeds as given.
+# final test accuracy (%), seeds as given. Some were measured with earlier
+# code (before the per-epoch progress callback in the compiled run and
+# layca's fused step), which rounds differently: seed 0 moved by up to 0.3
+# points since (Layca 98.3 -> 98.1), as other seeds do.
 
 LAYCA_LEARNING_RATE = 3**-3
 """The paper's best initial learning rate for SGD + Layca (alpha = 0)."""
@@ -70,19 +73,32 @@ SGD_LEARNING_RATE = 3.0
 # final cosine distance 0.14 at 3**-1 against 0.35 at 3 and 0.50 for
 # Layca, seed 0).
 
-SGD_WD_LEARNING_RATE = 0.3
+SGD_WD_LEARNING_RATE = 3.0
 SGD_WD_WEIGHT_DECAY = 5e-4
 """SGD + weight decay: the initial learning rate and the L2 coefficient
 (``optax.add_decayed_weights`` on the kernels, before ``optax.sgd``)."""
-# SWEEP_SGD_WD
+# Seed 0, learning rate (rows) x weight decay (columns):
+#           1e-4   5e-4   1e-3
+#   0.1     94.7   94.8   94.8
+#   0.3     96.6   96.2   97.7
+#   1       97.9   97.9   97.1
+#   3       97.9   97.9      -
+# Seeds 0 / 1 / 2 (mean) of the best: lr 3, wd 5e-4: 97.9 / 98.0 / 98.3
+# (98.1); lr 1, wd 5e-4: 97.9 / 98.0 / 97.6 (97.8); lr 1, wd 1e-4: 97.9 /
+# 97.1 / 97.0 (97.3). Weight decay keeps the scale-invariant layers small,
+# so they rotate more (mean final rotation 0.60 at lr 3, wd 5e-4, seed 0).
 
-ADAM_LEARNING_RATE = 1e-3
+ADAM_LEARNING_RATE = 3e-2
 """Adam's initial learning rate."""
-# SWEEP_ADAM
+# Seed 0: 1e-3 95.0, 3e-3 96.6, 1e-2 97.7, 3e-2 97.8. Seeds 0 / 1 / 2
+# (mean): 1e-2 97.7 / 97.5 / 97.5 (97.6), 3e-2 97.8 / 97.7 / 97.4 (97.6),
+# a tie; 3e-2 has the higher mean by 0.07 points.
 
-ADAM_LAYCA_LEARNING_RATE = 3**-5
-"""Layca over Adam's direction: the initial learning rate."""
-# SWEEP_ADAM_LAYCA
+ADAM_LAYCA_LEARNING_RATE = 3**-4
+"""Layca over Adam's direction: the initial learning rate (the paper's
+Adam_layca uses 3**-5; 3**-4 is better on this task)."""
+# Seeds 0 / 1 / 2 (mean), current code: 3**-5 97.9 / 97.6 / 97.6 (97.7),
+# 3**-4 98.3 / 98.8 / 98.7 (98.6); 3**-3 98.2 (seed 0, earlier code).
 
 FIGURE_NAME = "layer_rotation.png"
 RESULTS_NAME = "results.json"
