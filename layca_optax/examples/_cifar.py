@@ -1,0 +1,250 @@
+"""CIFAR-10/100 from the pickled "python version", read without running code.
+
+The official batches are Python pickles, and ``pickle.load`` runs whatever
+a pickle names. :func:`safe_unpickle` admits only the NumPy globals an
+array needs, so a file that is not a batch fails without side effects.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+import zlib
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import numpy as np
+
+from layca_optax.examples._datasets import (
+    Dataset,
+    DatasetError,
+    make_dataset,
+    read_file,
+    resolve_data_dir,
+)
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    reduced: Any = np.empty(0).__reduce__()  # (_reconstruct, ...)
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(module, "_reconstruct")] = reduced[0]
+    return allowed
+
+
+_ALLOWED = _allowed_globals()
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only the globals in ``_ALLOWED``; any other is an error."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"global {module}.{name} is not allowed"
+            ) from None
+
+
+def safe_unpickle(file: IO[bytes]) -> Any:
+    """Loads a pickle of plain data and NumPy arrays, running no other code.
+
+    Admits containers and scalars the pickle opcodes build themselves
+    (dict, list, tuple, bytes, str, int, float, bool, None) and exactly
+    four globals: ``numpy.core.multiarray._reconstruct`` (or
+    ``numpy._core.multiarray._reconstruct``), ``numpy.ndarray`` and
+    ``numpy.dtype``, which rebuild an array from its bytes. Any other
+    global (``os.system``, ``builtins.eval``, ...) raises
+    ``pickle.UnpicklingError`` before it is called; so do persistent ids.
+    Python 2 strings become bytes (``encoding="bytes"``), as the CIFAR
+    files need.
+
+    Args:
+      file: a binary file object at the start of the pickle.
+
+    Returns:
+      The unpickled object.
+
+    Example:
+      >>> import io, pickle
+      >>> safe_unpickle(io.BytesIO(pickle.dumps({b"labels": [3, 1]})))
+      {b'labels': [3, 1]}
+    """
+    return _RestrictedUnpickler(file, encoding="bytes").load()
+
+
+class _Spec(NamedTuple):
+    folder: str
+    archive: str
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    label_key: str
+    expected: str
+
+
+_SPECS = {
+    10: _Spec(
+        "cifar-10-batches-py",
+        "cifar-10-python.tar.gz",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        "labels",
+        "the CIFAR-10 python batches (data_batch_1..5, test_batch) "
+        "from cifar-10-python.tar.gz",
+    ),
+    100: _Spec(
+        "cifar-100-python",
+        "cifar-100-python.tar.gz",
+        ("train",),
+        ("test",),
+        "fine_labels",
+        "the CIFAR-100 python files (train, test) from cifar-100-python.tar.gz",
+    ),
+}
+
+
+def _files(root: Path, spec: _Spec) -> dict[str, tuple[str, bytes]]:
+    """``{name: (where, content)}`` from a folder or the tar.gz archive."""
+    names = spec.train + spec.test
+    for folder in (root / spec.folder, root):
+        if (folder / names[0]).is_file():
+            out = {}
+            for name in names:
+                if not (path := folder / name).is_file():
+                    raise DatasetError(
+                        f"load_cifar: {path} not found: expected "
+                        f"{spec.expected}"
+                    )
+                out[name] = (str(path), read_file(path, "load_cifar"))
+            return out
+    archive = root / spec.archive
+    if not archive.is_file():
+        raise DatasetError(
+            f"load_cifar: no {names[0]} in {root / spec.folder} or {root}, "
+            f"and no {archive}: expected {spec.expected}"
+        )
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            out = {}
+            for name in names:
+                member = tar.extractfile(f"{spec.folder}/{name}")
+                if member is None:
+                    raise KeyError(f"{spec.folder}/{name} is not a file")
+                out[name] = (f"{archive}:{spec.folder}/{name}", member.read())
+            return out
+    except (OSError, EOFError, zlib.error, KeyError, tarfile.TarError) as err:
+        raise DatasetError(
+            f"load_cifar: cannot read {archive} ({err}): expected "
+            f"{spec.expected}"
+        ) from err
+
+
+def _batch(where: str, raw: bytes, spec: _Spec, k: int) -> tuple[Any, Any]:
+    """The ``(data, labels)`` of one batch, validated."""
+
+    def fail(why: str) -> DatasetError:
+        return DatasetError(
+            f"load_cifar: {where}: {why}; expected {spec.expected}"
+        )
+
+    try:
+        batch = safe_unpickle(io.BytesIO(raw))
+    except Exception as err:  # a corrupt pickle fails in many ways
+        raise fail(f"not a CIFAR pickle ({type(err).__name__}: {err})") from err
+    if not isinstance(batch, dict):
+        raise fail(f"a pickled {type(batch).__name__}, not a dict")
+    entry = {
+        (key.decode() if isinstance(key, bytes) else key): value
+        for key, value in batch.items()
+    }
+    data, labels = entry.get("data"), entry.get(spec.label_key)
+    if not (
+        isinstance(data, np.ndarray)
+        and data.dtype == np.uint8
+        and data.ndim == 2
+        and data.shape[1] == 3072
+    ):
+        got = getattr(data, "shape", type(data).__name__)
+        raise fail(f"'data' is {got}, not an (N, 3072) uint8 array")
+    if not isinstance(labels, list | tuple | np.ndarray):
+        raise fail(f"no {spec.label_key!r} list")
+    labels = np.asarray(labels)
+    if (
+        labels.shape != (len(data),)
+        or labels.dtype.kind not in "iu"
+        or (labels.size and not 0 <= labels.min() <= labels.max() < k)
+    ):
+        raise fail(
+            f"{spec.label_key!r} holds {labels.shape} {labels.dtype} values "
+            f"for {len(data)} images; expected one integer in 0..{k - 1} each"
+        )
+    return data, labels
+
+
+def load_cifar(
+    data_dir: str | os.PathLike[str] | None = None,
+    num_classes: int = 10,
+    *,
+    standardize: bool = False,
+) -> Dataset:
+    """CIFAR-10 or CIFAR-100 from the "python version" pickled batches.
+
+    Looks in ``data_dir`` (or ``$LAYCA_DATA_DIR``) and its
+    ``cifar-10-batches-py/`` (``cifar-100-python/``) subfolder for
+    ``data_batch_1..5`` and ``test_batch`` (``train`` and ``test``), else
+    reads them from ``cifar-10-python.tar.gz`` (``cifar-100-python.tar.gz``)
+    there without extracting it. Pickles are read by :func:`safe_unpickle`.
+    Each batch is checked: a dict with an ``(N, 3072)`` uint8 ``data`` array
+    (rows of 1024 red, green, blue pixels) and N integer labels
+    (``labels``, or ``fine_labels`` for CIFAR-100) in range.
+
+    Args:
+      data_dir: the folder, or None for ``$LAYCA_DATA_DIR``.
+      num_classes: 10 (CIFAR-10) or 100 (CIFAR-100, fine labels).
+      standardize: subtract the train set's global scalar pixel mean and
+        divide by its standard deviation, as the paper does (computed on
+        all the train images, before any
+        :func:`~layca_optax.examples._datasets.validation_split`); else
+        scale pixels to ``[0, 1]``.
+
+    Returns:
+      A :class:`Dataset` with inputs of shape ``(n, 32, 32, 3)`` (NHWC).
+
+    Raises:
+      DatasetError: a file is missing or malformed (the message names it
+        and the expected format); nothing is downloaded.
+    """
+    spec = _SPECS.get(num_classes)
+    if spec is None:
+        raise DatasetError(
+            f"load_cifar: num_classes must be 10 or 100, got {num_classes!r}"
+        )
+    root = resolve_data_dir(data_dir, caller="load_cifar")
+    parts: dict[bool, list[Any]] = {False: [], True: []}
+    for name, (where, raw) in _files(root, spec).items():
+        parts[name in spec.test].append(_batch(where, raw, spec, num_classes))
+    (x, y), (xt, yt) = (
+        (
+            np.concatenate([d for d, _ in parts[t]]),
+            np.concatenate([labels for _, labels in parts[t]]),
+        )
+        for t in (False, True)
+    )
+    mean, scale = 0.0, 255.0
+    if standardize:  # exact, from the pixel histogram
+        values, counts = np.arange(256.0), np.bincount(x.ravel(), minlength=256)
+        mean = float(values @ counts) / counts.sum()
+        scale = float(np.sqrt(((values - mean) ** 2) @ counts / counts.sum()))
+
+    def images(data: np.ndarray) -> np.ndarray:
+        out = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        out = out.astype(np.float32, order="C")
+        out -= np.float32(mean)
+        out /= np.float32(scale)
+        return out
+
+    name = f"cifar{num_classes}"
+    return make_dataset(images(x), y, images(xt), yt, name, num_classes)
