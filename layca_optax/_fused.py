@@ -10,7 +10,11 @@ import jax.numpy as jnp
 import optax
 
 from layca_optax import _numerics as nx
-from layca_optax._multipliers import Multipliers, layer_factors
+from layca_optax._multipliers import (
+    Multipliers,
+    check_multipliers,
+    layer_factors,
+)
 from layca_optax._numerics import Axis
 from layca_optax._projection import parallel_rtol
 
@@ -107,9 +111,10 @@ def scale_by_layca(
     nx.check_scalar(eps, "scale_by_layca", "eps", low=0.0)
     if not callable(learning_rate):
         nx.check_scalar(learning_rate, "scale_by_layca", "learning_rate", low=0)
+    check_multipliers(multipliers, None, "scale_by_layca")
 
     def init_fn(params):
-        del params
+        check_multipliers(multipliers, params, "scale_by_layca")
         return ScaleByLaycaState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):

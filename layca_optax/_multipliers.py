@@ -155,12 +155,10 @@ def scale_by_layer_multipliers(
              [0.5, 0.5]], dtype=float32)
     """
     caller = "scale_by_layer_multipliers"
-    if not callable(multipliers):
-        _check_factors(multipliers, caller)
+    check_multipliers(multipliers, None, caller)
 
     def init_fn(params):
-        if not callable(multipliers) and jax.tree.leaves(params):
-            _broadcast(multipliers, params, caller)  # fail early
+        check_multipliers(multipliers, params, caller)
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
@@ -168,6 +166,18 @@ def scale_by_layer_multipliers(
         return jax.tree.map(_scale_leaf, updates, factors), state
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def check_multipliers(multipliers: Multipliers, params: Any, caller: str):
+    """``ValueError`` for bad factors, or (given params) a bad structure.
+
+    Callables are checked when they are called, at each update.
+    """
+    if callable(multipliers):
+        return
+    _check_factors(multipliers, caller)
+    if params is not None and jax.tree.leaves(params):
+        _broadcast(multipliers, params, caller)
 
 
 def layer_factors(

@@ -65,13 +65,20 @@ GRADS = [
 ]
 
 
-@functools.cache
 def _plain(name):
     """``layca(LR, base)`` and its jitted update, shared between tests.
 
     The update always gets an argument that layca does not take, as optax's
-    extra-args protocol allows (``GradientTransformationExtraArgs``).
+    extra-args protocol allows (``GradientTransformationExtraArgs``). Cached
+    per path (fused or chain; see the ``layca_path`` fixture).
     """
+    path = getattr(layca_optax.layca, "keywords", {}).get("fused", True)
+    return _plain_cached(name, path)
+
+
+@functools.cache
+def _plain_cached(name, fused):
+    del fused  # only a cache key: layca_optax.layca already carries it
     tx = layca_optax.layca(LR, base=BASES[name])
     update = functools.partial(tx.update, unexpected_extra_arg=1)
     return tx, jax.jit(update)
