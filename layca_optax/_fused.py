@@ -104,8 +104,9 @@ def scale_by_layca(
       >>> tx = layca_optax.scale_by_layca(0.5)
       >>> w = jnp.array([[1.0, 0.0]])
       >>> u, _ = tx.update(jnp.array([[0.0, -1.0]]), tx.init(w), w)
-      >>> optax.apply_updates(w, u)  # turned by arctan(0.5), norm kept
-      Array([[0.8944272 , 0.44721362]], dtype=float32)
+      >>> new = optax.apply_updates(w, u)  # turned by arctan(0.5), norm 1
+      >>> [round(float(x), 5) for x in new.ravel()]
+      [0.89443, 0.44721]
     """
     nx.check_axis(axis, "scale_by_layca")
     nx.check_scalar(eps, "scale_by_layca", "eps", low=0.0)
