@@ -22,7 +22,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -30,6 +29,7 @@ import jax
 import optax
 
 import layca_optax
+from layca_optax._io import atomic_write_text
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -147,18 +147,6 @@ def print_table(name: str, result: dict) -> None:
         )
 
 
-def write_json_atomic(path: str, data: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -186,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(name, result)
         report["trees"][name] = result
     if args.out:
-        write_json_atomic(args.out, report)
+        atomic_write_text(args.out, json.dumps(report, indent=2))
     return 0
 
 
