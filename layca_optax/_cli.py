@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 DEMO_EPOCHS = 40
@@ -20,9 +22,18 @@ DEMO_QUICK_EPOCHS = 3
 DEMO_OPTIMIZERS = ("layca", "sgd", "sgd-wd", "adam", "adam-layca")
 """The demo's optimizers (``layca_optax.examples.OPTIMIZERS``)."""
 
-_EXTRA_HINT = (
-    "The demo needs the examples extra: pip install 'layca-optax[examples]'"
-)
+_EXTRA_HINT = "It needs the examples extra: pip install 'layca-optax[examples]'"
+
+REPRODUCE_EPOCHS = 40
+"""``reproduce``'s CNN epochs (the MLP's: 100), before ``--scale``."""
+
+REPRODUCE_MLP_EPOCHS = 100
+
+REPRODUCE_QUICK = {"epochs": 2, "mlp_epochs": 3, "seeds": 2}
+"""``reproduce --quick``: epochs, MLP epochs and seeds of the smoke test."""
+
+TASKS = ("mnist1d", "cifar10", "cifar100")
+"""``reproduce --task`` (``layca_optax.examples._runner.TASKS``)."""
 
 
 def _positive_int(text: str) -> int:
@@ -103,17 +114,119 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LR",
         help="initial learning rate of plain SGD (default: the tuned one)",
     )
+    _add_reproduce(commands)
+    report = commands.add_parser(
+        "report",
+        help="redraw the figures and report.md of a reproduce run",
+        description="Read DIR/results.json written by `layca-optax "
+        "reproduce --out DIR` and write its figures and report.md again "
+        "(e.g. after an upgrade of the report's code); nothing is trained.",
+    )
+    report.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the folder of a reproduce run (holds results.json)",
+    )
     return parser
+
+
+def _add_reproduce(commands: Any) -> None:
+    cpus = os.cpu_count() or 1
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="check the paper's findings with several seeds",
+        description="Multi-seed versions of the Layca paper's experiments "
+        "on data available offline: Fig. 1 (Layca over alpha x rho(0)), "
+        "Fig. 2 (SGD over learning rates), Fig. 3 (SGD + weight decay), "
+        "Fig. 6 (Adam, RMSprop, Adagrad with and without Layca), Section 6 "
+        "/ Fig. 8 (an MLP's first-layer features) and the "
+        "re-initialization robustness study of Zhang et al. on the trained "
+        "CNN and MLP. Writes results.json, one CSV history per run, the "
+        "figures and report.md (the verdict on each claim, mean and spread "
+        "over seeds) into --out. The default scale takes about "
+        "15 minutes on 2 CPU cores.",
+    )
+    reproduce.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reproduce-out"),
+        metavar="DIR",
+        help="the output folder (created if its parent exists; default: "
+        "%(default)s)",
+    )
+    reproduce.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="seeds per configuration (default: 3, or "
+        f"{REPRODUCE_QUICK['seeds']} with --quick)",
+    )
+    reproduce.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the first seed; runs use SEED .. SEED+N-1 (default: 0)",
+    )
+    reproduce.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=min(cpus, 4),
+        metavar="N",
+        help="worker processes; results do not depend on it (default: "
+        "%(default)s, the CPUs up to 4)",
+    )
+    reproduce.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test: reduced grids, "
+        f"{REPRODUCE_QUICK['epochs']} CNN and "
+        f"{REPRODUCE_QUICK['mlp_epochs']} MLP epochs",
+    )
+    reproduce.add_argument(
+        "--scale",
+        type=_positive_float,
+        default=1.0,
+        help="multiply the epochs (CNN "
+        f"{REPRODUCE_EPOCHS}, MLP {REPRODUCE_MLP_EPOCHS}) by this, e.g. "
+        "2.5 for the paper's 100 CNN epochs on a GPU (default: 1)",
+    )
+    reproduce.add_argument(
+        "--task",
+        choices=TASKS,
+        default="mnist1d",
+        help="the CNN experiments' data and model: mnist1d (generated, "
+        "1-D CNN), or the paper's cifar10 (C10-CNN1) and cifar100 "
+        "(ResNet-32) from --data-dir (default: %(default)s)",
+    )
+    reproduce.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder with the CIFAR python batches (--task cifar10/100) "
+        "and/or the MNIST IDX files (then the MLP trains on MNIST); "
+        "default $LAYCA_DATA_DIR. Nothing is downloaded.",
+    )
+
+
+def _missing(command: str, needed: list[str]) -> bool:
+    """Prints which extras are missing, if any."""
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        print(
+            f"layca-optax {command}: missing {', '.join(missing)}. "
+            f"{_EXTRA_HINT}",
+            file=sys.stderr,
+        )
+    return bool(missing)
 
 
 def _demo(args: argparse.Namespace) -> int:
     needed = ["flax", "mnist1d"] + (["matplotlib"] if args.out else [])
-    missing = [m for m in needed if importlib.util.find_spec(m) is None]
-    if missing:
-        print(
-            f"layca-optax demo: missing {', '.join(missing)}. {_EXTRA_HINT}",
-            file=sys.stderr,
-        )
+    if _missing("demo", needed):
         return 1
     from layca_optax.examples import mnist1d
     from layca_optax.examples._report import format_report
@@ -157,6 +270,73 @@ def _check_out(parser: argparse.ArgumentParser, out: Path) -> None:
         parser.error(f"--out {out}: {folder} is not writable")
 
 
+_REPRODUCE_NEEDS = ["flax", "mnist1d", "sklearn", "matplotlib", "tqdm"]
+
+
+def _reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    if _missing("reproduce", _REPRODUCE_NEEDS):
+        return 1
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        parser.error(f"--data-dir {args.data_dir} is not a folder")
+    from layca_optax.examples._datasets import DatasetError
+    from layca_optax.examples._runner import Settings, check_data
+    from layca_optax.examples.reproduce import run_reproduce
+
+    quick = REPRODUCE_QUICK if args.quick else {}
+    seeds = args.seeds or quick.get("seeds", 3)
+    epochs = quick.get("epochs", REPRODUCE_EPOCHS)
+    mlp_epochs = quick.get("mlp_epochs", REPRODUCE_MLP_EPOCHS)
+    settings = Settings(
+        task=args.task,
+        data_dir=None if args.data_dir is None else str(args.data_dir),
+        seeds=tuple(range(args.seed, args.seed + seeds)),
+        epochs=max(1, round(epochs * args.scale)),
+        mlp_epochs=max(1, round(mlp_epochs * args.scale)),
+        quick=args.quick,
+    )
+    try:
+        check_data(settings)
+    except DatasetError as e:
+        parser.error(str(e))
+    command = shlex.join(["layca-optax", *args.argv])
+    print(
+        f"reproduce: {settings.task}, seeds {settings.seeds[0]}.."
+        f"{settings.seeds[-1]}, CNN {settings.epochs} / MLP "
+        f"{settings.mlp_epochs} epochs, {args.jobs} job(s), into "
+        f"{args.out}",
+        flush=True,
+    )
+    results = run_reproduce(
+        settings,
+        args.out,
+        jobs=args.jobs,
+        verbose=True,
+        command=command,
+    )
+    print()
+    for claim in results["claims"]:
+        print(f"[{claim['verdict']}] {claim['claim']}")
+    print(
+        f"\nwrote results.json, report.md, the figures and histories/ in "
+        f"{args.out} ({results['wall_seconds']:.0f} s)"
+    )
+    return 0
+
+
+def _report(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    if _missing("report", ["matplotlib"]):
+        return 1
+    from layca_optax.examples.reproduce import load_results, write_report
+
+    try:
+        results = load_results(args.out)
+    except ValueError as e:
+        parser.error(str(e))
+    write_report(results, args.out)
+    print(f"wrote report.md and the figures in {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``layca-optax``.
 
@@ -167,9 +347,15 @@ def main(argv: Sequence[str] | None = None) -> int:
       The exit status: 0 on success.
     """
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
+    if args.command in ("demo", "reproduce", "report") and args.out:
+        _check_out(parser, args.out)
     if args.command == "demo":
-        if args.out is not None:
-            _check_out(parser, args.out)
         return _demo(args)
+    if args.command == "reproduce":
+        return _reproduce(parser, args)
+    if args.command == "report":
+        return _report(parser, args)
     raise AssertionError(f"unknown command {args.command!r}")  # unreachable

@@ -77,6 +77,7 @@ def plot_reinit_robustness(
         data = np.hstack([data, np.mean(result.rerandom, axis=1)[:, None]])
         labels.append("rnd")
     num_layers, num_cols = data.shape
+    own_figure = ax is None
     if ax is None:
         fig = Figure(figsize=(1.2 + 0.75 * num_cols, 1.0 + 0.5 * num_layers))
         ax = fig.add_subplot()
@@ -110,5 +111,6 @@ def plot_reinit_robustness(
     if title is None:
         title = f"baseline {metric_name} = {result.baseline:.{digits + 1}f}"
     ax.set_title(title)
-    fig.tight_layout()
+    if own_figure:  # leave a caller's figure and its layout engine alone
+        fig.tight_layout()
     return fig

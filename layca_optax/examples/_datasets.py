@@ -36,15 +36,16 @@ class DatasetError(ValueError):
 
 
 class Dataset(NamedTuple):
-    """An image classification dataset as read-only NumPy arrays.
+    """A classification dataset as read-only NumPy arrays.
 
     Attributes:
-      x_train: train inputs, float32 of shape ``(n_train, H, W, C)``.
+      x_train: train inputs, float32 of shape ``(n_train, H, W, C)``
+        (images) or ``(n_train, length, C)`` (sequences: MNIST-1D).
       y_train: train labels, int32 of shape ``(n_train,)``.
-      x_test: test inputs, float32 of shape ``(n_test, H, W, C)``.
+      x_test: test inputs, of the shape of ``x_train`` but ``n_test``.
       y_test: test labels, int32 of shape ``(n_test,)``.
-      name: ``"digits"``, ``"mnist"``, ``"cifar10"`` or ``"cifar100"``
-        (with ``"-val"`` after :func:`validation_split`).
+      name: ``"mnist1d"``, ``"digits"``, ``"mnist"``, ``"cifar10"`` or
+        ``"cifar100"`` (with ``"-val"`` after :func:`validation_split`).
       num_classes: the number of classes; labels lie in ``[0, num_classes)``.
     """
 

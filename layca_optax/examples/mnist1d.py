@@ -224,7 +224,7 @@ def run_demo(
       per-epoch curves, and its wall time.
     """
     data, model = load_mnist1d(), CNN()
-    steps = steps_per_epoch(len(data.x))
+    steps = steps_per_epoch(len(data.x_train))
     compared = optimizers(epochs * steps, sgd_learning_rate, names)
     runs: dict[str, Any] = {}
     for i, (name, (lr, description, tx)) in enumerate(compared.items()):
@@ -245,7 +245,7 @@ def run_demo(
         "epochs": epochs,
         "seed": seed,
         "data_seed": DATA_SEED,
-        "n_train": len(data.x),
+        "n_train": len(data.x_train),
         "n_test": len(data.x_test),
         "batch_size": BATCH_SIZE,
         "steps_per_epoch": steps,

@@ -1,0 +1,223 @@
+"""The reproduction's experiments: which optimizers, grids and models.
+
+Each experiment of :func:`experiments` is a list of configurations (an
+optimizer and its hyperparameters), each trained with every seed. The
+optimizers are :class:`Optimizer` objects: hashable ``build`` callables for
+:func:`~layca_optax.examples.train_sweep`, whose hyperparameters (learning
+rate, alpha, weight decay) are arguments of the compiled run, so a whole
+grid compiles once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import optax
+
+import layca_optax
+
+
+ADAPTIVE = {
+    "adam": optax.scale_by_adam,
+    "rmsprop": optax.scale_by_rms,
+    "adagrad": optax.scale_by_rss,
+}
+"""The adaptive methods of Fig. 6 (optax defaults), by name."""
+
+KINDS = ("layca", "sgd", "sgd-wd", *ADAPTIVE, *(f"{a}-layca" for a in ADAPTIVE))
+"""Every optimizer kind :class:`Optimizer` builds."""
+
+
+def _kernels(params: Any) -> Any:
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """A family of optimizers, built from per-run hyperparameters.
+
+    Every kind takes ``hp["learning_rate"]`` (the initial rate, times the
+    step decay); ``"layca"`` also ``hp["alpha"]`` (Eq. 1's depth
+    exponent, layers ordered by ``layer_order``), ``"sgd-wd"``
+    ``hp["weight_decay"]`` (L2 on the kernels, added to the gradient as
+    Keras' ``l2(wd / 2)``... i.e. ``optax.add_decayed_weights(wd)``).
+    ``"<adaptive>-layca"`` is Layca over that method's direction
+    (``layca(base=optax.scale_by_adam())``...).
+
+    Attributes:
+      kind: one of :data:`KINDS`.
+      layer_order: the model's kernels in forward order (for alpha).
+    """
+
+    kind: str
+    layer_order: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"Optimizer: unknown kind {self.kind!r}; known: {KINDS}"
+            )
+
+    def __call__(
+        self, hp: Mapping[str, jax.Array], decay: optax.Schedule
+    ) -> optax.GradientTransformation:
+        lr = hp["learning_rate"]
+        schedule = lambda step: lr * decay(step)
+        kind = self.kind
+        if kind == "layca":
+            return layca_optax.layca(
+                schedule, alpha=hp["alpha"], layer_order=self.layer_order
+            )
+        if kind == "sgd":
+            return optax.sgd(schedule)
+        if kind == "sgd-wd":
+            decayed = optax.add_decayed_weights(hp["weight_decay"], _kernels)
+            return optax.chain(decayed, optax.sgd(schedule))
+        if kind in ADAPTIVE:
+            return optax.chain(
+                ADAPTIVE[kind](), optax.scale_by_learning_rate(schedule)
+            )
+        base = ADAPTIVE[kind.removesuffix("-layca")]()
+        return layca_optax.layca(schedule, base=base)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One point of an experiment's grid.
+
+    Attributes:
+      label: how the report names it, e.g. ``"alpha=0, lr=3^-3"``.
+      kind: the optimizer kind (see :class:`Optimizer`).
+      hparams: its hyperparameters.
+    """
+
+    label: str
+    kind: str
+    hparams: Mapping[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One of the paper's experiments at this scale.
+
+    Attributes:
+      name: the key in ``results.json`` (``"fig1"``...).
+      title: what it shows.
+      task: ``"cnn"`` (the 1-D CNN on MNIST-1D, or the paper's model for
+        ``--task cifar10/cifar100``) or ``"mlp"`` (Section 6's MLP).
+      configs: the grid.
+    """
+
+    name: str
+    title: str
+    task: str
+    configs: tuple[Config, ...]
+
+
+def power3(x: float) -> str:
+    """``"3^-3"`` for ``3**-3``, ``"3^-2.5"``, else ``"%g"``."""
+    import math
+
+    k = math.log(x, 3)
+    if abs(k * 2 - round(k * 2)) < 1e-9:
+        k = round(k * 2) / 2
+        return f"3^{k:g}"
+    return f"{x:g}"
+
+
+ALPHAS = (-0.6, -0.3, 0.0, 0.3, 0.6)
+RHOS = tuple(3.0**-k for k in range(1, 6))
+SGD_RATES = tuple(3.0**k for k in range(-3, 3))
+WD_RATES = (3.0**-1, 1.0, 3.0)
+WEIGHT_DECAY = 5e-4
+ADAPTIVE_RATES = {
+    "adam": (3.0**-5, 3.0**-4, 3.0**-3, 3.0**-2),
+    "rmsprop": (3.0**-6, 3.0**-5, 3.0**-4, 3.0**-3),
+    "adagrad": (3.0**-3, 3.0**-2, 3.0**-1, 1.0),
+}
+ADAPTIVE_LAYCA_RATES = (3.0**-5, 3.0**-4, 3.0**-3)
+MLP_RATES = (3.0**-2, 3.0**-2.5, 3.0**-3, 3.0**-4)
+"""Section 6's four Layca learning rates."""
+
+LAYCA_DEFAULT = Config(
+    "alpha=0, lr=3^-3", "layca", {"learning_rate": 3.0**-3, "alpha": 0.0}
+)
+"""The paper's default Layca (SGD, alpha 0, initial rate 3^-3)."""
+
+
+def _layca(alpha: float, rho: float) -> Config:
+    hp = {"learning_rate": rho, "alpha": alpha}
+    return Config(f"alpha={alpha:g}, lr={power3(rho)}", "layca", hp)
+
+
+def _rate(kind: str, lr: float, **more: float) -> Config:
+    label = f"{kind}, lr={power3(lr)}"
+    return Config(label, kind, {"learning_rate": lr, **more})
+
+
+def experiments(quick: bool = False) -> tuple[Experiment, ...]:
+    """The reproduction's experiments.
+
+    Args:
+      quick: a smoke test's reduced grids (each figure still drawn).
+
+    Returns:
+      Fig. 1 (Layca over alpha x rho(0)), Fig. 2 (plain SGD over learning
+      rates), Fig. 3 (SGD + weight decay), Fig. 6 (Adam, RMSprop and
+      Adagrad with and without Layca; Adam only if ``quick``) and Fig. 8
+      (Section 6's MLP with Layca at four learning rates).
+
+    Example:
+      >>> [e.name for e in experiments()]
+      ['fig1', 'fig2', 'fig3', 'fig6', 'fig8']
+      >>> len(experiments()[0].configs)
+      25
+    """
+    alphas, rhos = (ALPHAS[::2], RHOS[::2]) if quick else (ALPHAS, RHOS)
+    sgd = SGD_RATES[2:4] if quick else SGD_RATES
+    wd = WD_RATES[1:2] if quick else WD_RATES
+    methods = ("adam",) if quick else tuple(ADAPTIVE)
+    adaptive_layca = (
+        ADAPTIVE_LAYCA_RATES[1:2] if quick else ADAPTIVE_LAYCA_RATES
+    )
+    adaptive = []
+    for m in methods:
+        rates = ADAPTIVE_RATES[m][2:3] if quick else ADAPTIVE_RATES[m]
+        adaptive += [_rate(m, lr) for lr in rates]
+        adaptive += [_rate(f"{m}-layca", lr) for lr in adaptive_layca]
+    mlp = MLP_RATES[::3] if quick else MLP_RATES
+    return (
+        Experiment(
+            "fig1",
+            "Layca: initial learning rate rho(0) x depth exponent alpha",
+            "cnn",
+            tuple(_layca(a, r) for a in alphas for r in rhos),
+        ),
+        Experiment(
+            "fig2",
+            "SGD without weight decay over learning rates",
+            "cnn",
+            tuple(_rate("sgd", lr) for lr in sgd),
+        ),
+        Experiment(
+            "fig3",
+            f"SGD + weight decay {WEIGHT_DECAY:g} on the kernels",
+            "cnn",
+            tuple(_rate("sgd-wd", lr, weight_decay=WEIGHT_DECAY) for lr in wd),
+        ),
+        Experiment(
+            "fig6",
+            "Adaptive methods with and without Layca",
+            "cnn",
+            tuple(adaptive),
+        ),
+        Experiment(
+            "fig8",
+            "Section 6: the MLP trained with Layca at four learning rates",
+            "mlp",
+            tuple(_layca(0.0, lr) for lr in mlp),
+        ),
+    )
