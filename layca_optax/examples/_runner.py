@@ -116,8 +116,14 @@ def mlp_task(settings: Settings) -> Task:
         data, batch = load_digits(), 256
         name = "scikit-learn 8x8 digits (1,438 train / 359 test)"
     else:
-        data = take_per_class(mnist, 1000)
-        batch, name = 2048, "MNIST (1,000 train images per class)"
+        counts = np.bincount(mnist.y_train, minlength=mnist.num_classes)
+        if counts.min() >= 1000:  # the paper's subset
+            data = take_per_class(mnist, 1000)
+            name = "MNIST (1,000 train images per class)"
+        else:  # a small local file: all of it
+            data = mnist
+            name = f"MNIST ({len(data.x_train):,} train images)"
+        batch = min(2048, len(data.x_train))
     return Task(
         MLP(), data, batch, settings.mlp_epochs, 0.2, (0.9,),
         f"{name}, MLP Dense(784)-BN-ReLU-Dense(10); biases and BN "

@@ -1,0 +1,280 @@
+"""``layca-optax reproduce`` and ``report``: the quick run end to end, the
+claims' statistics, the sweep's determinism, and bad input."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+
+pytest.importorskip("flax")
+pytest.importorskip("mnist1d")
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+pytest.importorskip("tqdm")
+
+import layca_optax  # noqa: E402
+import layca_optax.examples  # noqa: E402
+from layca_optax import _cli  # noqa: E402
+from layca_optax.examples import _claims, _runner, reproduce  # noqa: E402
+from layca_optax.examples._experiments import (  # noqa: E402
+    LAYCA_DEFAULT,
+    Optimizer,
+    experiments,
+)
+from layca_optax.examples._repro_figures import FIGURES  # noqa: E402
+from tests.test_datasets import write_cifar10, write_mnist  # noqa: E402
+
+
+VERDICTS = {"holds", "does not hold", "inconclusive"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce") / "out"
+    status = _cli.main(
+        ["reproduce", "--quick", "--jobs", "1", "--out", str(out)]
+    )
+    assert status == 0
+    return out
+
+
+def test_quick_run_writes_every_output(quick_run):
+    results = json.loads((quick_run / "results.json").read_text())
+    assert set(results["experiments"]) == {e.name for e in experiments(True)}
+    for name in FIGURES.values():
+        assert (quick_run / name).stat().st_size > 10_000  # a real PNG
+    report = (quick_run / "report.md").read_text()
+    for name in FIGURES.values():
+        assert f"]({name})" in report
+    seeds = results["settings"]["seeds"]
+    assert len(seeds) == _cli.REPRODUCE_QUICK["seeds"]
+    histories = list((quick_run / "histories").glob("*.csv"))
+    runs = sum(
+        len(e["configs"]) * len(seeds) for e in results["experiments"].values()
+    )
+    assert len(histories) == runs
+    history = layca_optax.RotationHistory.load_csv(sorted(histories)[0])
+    assert len(history.steps) == results["settings"]["cnn"]["epochs"]
+    assert not list(quick_run.rglob("*.tmp*"))  # nothing half-written
+
+
+def test_quick_run_results_are_consistent(quick_run):
+    results = json.loads((quick_run / "results.json").read_text())
+    assert results["command"].startswith("layca-optax reproduce --quick")
+    for experiment in results["experiments"].values():
+        for config in experiment["configs"]:
+            assert [r["seed"] for r in config["runs"]] == [0, 1]
+            for run in config["runs"]:
+                assert 0.0 <= run["test_accuracy"] <= 1.0
+                assert all(
+                    math.isfinite(v) for v in run["final_rotation"].values()
+                )
+    claims = results["claims"]
+    assert len(claims) == 5  # fig 1-3 rotation, fig 2, fig 3, adam, fig 8
+    assert all(c["verdict"] in VERDICTS and c["evidence"] for c in claims)
+    # The reinit study ran on Layca's default CNN and on the MLP.
+    probed = [
+        (name, config["label"])
+        for name, e in results["experiments"].items()
+        for config in e["configs"]
+        if all("reinit" in run for run in config["runs"])
+    ]
+    assert ("fig1", LAYCA_DEFAULT.label) in probed
+    assert [n for n, _ in probed].count("fig8") == 1
+    features = results["experiments"]["fig8"]["configs"][0]["runs"][0]
+    assert np.asarray(features["features"]).shape == (16, 8, 8)
+
+
+def test_report_redraws_from_results(quick_run):
+    report = (quick_run / "report.md").read_text()
+    (quick_run / "report.md").unlink()
+    (quick_run / FIGURES["fig1"]).unlink()
+    assert _cli.main(["report", "--out", str(quick_run)]) == 0
+    assert (quick_run / "report.md").read_text() == report
+    assert (quick_run / FIGURES["fig1"]).exists()
+
+
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (None, "not found"),
+        ("{not json", "not a readable JSON"),
+        ('{"experiments": {}}', "not the results of"),
+        ("[1, 2]", "not the results of"),
+    ],
+)
+def test_report_bad_results(tmp_path, capsys, content, why):
+    if content is not None:
+        (tmp_path / "results.json").write_text(content)
+    with pytest.raises(SystemExit) as e:
+        _cli.main(["report", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert why in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == (
+        [] if content is None else ["results.json"]
+    )
+
+
+@pytest.mark.parametrize(
+    "args, why",
+    [
+        (["--task", "cifar10", "--data-dir", "{empty}"], "cifar"),
+        (["--data-dir", "{empty}"], "train-images-idx3-ubyte"),
+        (["--data-dir", "{missing}"], "is not a folder"),
+        (["--task", "imagenet"], "invalid choice"),
+        (["--jobs", "0"], "must be at least 1"),
+        (["--scale", "-1"], "must be positive"),
+    ],
+)
+def test_reproduce_bad_input(tmp_path, capsys, monkeypatch, args, why):
+    monkeypatch.delenv("LAYCA_DATA_DIR", raising=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    args = [a.format(empty=empty, missing=tmp_path / "missing") for a in args]
+    with pytest.raises(SystemExit) as e:
+        _cli.main(["reproduce", "--quick", "--out", str(out), *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert why in err.lower() or why in err
+    assert "Traceback" not in err
+    assert not out.exists()  # nothing written before the check
+
+
+def test_reproduce_unwritable_out(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(SystemExit) as e:
+        _cli.main(["reproduce", "--quick", "--out", str(target)])
+    assert e.value.code == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_local_files_select_the_papers_data(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAYCA_DATA_DIR", raising=False)
+    write_mnist(tmp_path)
+    write_cifar10(tmp_path / "cifar-10-batches-py")
+    settings = _runner.Settings(task="cifar10", data_dir=str(tmp_path))
+    _runner.check_data(settings)
+    cnn, mlp = _runner.cnn_task(settings), _runner.mlp_task(settings)
+    assert type(cnn.model).__name__ == "C10CNN1"
+    assert cnn.data.x_train.shape[1:] == (32, 32, 3)
+    assert mlp.data.name == "mnist"
+    assert mlp.data.x_train.shape[1:] == (28, 28, 1)
+    assert mlp.batch_size <= len(mlp.data.x_train)
+    # Without a data folder: MNIST-1D and the bundled digits.
+    default = _runner.Settings()
+    assert _runner.mlp_task(default).data.name == "digits"
+    assert _runner.cnn_task(default).data.name == "mnist1d"
+
+
+def test_sweep_runs_do_not_depend_on_each_other():
+    from layca_optax.examples import load_mnist1d, train_sweep
+
+    data = load_mnist1d()
+    small = data._replace(
+        x_train=data.x_train[:512], y_train=data.y_train[:512]
+    )
+    build = Optimizer("layca", layca_optax.examples.CNN().layer_names)
+    hp = {"learning_rate": [3**-3, 3**-2], "alpha": [0.0, 0.0]}
+    both = train_sweep(build, small, 2, [0, 1], hp)
+    alone = train_sweep(build, small, 2, [1], {k: v[1:] for k, v in hp.items()})
+    assert len(both) == 2 and both.compile_seconds >= 0
+    np.testing.assert_array_equal(both[1].train_loss, alone[0].train_loss)
+    assert both[1].test_accuracy == alone[0].test_accuracy
+    assert not np.array_equal(both[0].train_loss, both[1].train_loss)
+    with pytest.raises(ValueError, match="train_sweep"):
+        train_sweep(build, small, 2, [0], hp)
+
+
+def test_optimizer_kinds():
+    with pytest.raises(ValueError, match="unknown kind 'nadam'"):
+        Optimizer("nadam")
+    assert hash(Optimizer("sgd")) == hash(Optimizer("sgd"))
+
+
+def _config(label, kind, accuracies, rotation=0.5, **hp):
+    runs = [
+        {
+            "test_accuracy": a,
+            "train_accuracy": 1.0,
+            "rotation_mean": rotation,
+            "rotation_min": rotation,
+        }
+        for a in accuracies
+    ]
+    return {"label": label, "kind": kind, "hparams": hp, "runs": runs}
+
+
+def test_statistics_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=12), rng.normal(size=12)
+    y[3] = y[5]  # a tie
+    expected = stats.spearmanr(x, y).statistic
+    assert _claims.spearman(x, y) == pytest.approx(expected, abs=1e-12)
+    a = _claims.stats(_config("a", "sgd", [0.9, 0.92, 0.91]))
+    b = _claims.stats(_config("b", "sgd", [0.85, 0.86, 0.89]))
+    welch = stats.ttest_ind(
+        [0.9, 0.92, 0.91], [0.85, 0.86, 0.89], equal_var=False
+    )
+    assert _claims.welch_t(a, b) == pytest.approx(welch.statistic)
+    same = _claims.stats(_config("c", "sgd", [0.9, 0.9]))
+    assert _claims.welch_t(same, same) == 0.0
+
+
+def _table(layca, sgd, wd, adam, adam_layca):
+    default = {"learning_rate": 3.0**-3, "alpha": 0.0}
+    fig1 = [_config("default", "layca", layca, 0.6, **default)]
+    fig1.append(_config("small", "layca", [0.5, 0.52, 0.51], 0.05, alpha=0.0,
+                        learning_rate=3.0**-5))  # fmt: skip
+    return {
+        "fig1": [_claims.stats(c) for c in fig1],
+        "fig2": [_claims.stats(_config("sgd", "sgd", sgd, 0.2))],
+        "fig3": [_claims.stats(_config("wd", "sgd-wd", wd, 0.6))],
+        "fig6": [
+            _claims.stats(_config("adam", "adam", adam, 0.1)),
+            _claims.stats(_config("adam-l", "adam-layca", adam_layca, 0.5)),
+        ],
+        "fig8": [
+            _claims.stats(
+                _config(
+                    f"lr{k}",
+                    "layca",
+                    [0.9 - 0.1 * k] * 2,
+                    learning_rate=3.0**-k,
+                )
+            )  # fmt: skip
+            for k in (2, 3, 4)
+        ],
+    }
+
+
+def test_claim_verdicts_follow_the_numbers():
+    table = _table(
+        layca=[0.98, 0.981, 0.979],
+        sgd=[0.96, 0.962, 0.958],
+        wd=[0.979, 0.982, 0.978],
+        adam=[0.95, 0.951, 0.949],
+        adam_layca=[0.978, 0.98, 0.979],
+    )
+    verdicts = [c["verdict"] for c in _claims.check_claims(table)]
+    assert verdicts == ["holds"] * 5
+    # Reversed: SGD wins, weight decay far below, Adam + Layca worse.
+    table = _table(
+        layca=[0.90, 0.901, 0.899],
+        sgd=[0.96, 0.962, 0.958],
+        wd=[0.80, 0.81, 0.79],
+        adam=[0.95, 0.951, 0.949],
+        adam_layca=[0.93, 0.931, 0.929],
+    )
+    verdicts = [c["verdict"] for c in _claims.check_claims(table)]
+    assert verdicts[1:4] == ["does not hold", "does not hold", "inconclusive"]
+
+
+def test_history_paths_are_safe_file_names():
+    path = reproduce.history_path("fig1", "alpha=-0.6, lr=3^-1 / x", 2)
+    assert path == "histories/fig1_alpha=-0.6_lr=3^-1_x_seed2.csv"
