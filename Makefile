@@ -34,5 +34,39 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/step_time.py --out benchmarks/step_time.json
 
+# The docs: every code cell of every page runs (an error fails the build),
+# warnings are errors, then the docstrings' examples run (doctest builder).
+DOCS_STAMP := $(VENV)/.stamp-docs
+
+$(DOCS_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+.PHONY: docs
+docs: $(DOCS_STAMP)
+	$(PY) -m sphinx -T -W --keep-going -E -j auto -b html -d docs/_build/doctrees docs docs/_build/html
+	$(PY) -m sphinx -W --keep-going -b doctest -d docs/_build/doctrees docs docs/_build/doctest
+
+# Property-based tests with the larger hypothesis profile (300 examples).
+.PHONY: fuzz
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=layca-fuzz $(PY) -m pytest tests/test_fuzz.py
+
+# The test suite against the oldest supported jax and optax (the minimums
+# in pyproject.toml), in a venv of its own.
+MIN_VENV := build/venv-min
+MIN_PINS := jax==0.8.0 jaxlib==0.8.0 optax==0.2.7
+MIN_STAMP := $(MIN_VENV)/.stamp-install
+
+$(MIN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MIN_VENV)/bin/python -m pip install --quiet -e '.[test]' $(MIN_PINS)
+	touch $(MIN_STAMP)
+
+.PHONY: test-min
+test-min: $(MIN_STAMP)
+	$(MIN_VENV)/bin/python -m pytest -n auto tests
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -48,6 +48,12 @@ from layca_optax._reinit import InitFn, reinit_robustness, rerandom_draws
 from layca_optax._reinit_plot import plot_reinit_robustness
 from layca_optax._reinit_result import ReinitResult
 from layca_optax._reprojection import reproject_to_sphere
+from layca_optax._sharding import (
+    param_shardings,
+    psum_layer_sums,
+    state_shardings,
+    with_psum_layer_sums,
+)
 from layca_optax._tracking import (
     TrackRotationState,
     track_rotation,
@@ -90,11 +96,13 @@ __all__ = (
     "layca_lars",
     "layer_rotation",
     "normalize_to_param_norm",
+    "param_shardings",
     "path_str",
     "plot_reinit_robustness",
     "plot_rotation_curves",
     "plot_rotation_rates",
     "project_to_tangent",
+    "psum_layer_sums",
     "reinit_robustness",
     "reproject_to_sphere",
     "rerandom_draws",
@@ -104,6 +112,8 @@ __all__ = (
     "scale_by_layca",
     "scale_by_layer_multipliers",
     "scale_by_recorded_rates",
+    "state_shardings",
     "track_rotation",
     "tracked_metrics",
+    "with_psum_layer_sums",
 )

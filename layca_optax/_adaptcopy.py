@@ -48,6 +48,11 @@ def rotation_rate_row(
       ...        "bias": jnp.zeros(2)}
       >>> layca_optax.rotation_rate_row(new, old)
       Array([0.        , 0.35355338], dtype=float32)
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
     """
     rates = jax.tree.leaves(rotation_rate(new_params, old_params, mask=mask))
     if not rates:
@@ -73,6 +78,19 @@ class RotationRecording:
       >>> rec = layca_optax.RotationRecording.from_rows(old, rows)
       >>> rec.paths, rec.rates.shape
       (('w',), (3, 1))
+
+      Saved and loaded without pickle:
+
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "rates.npz")
+      >>> rec.save(path)
+      >>> layca_optax.RotationRecording.load(path).rates[:, 0].round(4)
+      array([0.0707, 0.0707, 0.0707])
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
     """
 
     paths: tuple[str, ...]
@@ -109,6 +127,10 @@ class RotationRecording:
           params: any parameters of the run (only their structure is read).
           rows: the rows, one per step: a list or a stacked array.
           mask: the mask given to :func:`rotation_rate_row`.
+
+        Returns:
+          A :class:`RotationRecording` whose paths are the layers of
+          ``params`` in leaf order.
         """
         tree = rotation_rate(params, params, mask=mask)
         flat, _ = jax.tree_util.tree_flatten_with_path(tree)
@@ -116,13 +138,28 @@ class RotationRecording:
 
     def save(self, file: str | os.PathLike[str]) -> None:
         """Writes ``file`` (``np.savez``) atomically: a temporary file in
-        the same folder, then ``os.replace``."""
+        the same folder, then ``os.replace``.
+
+        Args:
+          file: the destination, written as given (name it ``*.npz``); its
+            folder must exist.
+
+        Returns:
+          None; the file holds the arrays ``paths`` and ``rates``.
+        """
         paths, rates = np.array(self.paths, str), self.rates
         atomic_write(file, lambda f: np.savez(f, paths=paths, rates=rates))
 
     @classmethod
     def load(cls, file: str | os.PathLike[str]) -> RotationRecording:
-        """Reads a file written by :meth:`save` (no pickle)."""
+        """Reads a file written by :meth:`save` (no pickle).
+
+        Args:
+          file: the file written by :meth:`save`.
+
+        Returns:
+          The :class:`RotationRecording`.
+        """
         with np.load(file, allow_pickle=False) as data:
             if set(data.files) != {"paths", "rates"}:
                 raise ValueError(
@@ -181,6 +218,11 @@ def scale_by_recorded_rates(
       >>> out, state = tx.update(u, state)
       >>> out["w"]
       Array([[0.2, 0.2]], dtype=float32)
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
     """
     return _scale_by_recorded_rates(recording, "scale_by_recorded_rates")
 

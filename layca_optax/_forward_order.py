@@ -266,6 +266,12 @@ def forward_order(
       ...     lambda p, rest, x: nnx.merge(graphdef, p, rest)(x),
       ...     params, rest, x)
       ['z_in/kernel', 'a_out/kernel']
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019, Eq. 1 (the
+      layerwise multipliers that need this order).
     """
     if not callable(fn):
         raise ValueError(f"`{_CALLER}(fn=...)` must be callable, got {fn!r}.")

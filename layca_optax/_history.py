@@ -102,6 +102,20 @@ class RotationHistory:
       (array([1, 2]), ['Conv_0', 'Dense_0'])
       >>> history.as_array("rotation/Dense_0")
       array([0.3, 0.5])
+
+      Saved and loaded as CSV (or JSON with ``save_json``/``load_json``):
+
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "rotation.csv")
+      >>> history.save_csv(path)
+      >>> layca_optax.RotationHistory.load_csv(path).keys
+      ('rotation/Conv_0', 'rotation/Dense_0')
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019, Section 3
+      (layer rotation curves, recorded once per epoch).
     """
 
     def __init__(self) -> None:
@@ -117,12 +131,20 @@ class RotationHistory:
 
     @property
     def steps(self) -> np.ndarray:
-        """The recorded steps (or epochs), as an int64 array."""
+        """The recorded steps (or epochs), as an int64 array.
+
+        Returns:
+          An array with one step per record, increasing.
+        """
         return np.asarray(self._steps, np.int64)
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """The metric keys, in the order of the first record."""
+        """The metric keys, in the order of the first record.
+
+        Returns:
+          A tuple of str (empty before the first record).
+        """
         return tuple(self._keys)
 
     def append(self, step_or_epoch: int, metrics: Mapping[str, Any]) -> None:
@@ -133,6 +155,11 @@ class RotationHistory:
           metrics: a mapping from str keys (not ``"step"``) to scalars:
             floats, NumPy or JAX arrays of size 1. The first record sets the
             keys; later ones must have the same.
+
+        Returns:
+          None. Raises ``ValueError`` (nothing is appended) for a step that
+          does not increase, different keys, or a value that is not a real
+          scalar.
         """
         caller = "`RotationHistory.append"
         try:
@@ -228,6 +255,10 @@ class RotationHistory:
 
         Args:
           path: the file to write; its folder must exist.
+
+        Returns:
+          None. ``{"format": "layca_optax.RotationHistory", "records":
+          [{"step": ..., <key>: <value>, ...}, ...]}`` is written.
         """
         self._check_nonempty("RotationHistory.save_json")
         records = [
@@ -242,6 +273,10 @@ class RotationHistory:
 
         Args:
           path: the file to write; its folder must exist.
+
+        Returns:
+          None. A header ``step,<key>,...`` and one row per record are
+          written, values as Python's ``repr`` of the floats.
         """
         self._check_nonempty("RotationHistory.save_csv")
         out = io.StringIO()

@@ -20,7 +20,17 @@ def path_str(path: KeyPathLike) -> str:
 
     A trailing ``.value`` attribute (the box of a Flax NNX ``Variable``) is
     dropped, so that ``nnx.state(model, nnx.Param)`` and its pure form
-    (``nnx.as_pure``) give the same names (``"linear/kernel"``).
+    (``nnx.as_pure``) give the same names (``"linear/kernel"``). These are
+    the names of :func:`rotation_metrics`' keys, of ``layer_order`` and of
+    :func:`forward_order`'s result.
+
+    Args:
+      path: a JAX key path (from :func:`jax.tree_util.tree_flatten_with_path`
+        or ``tree_map_with_path``) or a string.
+
+    Returns:
+      The path as a ``/``-separated string (``jax.tree_util.keystr`` with
+      ``simple=True``).
 
     Example:
       >>> import jax
@@ -29,6 +39,10 @@ def path_str(path: KeyPathLike) -> str:
       >>> (path, _), = jax.tree_util.tree_flatten_with_path(params)[0]
       >>> layca_optax.path_str(path)
       'Dense_0/kernel'
+
+    References:
+      JAX, `Working with pytrees: explicit key paths
+      <https://docs.jax.dev/en/latest/working-with-pytrees.html>`_.
     """
     if isinstance(path, str):
         return path
@@ -63,6 +77,12 @@ def default_layer_mask(params: Any) -> Any:
       >>> params = {"kernel": jnp.zeros((3, 4)), "bias": jnp.zeros(4)}
       >>> layca_optax.default_layer_mask(params)
       {'bias': False, 'kernel': True}
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019; the authors' code
+      (``ispgroupucl/layer-rotation-tools``) updates kernels only.
     """
     return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
 

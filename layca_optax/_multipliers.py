@@ -153,6 +153,12 @@ def scale_by_layer_multipliers(
       >>> out["b"]
       Array([[0.5, 0.5],
              [0.5, 0.5]], dtype=float32)
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019 (Algorithm 1's
+      layerwise rates; Eq. 1 via :func:`depth_multipliers`).
     """
     caller = "scale_by_layer_multipliers"
     check_multipliers(multipliers, None, caller)

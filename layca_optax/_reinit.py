@@ -147,6 +147,10 @@ def rerandom_draws(
       >>> d = layca_optax.rerandom_draws(init, key=jax.random.key(1))
       >>> d["w"].shape, round(float(jnp.std(d["w"])), 1)
       ((1, 64, 64), 1.0)
+
+    References:
+      Zhang, Bengio & Singer, `Are All Layers Created Equal?
+      <https://arxiv.org/abs/1902.01996>`_, JMLR 2022 (re-randomization).
     """
     flat, _ = jax.tree_util.tree_flatten_with_path(init_params)
     paths = [path_str(p) for p, _ in flat]

@@ -1,9 +1,13 @@
-"""Shared test settings: strict JAX shapes, a key fixture."""
+"""Shared test settings: 8 CPU devices, strict JAX shapes, a key fixture."""
 
 import jax
 import pytest
 
 
+# Eight virtual CPU devices for the sharding tests (tests/test_sharding.py):
+# set before any array exists, i.e. before JAX's backends start. Tests that
+# use one device are unaffected (arrays land on the first device).
+jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
