@@ -42,8 +42,9 @@ class Optimizer:
     Every kind takes ``hp["learning_rate"]`` (the initial rate, times the
     step decay); ``"layca"`` also ``hp["alpha"]`` (Eq. 1's depth
     exponent, layers ordered by ``layer_order``), ``"sgd-wd"``
-    ``hp["weight_decay"]`` (L2 on the kernels, added to the gradient as
-    Keras' ``l2(wd / 2)``... i.e. ``optax.add_decayed_weights(wd)``).
+    ``hp["weight_decay"]`` (``optax.add_decayed_weights(wd)`` on the
+    kernels before SGD: ``wd * w`` added to the gradient, which is Keras'
+    ``l2(wd / 2)``).
     ``"<adaptive>-layca"`` is Layca over that method's direction
     (``layca(base=optax.scale_by_adam())``...).
 
