@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from layca_optax import _numerics as nx
 from layca_optax._fused import scale_by_layca
-from layca_optax._masks import KeyPathLike, resolve_mask
+from layca_optax._masks import KeyPathLike, path_str, resolve_mask
 from layca_optax._multipliers import (
     Multipliers,
     ordered_depth_multipliers,
@@ -49,6 +51,49 @@ def _labels_fn(mask: optax.MaskOrFn, caller: str = "layca"):
     return labels
 
 
+def zero_layers(params: Any, axis: Axis, caller: str) -> list[str]:
+    """Paths of the leaves of ``params`` with a zero layer (a zero slice
+    with ``axis``); empty unless ``params`` holds values (not tracers)."""
+    if not nx.is_concrete(params):
+        return []
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    flags = jax.device_get(
+        [
+            jnp.any(jnp.all(w == 0, axis=nx.resolve_axes(w, axis, caller)))
+            if jnp.size(w)
+            else False
+            for _, w in flat
+        ]
+    )
+    return [path_str(p) for (p, _), f in zip(flat, flags, strict=True) if f]
+
+
+def warn_zero_layers(
+    tx: optax.GradientTransformation, axis: Axis, caller: str = "layca"
+) -> optax.GradientTransformationExtraArgs:
+    """``tx`` whose ``init`` warns, when given concrete params, about the
+    layers that are zero (which Layca leaves unchanged)."""
+    tx = optax.with_extra_args_support(tx)
+
+    def init_fn(params):
+        zero = zero_layers(params, axis, caller)
+        if zero:
+            warnings.warn(
+                f"`{caller}`: these layers are zero: {', '.join(zero)}. "
+                "Layca leaves a zero layer unchanged (it has no direction "
+                "to rotate), so they will not train. Route them to `other` "
+                "with a mask computed once from the initial params, e.g. "
+                "mask=jax.tree.map(lambda w: w.ndim >= 2 and bool(w.any()), "
+                "params), other=optax.adam(1e-3); or initialize them "
+                "nonzero.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return tx.init(params)
+
+    return optax.GradientTransformationExtraArgs(init_fn, tx.update)
+
+
 def check_partition_args(
     base: Any, other: Any, mask: optax.MaskOrFn, caller: str = "layca"
 ) -> None:
@@ -85,6 +130,7 @@ def layca(
     axis: Axis = None,
     eps: jax.typing.ArrayLike = 1e-7,
     fused: bool = True,
+    exact_range: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Layca: layer-level controlled amount of weight rotation.
 
@@ -127,7 +173,16 @@ def layca(
 
     Degenerate layers get no update (finite, never NaN): zero-norm weights,
     zero gradients, gradients parallel to the weights, and steps with
-    :math:`\lVert s \rVert \le \epsilon`.
+    :math:`\lVert s \rVert \le \epsilon`. A zero layer (e.g. a
+    zero-initialized output projection) therefore never trains: ``init``
+    warns, naming such layers, when it is given concrete params; route them
+    to ``other`` with ``mask``. Finite weights and directions of any
+    magnitude the dtype holds are handled (norms that overflow or underflow
+    in float32 are recomputed with power-of-two scaling); a non-finite
+    entry makes its layer's update NaN, as optax propagates non-finite
+    gradients, so that ``optax.apply_if_finite`` and ``optax.MultiSteps(...,
+    should_skip_update_fn=optax.skip_not_finite)`` skip the step. See
+    ``docs/robustness.md``.
 
     Args:
       learning_rate: :math:`\rho(t)`, a non-negative float or an optax
@@ -162,6 +217,10 @@ def layca(
         (one reduction and one elementwise pass per layer, the fast path).
         False: the chain of primitives described above. Both give the same
         updates to float32 rounding (tested to 1e-6 relative).
+      exact_range: with ``fused``: True (default) rescues norms that
+        overflow or underflow in float32 (above); False skips that guard
+        for speed. See :func:`scale_by_layca`. The primitives of
+        ``fused=False`` always rescue.
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs`; its ``update`` needs
@@ -210,6 +269,8 @@ def layca(
             high_open=True,
         )
     nx.check_scalar(eps, "layca", "eps", low=0.0)
+    nx.check_bool(fused, "layca", "fused")
+    nx.check_bool(exact_range, "layca", "exact_range")
     nx.check_axis(axis, "layca")
     check_partition_args(base, other, mask)
     # A traced alpha (optax.inject_hyperparams) may change later: it always
@@ -231,7 +292,9 @@ def layca(
         factors = product(depth, factors)
     direction = optax.identity() if base is None else base
     if fused:
-        step = scale_by_layca(learning_rate, factors, axis=axis, eps=eps)
+        step = scale_by_layca(
+            learning_rate, factors, axis=axis, eps=eps, exact_range=exact_range
+        )
         layer_tx = optax.chain(direction, step)
     else:
         layer_tx = optax.chain(
@@ -246,4 +309,4 @@ def layca(
             optax.scale_by_learning_rate(learning_rate),
             reproject_to_sphere(axis=axis),
         )
-    return partition_layers(layer_tx, other, mask)
+    return partition_layers(warn_zero_layers(layer_tx, axis), other, mask)

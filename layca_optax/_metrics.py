@@ -8,36 +8,59 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx
+from layca_optax import _numerics as nx, _sums as sm
 from layca_optax._masks import path_str, resolve_mask
 from layca_optax._numerics import Axis
 
 
-def _sums(a: jax.Array, b: jax.Array, axis: Axis, caller: str):
-    """One pass: ||b||^2, <a - b, b>, ||a - b||^2 and ||a||^2 per layer."""
+# Inputs (old, new - old, new): <old, old>, <d, old>, <d, d>, <new, new>.
+_PAIRS = ((0, 0), (1, 0), (1, 1), (2, 2))
+
+
+def sums_request(
+    xs: tuple, axes: tuple[int, ...], dtype: Any, new_fn: Any = None
+) -> sm.SumsRequest:
+    """The request for :func:`_from_sums`: ``xs = (new, old)``, or any
+    arrays with ``new_fn(*xs) -> (new, old)``; one power of two for all,
+    so that the ratios below are scale-free."""
+
+    def derive(*xs):
+        new, old = xs if new_fn is None else new_fn(*xs)
+        a, b = (jnp.asarray(x).astype(dtype) for x in (new, old))
+        return b, a - b, a
+
+    return sm.SumsRequest(xs, _PAIRS, axes, dtype, derive, common=True)
+
+
+def _request(a: jax.Array, b: jax.Array, axis: Axis, caller: str):
     axes = nx.resolve_axes(b, axis, caller)
     dtype = nx.reduction_dtype(jnp.result_type(a, b))
-    af, bf = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
-    d = af - bf
-    keep = not axes or len(axes) < jnp.ndim(b)
-    out = [nx.layer_sum(x, axes) for x in (bf * bf, d * bf, d * d, af * af)]
-    return out if keep else [jnp.squeeze(x) for x in out]
+    return sums_request((a, b), axes, dtype)
 
 
-def _cosine_distance_leaf(w: jax.Array, w0: jax.Array, axis: Axis):
-    bb, _, dd, aa = _sums(w, w0, axis, "layer_rotation")
+def squeezed(sums: sm.LayerSums, axes: tuple[int, ...], ndim: int) -> list:
+    """The sums, squeezed when a layer is the whole (non-scalar) leaf."""
+    keep = not axes or len(axes) < ndim
+    return [v if keep else jnp.squeeze(v) for v in sums.values]
+
+
+def cosine_from_sums(bb, db, dd, aa):
+    """1 - cos of the angle between ``old`` and ``new`` from their sums
+    (:func:`tan_from_sums`' arguments); NaN for NaN sums."""
     na, nb = nx.safe_sqrt(aa), nx.safe_sqrt(bb)
     # 1 - cos = (||w - w0||^2 - (||w|| - ||w0||)^2) / (2 ||w|| ||w0||): exact
     # and free of the cancellation in 1 - <w, w0> / (||w|| ||w0||).
     dist = nx.safe_div(dd - (na - nb) ** 2, 2 * na * nb)
     degenerate = jnp.where((na == 0) & (nb == 0), 0.0, 1.0)
-    return jnp.clip(jnp.where(na * nb > 0, dist, degenerate), 0.0, 2.0)
+    out = jnp.clip(jnp.where(na * nb > 0, dist, degenerate), 0.0, 2.0)
+    return sm.propagate_nan((bb, dd, aa), out)
 
 
 def tan_from_sums(bb, db, dd, aa):
     """tan of the angle from ``old`` to ``new = old + d``, from one-pass sums.
 
-    Takes ``||old||^2, <d, old>, ||d||^2, ||new||^2``; 0 when either is 0.
+    Takes ``||old||^2, <d, old>, ||d||^2, ||new||^2`` (or the same of all
+    three divided by one number); 0 when either is 0, NaN for NaN sums.
     Shared with :func:`layca_optax.track_rotation`, which is given ``d``.
     """
     nb = nx.safe_sqrt(bb)
@@ -46,23 +69,52 @@ def tan_from_sums(bb, db, dd, aa):
     along = nb + nx.safe_div(db, nb)
     across = nx.safe_sqrt(dd - nx.safe_div(db * db, bb))
     tan = jnp.where(along == 0, jnp.inf, nx.safe_div(across, along))
-    return jnp.where((bb > 0) & (aa > 0), tan, 0.0)
+    out = jnp.where((bb > 0) & (aa > 0), tan, 0.0)
+    return sm.propagate_nan((bb, dd, aa), out)
 
 
-def _rate_leaf(new: jax.Array, old: jax.Array, axis: Axis):
-    return tan_from_sums(*_sums(new, old, axis, "rotation_rate"))
+def _batched(finish):
+    """Per-layer ``finish(*sums)`` for lists of new and old layers, with one
+    :func:`layca_optax._sums.layer_sums` call for them all."""
+
+    def fn(news, olds, axis, caller):
+        reqs = [
+            _request(a, b, axis, caller)
+            for a, b in zip(news, olds, strict=True)
+        ]
+        return [
+            finish(*squeezed(s, r.axes, jnp.ndim(b)))
+            for s, r, b in zip(sm.layer_sums(reqs), reqs, olds, strict=True)
+        ]
+
+    return fn
+
+
+def cosine_distances(news, olds, axis: Axis, caller: str) -> list:
+    """:func:`layer_rotation`'s value for each pair of layers."""
+    return _batched(cosine_from_sums)(news, olds, axis, caller)
 
 
 def _map_layers(fn, new, old, mask, axis, caller):
     flags = resolve_mask(mask, new, caller)
+    pairs: list = []
+
+    def collect(f, a, b):
+        if f:
+            pairs.append((a, b))
+
     try:
-        return jax.tree.map(
-            lambda f, a, b: fn(a, b, axis) if f else None, flags, new, old
-        )
+        jax.tree.map(collect, flags, new, old)
     except ValueError as err:
         raise ValueError(
             f"`{caller}`: the two parameter trees differ in structure: {err}"
         ) from None
+    values = iter(
+        fn([a for a, _ in pairs], [b for _, b in pairs], axis, caller)
+    )
+    return jax.tree.map(
+        lambda f, *_: next(values) if f else None, flags, new, old
+    )
 
 
 def layer_rotation(
@@ -117,7 +169,7 @@ def layer_rotation(
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 3.
     """
     return _map_layers(
-        _cosine_distance_leaf,
+        cosine_distances,
         params,
         init_params,
         mask,
@@ -203,5 +255,10 @@ def rotation_rate(
       Array(0.5, dtype=float32)
     """
     return _map_layers(
-        _rate_leaf, new_params, old_params, mask, axis, "rotation_rate"
+        _batched(tan_from_sums),
+        new_params,
+        old_params,
+        mask,
+        axis,
+        "rotation_rate",
     )

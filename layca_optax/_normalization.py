@@ -8,20 +8,29 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx
+from layca_optax import _numerics as nx, _sums as sm
 from layca_optax._numerics import Axis
 
 
-def _normalize_leaf(
-    u: jax.Array, w: jax.Array, eps: jax.typing.ArrayLike, axis: Axis
-) -> jax.Array:
+_PAIRS = ((0, 0), (1, 1))  # <u, u>, <w, w>
+
+
+def _request(u: jax.Array, w: jax.Array, axis: Axis) -> sm.SumsRequest:
     axes = nx.resolve_axes(w, axis, "normalize_to_param_norm")
-    dtype = nx.reduction_dtype(u.dtype)
-    uf, wf = u.astype(dtype), w.astype(dtype)
-    u_norm = nx.safe_sqrt(nx.layer_sum(uf * uf, axes))
-    w_norm = nx.safe_sqrt(nx.layer_sum(wf * wf, axes))
-    scale = jnp.where(u_norm <= eps, 0, nx.safe_div(w_norm, u_norm))
-    return (uf * scale).astype(u.dtype)
+    return sm.SumsRequest((u, w), _PAIRS, axes, nx.reduction_dtype(u.dtype))
+
+
+def _normalize_leaf(
+    u: jax.Array, w: jax.Array, sums: sm.LayerSums, eps: jax.typing.ArrayLike
+) -> jax.Array:
+    # The sums are of u / s_u and w / s_w (s = 1 unless rescaled).
+    uu, ww = sums.values
+    s_u, s_w = sums.scale
+    u_norm = nx.safe_sqrt(uu) * s_u
+    ratio = nx.safe_div(nx.safe_sqrt(ww) * s_w, nx.safe_sqrt(uu))
+    scale = jnp.where(u_norm <= eps, 0, ratio)
+    out = (u.astype(uu.dtype) * sums.inv_scale[0]) * scale
+    return sm.propagate_nan(sums.values, out).astype(u.dtype)
 
 
 def normalize_to_param_norm(
@@ -78,7 +87,12 @@ def normalize_to_param_norm(
     def update_fn(updates, state, params=None):
         if params is None:
             raise nx.no_params_error("normalize_to_param_norm")
-        fn = ft.partial(_normalize_leaf, eps=eps, axis=axis)
-        return jax.tree.map(fn, updates, params), state
+        out = sm.map_with_sums(
+            ft.partial(_request, axis=axis),
+            ft.partial(_normalize_leaf, eps=eps),
+            updates,
+            params,
+        )
+        return out, state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)

@@ -8,6 +8,9 @@ from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from layca_optax._sharding import complete_sum
 
 
 Axis: TypeAlias = (
@@ -46,14 +49,14 @@ def fan_in_axes(leaf: Any) -> tuple[int, ...]:
       (0, 1, 2)
       >>> tx = layca_optax.layca(0.1, axis=layca_optax.fan_in_axes)
     """
-    return tuple(range(max(jnp.ndim(leaf) - 1, 0)))
+    return tuple(range(max(np.ndim(leaf) - 1, 0)))
 
 
 def resolve_axes(x: jax.Array, axis: Axis, caller: str) -> tuple[int, ...]:
     """Returns the non-negative axes of ``x`` that ``axis`` reduces over."""
     if callable(axis):
         axis = axis(x)
-    ndim = jnp.ndim(x)
+    ndim = np.ndim(x)  # also for jax.ShapeDtypeStruct, on any jax version
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
@@ -62,7 +65,7 @@ def resolve_axes(x: jax.Array, axis: Axis, caller: str) -> tuple[int, ...]:
         if not -ndim <= a < ndim:
             raise ValueError(
                 f"`{caller}(axis=...)` got axis {a} for a leaf of shape "
-                f"{jnp.shape(x)}; it must lie in [-{ndim}, {ndim})."
+                f"{np.shape(x)}; it must lie in [-{ndim}, {ndim})."
             )
         out.append(a % ndim)
     return tuple(sorted(set(out)))
@@ -95,8 +98,12 @@ def machine_eps(dtype: Any) -> float:
 
 
 def layer_sum(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    """Sum over ``axes`` with kept dims (so it broadcasts against the leaf)."""
-    return jnp.sum(x, axis=axes, keepdims=True)
+    """Sum over ``axes`` with kept dims (so it broadcasts against the leaf).
+
+    Inside :func:`layca_optax.psum_layer_sums` (within ``jax.shard_map``),
+    the local sums are completed over the mesh; elsewhere this is a sum.
+    """
+    return complete_sum(jnp.sum(x, axis=axes, keepdims=True))
 
 
 def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
@@ -154,6 +161,14 @@ def check_scalar(
         raise ValueError(
             f"`{caller}({name}=...)` must be finite and in {bounds}, "
             f"got {value!r}."
+        )
+
+
+def check_bool(value: Any, caller: str, name: str) -> None:
+    """Raises ``ValueError`` naming ``caller(name=...)`` unless a bool."""
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"`{caller}({name}=...)` must be True or False, got {value!r}."
         )
 
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx
+from layca_optax import _numerics as nx, _sums as sm
 from layca_optax._numerics import Axis
 
 
@@ -24,17 +24,28 @@ def parallel_rtol(dtype: Any) -> float:
     return (32 * nx.machine_eps(dtype)) ** 0.5
 
 
-def _project_leaf(u: jax.Array, w: jax.Array, axis: Axis) -> jax.Array:
+_PAIRS = ((0, 0), (1, 1), (0, 1))  # <u, u>, <w, w>, <u, w>
+
+
+def _request(u: jax.Array, w: jax.Array, axis: Axis) -> sm.SumsRequest:
     axes = nx.resolve_axes(w, axis, "project_to_tangent")
-    dtype = nx.reduction_dtype(u.dtype)
-    uf, wf = u.astype(dtype), w.astype(dtype)
-    ww = nx.layer_sum(wf * wf, axes)
-    uu = nx.layer_sum(uf * uf, axes)
-    t = uf - nx.safe_div(nx.layer_sum(uf * wf, axes), ww) * wf
-    tt = nx.layer_sum(t * t, axes)
-    rtol = parallel_rtol(dtype)
+    return sm.SumsRequest((u, w), _PAIRS, axes, nx.reduction_dtype(u.dtype))
+
+
+def _project_leaf(
+    u: jax.Array, w: jax.Array, sums: sm.LayerSums, axis: Axis
+) -> jax.Array:
+    # The sums are of u / s_u and w / s_w (s = 1 unless rescaled): t is
+    # the tangential part of u / s_u, and s_u t that of u.
+    uu, ww, uw = sums.values
+    inv_u, inv_w = sums.inv_scale
+    uf, wf = u.astype(uu.dtype), w.astype(uu.dtype)
+    t = uf * inv_u - nx.safe_div(uw, ww) * (wf * inv_w)
+    tt = nx.layer_sum(t * t, nx.resolve_axes(w, axis, "project_to_tangent"))
+    rtol = parallel_rtol(uu.dtype)
     parallel = tt <= (rtol * rtol) * uu
-    return jnp.where(parallel, 0, t).astype(u.dtype)
+    out = jnp.where(parallel, 0, t * sums.scale[0])
+    return sm.propagate_nan(sums.values, out).astype(u.dtype)
 
 
 def project_to_tangent(*, axis: Axis = None) -> optax.GradientTransformation:
@@ -95,7 +106,12 @@ def project_to_tangent(*, axis: Axis = None) -> optax.GradientTransformation:
     def update_fn(updates, state, params=None):
         if params is None:
             raise nx.no_params_error("project_to_tangent")
-        fn = ft.partial(_project_leaf, axis=axis)
-        return jax.tree.map(fn, updates, params), state
+        out = sm.map_with_sums(
+            ft.partial(_request, axis=axis),
+            ft.partial(_project_leaf, axis=axis),
+            updates,
+            params,
+        )
+        return out, state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)

@@ -8,19 +8,34 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx
+from layca_optax import _numerics as nx, _sums as sm
 from layca_optax._numerics import Axis
 
 
-def _reproject_leaf(u: jax.Array, w: jax.Array, axis: Axis) -> jax.Array:
+_PAIRS = ((0, 0), (1, 1))  # <w + u, w + u>, <w, w>
+
+
+def _request(u: jax.Array, w: jax.Array, axis: Axis) -> sm.SumsRequest:
     axes = nx.resolve_axes(w, axis, "reproject_to_sphere")
     dtype = nx.reduction_dtype(u.dtype)
-    uf, wf = u.astype(dtype), w.astype(dtype)
+
+    def derive(u, w):
+        wf = w.astype(dtype)
+        return wf + u.astype(dtype), wf
+
+    return sm.SumsRequest((u, w), _PAIRS, axes, dtype, derive)
+
+
+def _reproject_leaf(
+    u: jax.Array, w: jax.Array, sums: sm.LayerSums
+) -> jax.Array:
+    # The sums are of v / s_v and w / s_w (s = 1 unless rescaled).
+    vv, ww = sums.values
+    uf, wf = u.astype(vv.dtype), w.astype(vv.dtype)
     v = wf + uf
-    vv = nx.layer_sum(v * v, axes)
-    w_norm = nx.safe_sqrt(nx.layer_sum(wf * wf, axes))
-    scale = nx.safe_div(w_norm, nx.safe_sqrt(vv))
-    return jnp.where(vv > 0, v * scale - wf, 0).astype(u.dtype)
+    ratio = nx.safe_div(nx.safe_sqrt(ww) * sums.scale[1], nx.safe_sqrt(vv))
+    out = jnp.where(vv > 0, (v * sums.inv_scale[0]) * ratio - wf, 0)
+    return sm.propagate_nan(sums.values, out).astype(u.dtype)
 
 
 def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
@@ -73,7 +88,9 @@ def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
     def update_fn(updates, state, params=None):
         if params is None:
             raise nx.no_params_error("reproject_to_sphere")
-        fn = ft.partial(_reproject_leaf, axis=axis)
-        return jax.tree.map(fn, updates, params), state
+        out = sm.map_with_sums(
+            ft.partial(_request, axis=axis), _reproject_leaf, updates, params
+        )
+        return out, state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)

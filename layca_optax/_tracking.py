@@ -8,9 +8,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx
+from layca_optax import _numerics as nx, _sums as sm
 from layca_optax._masks import path_str, resolve_mask
-from layca_optax._metrics import _cosine_distance_leaf, tan_from_sums
+from layca_optax._metrics import (
+    _PAIRS,
+    cosine_from_sums,
+    squeezed,
+    sums_request,
+    tan_from_sums,
+)
 from layca_optax._numerics import Axis
 
 
@@ -45,10 +51,17 @@ class TrackRotationState(NamedTuple):
     reference: Any
 
 
-def _sums(xs, axes: tuple[int, ...], ndim: int) -> list[jax.Array]:
-    """Per-layer sums, squeezed when a layer is the whole leaf (as metrics)."""
-    keep = not axes or len(axes) < ndim
-    return [jnp.sum(x, axis=axes, keepdims=keep) for x in xs]
+def _applied(w: jax.Array, u: jax.Array) -> jax.Array:
+    """``w + u`` in ``w``'s dtype, as ``optax.apply_updates`` gives it."""
+    return jnp.asarray(w + u).astype(w.dtype)
+
+
+def _with_applied(w: jax.Array, u: jax.Array) -> tuple:
+    return w, u, _applied(w, u)
+
+
+def _new_and_ref(w: jax.Array, u: jax.Array, ref: jax.Array) -> tuple:
+    return _applied(w, u), ref
 
 
 def _mix(x: jax.Array) -> jax.Array:
@@ -208,46 +221,80 @@ def track_rotation(
             jax.random.key(0) if key is None else key, (n, 2), jnp.uint32
         )
 
-    def init_leaf(w: Any, seed: Any):
+    def ref_axes(ref: Any) -> tuple[int, ...]:
+        return nx.resolve_axes(
+            ref, None if reference == "sketch" else axis, _CALLER
+        )
+
+    def init_request(w: Any) -> sm.SumsRequest:
         w = jnp.asarray(w)
         axes = nx.resolve_axes(w, axis, _CALLER)
-        wf = w.astype(nx.reduction_dtype(w.dtype))
-        (ww,) = _sums([wf * wf], axes, w.ndim)
+        return sm.SumsRequest(
+            (w,), ((0, 0),), axes, nx.reduction_dtype(w.dtype)
+        )
+
+    def init_leaf(w: Any, seed: Any, sums: sm.LayerSums):
+        w = jnp.asarray(w)
+        (ww,) = squeezed(sums, nx.resolve_axes(w, axis, _CALLER), w.ndim)
+        norm = nx.safe_sqrt(ww) * jnp.reshape(sums.scale[0], jnp.shape(ww))
         zero = jnp.zeros_like(ww)
         if reference is None:
-            return zero, zero, nx.safe_sqrt(ww), _EMPTY, _EMPTY
+            return zero, zero, norm, _EMPTY, _EMPTY
         if reference == "sketch":
             ref = _sketch(w, seed, sketch_dim)
         else:
             dtype = jnp.bfloat16 if reference == "bfloat16" else w.dtype
             ref = jnp.array(w, dtype, copy=True)
-        return zero, zero, nx.safe_sqrt(ww), zero, ref
+        return zero, zero, norm, zero, ref
 
-    def update_leaf(u: Any, w: Any, ref: Any, seed: Any):
+    def update_requests(u: Any, w: Any, ref: Any, seed: Any) -> list:
         u, w = jnp.asarray(u), jnp.asarray(w)
         axes = nx.resolve_axes(w, axis, _CALLER)
         dtype = nx.reduction_dtype(jnp.result_type(u, w))
-        new = jnp.asarray(w + u).astype(w.dtype)  # as optax.apply_updates
-        uf, wf, nf = (x.astype(dtype) for x in (u, w, new))
-        ww, uw, uu, nn = _sums(
-            [wf * wf, uf * wf, uf * uf, nf * nf], axes, w.ndim
-        )
+        # w, u and w + u, one scale for all: <w, w>, <u, w>, <u, u>, <w + u,
+        # w + u>, the arguments of tan_from_sums.
+        reqs = [
+            sm.SumsRequest(
+                (w, u), _PAIRS, axes, dtype, _with_applied, common=True
+            )
+        ]
+        if reference is None:
+            return reqs
+        dtype = nx.reduction_dtype(jnp.result_type(w.dtype, ref.dtype))
+        if reference == "sketch":
+            new = _sketch(_applied(w, u), seed, sketch_dim)
+            reqs.append(sums_request((new, ref), ref_axes(ref), dtype))
+        else:
+            reqs.append(
+                sums_request((w, u, ref), ref_axes(ref), dtype, _new_and_ref)
+            )
+        return reqs
+
+    def update_leaf(w: Any, ref: Any, sums: list):
+        w = jnp.asarray(w)
+        axes = nx.resolve_axes(w, axis, _CALLER)
+        ww, uw, uu, nn = squeezed(sums[0], axes, w.ndim)
         radial = jnp.abs(nx.safe_div(uw, nx.safe_sqrt(ww)))
         tangential = nx.safe_sqrt(uu - nx.safe_div(uw * uw, ww))
-        floor = nx.machine_eps(dtype) * radial
+        floor = nx.machine_eps(ww.dtype) * radial
         ratio = nx.safe_div(radial, jnp.maximum(tangential, floor))
-        rate, norm = tan_from_sums(ww, uw, uu, nn), nx.safe_sqrt(nn)
+        ratio = sm.propagate_nan((ww, uu), ratio)
+        scale = jnp.reshape(sums[0].scale[0], jnp.shape(nn))
+        rate, norm = tan_from_sums(ww, uw, uu, nn), nx.safe_sqrt(nn) * scale
         if reference is None:
             return rate, ratio, norm, _EMPTY
-        if reference == "sketch":
-            new = _sketch(new, seed, sketch_dim)  # and axis is None
-        return rate, ratio, norm, _cosine_distance_leaf(new, ref, axis)
+        cos = cosine_from_sums(*squeezed(sums[1], ref_axes(ref), ref.ndim))
+        return rate, ratio, norm, cos
 
     def init_fn(params: optax.Params) -> TrackRotationState:
         leaves, treedef = jax.tree.flatten(params)
         flags = _flags(params, len(leaves), mask)
-        args = zip(leaves, seeds(len(leaves)), flags, strict=True)
-        rows = [init_leaf(w, s) if f else (_EMPTY,) * 5 for w, s, f in args]
+        layers = [k for k, f in enumerate(flags) if f]
+        sums = sm.layer_sums([init_request(leaves[k]) for k in layers])
+        keys = seeds(len(leaves))
+        rows: list = [(_EMPTY,) * 5] * len(leaves)
+        for k, s in zip(layers, sums, strict=True):
+            rows[k] = init_leaf(leaves[k], keys[k], s)
         rate, ratio, norm, cos, ref = _unzip(treedef, rows, 5, params)
         count = jnp.zeros([], jnp.int32)
         return TrackRotationState(count, rate, ratio, norm, cos, ref)
@@ -259,11 +306,16 @@ def track_rotation(
         u_leaves = _flatten_up_to(treedef, updates, "updates")
         refs = _flatten_up_to(treedef, state.reference, "state")
         flags = _flags(params, len(leaves), mask)
-        args = zip(u_leaves, leaves, refs, seeds(len(leaves)), strict=True)
-        rows = [
-            update_leaf(*a) if f else (_EMPTY,) * 4
-            for a, f in zip(args, flags, strict=True)
-        ]
+        args = list(
+            zip(u_leaves, leaves, refs, seeds(len(leaves)), strict=True)
+        )
+        layers = [k for k, f in enumerate(flags) if f]
+        reqs = [update_requests(*args[k]) for k in layers]
+        flat = iter(sm.layer_sums([r for rs in reqs for r in rs]))
+        rows: list = [(_EMPTY,) * 4] * len(leaves)
+        for k, rs in zip(layers, reqs, strict=True):
+            sums = [next(flat) for _ in rs]
+            rows[k] = update_leaf(leaves[k], refs[k], sums)
         rate, ratio, norm, cos = _unzip(treedef, rows, 4, state.reference)
         count = optax.safe_increment(state.count)
         new = TrackRotationState(count, rate, ratio, norm, cos, state.reference)

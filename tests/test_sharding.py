@@ -152,17 +152,45 @@ COLLECTIVE = re.compile(
 SHAPE = re.compile(r"\b[a-z]+\d*\[([\d,]*)\]")
 
 
-def collectives(hlo):
-    """[(op, [elements of each operand])] of every collective in ``hlo``."""
-    found = []
+BRANCHES = re.compile(
+    r"branch_computations=\{([^}]*)\}|(?:true|false)_computation=(%?[\w.\-]+)"
+)
+
+
+def _computations(hlo):
+    """{name: [lines]} of the computations of ``hlo``'s text."""
+    comps, name = {}, None
     for line in hlo.splitlines():
-        m = COLLECTIVE.search(line)
-        if m:
-            sizes = [
-                math.prod(int(d) for d in dims.split(",") if d)
-                for dims in SHAPE.findall(m.group(1))
-            ]
-            found.append((m.group(2), sizes))
+        head = re.match(r"(?:ENTRY )?(%?[\w.\-]+) .*\{$", line)
+        if head and not line.startswith(" "):
+            name = head.group(1).lstrip("%")
+            comps[name] = []
+        elif name is not None:
+            comps[name].append(line)
+    return comps
+
+
+def collectives(hlo, in_branches=False):
+    """[(op, [elements of each operand])] of the collectives in ``hlo``:
+    those outside conditional branches (run every step), or with
+    ``in_branches`` those inside them (the overflow guard's rescue)."""
+    comps = _computations(hlo)
+    branches = set()
+    for m in BRANCHES.finditer(hlo):
+        names = m.group(1).split(",") if m.group(1) else [m.group(2)]
+        branches |= {n.strip().lstrip("%") for n in names}
+    found = []
+    for name, lines in comps.items():
+        if (name in branches) != in_branches:
+            continue
+        for line in lines:
+            m = COLLECTIVE.search(line)
+            if m:
+                sizes = [
+                    math.prod(int(d) for d in dims.split(",") if d)
+                    for dims in SHAPE.findall(m.group(1))
+                ]
+                found.append((m.group(2), sizes))
     return found
 
 
@@ -182,19 +210,21 @@ def check_collectives(hlo, params, axis):
     number of all-reduces and of values they reduce (per step: the loop
     body is in the HLO once)."""
     found = collectives(hlo)
+    rescue = collectives(hlo, in_branches=True)
     others = [(op, s) for op, s in found if op != "all-reduce"]
     assert not others, f"collectives other than all-reduce: {others}"
     # Each operand is one layer's sums: a scalar (one per slice with
     # `axis`), never an array the size of a layer.
     counts = norms(params, axis)
-    largest = max((max(s) for _, s in found), default=0)
+    largest = max((max(s) for _, s in found + rescue), default=0)
     assert largest <= max(counts), (
         f"an all-reduce operand of {largest} values; a layer has at most "
         f"{max(counts)} norms: {found}"
     )
-    # Per step and norm: Layca's 3 sums (3 more in the overflow guard's
-    # rescued branch) or the chain's 8, 7 for the monitor, 3 for the
-    # metrics. The bound leaves room but grows with the norms only.
+    # Per step and norm: Layca's 3 sums or the chain's 8, 7 for the
+    # monitor, 3 for the metrics (the overflow guard's rescue branches,
+    # which run only for out-of-range layers, are counted apart). The
+    # bound leaves room but grows with the norms only.
     total = sum(sum(s) for _, s in found)
     assert total <= 32 * sum(counts), f"{total} values all-reduced per step"
     return len(found), total

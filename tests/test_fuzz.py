@@ -1,0 +1,248 @@
+"""Property-based tests of layca over shapes, dtypes, magnitudes, axes, bases.
+
+Every leaf of the tree is a layer, including a scalar, a vector and a 0-size
+leaf; per example, hypothesis draws the dtype (float16, bfloat16, float32,
+float64), the ``axis`` rule, the base, the fused or chain path, and the
+magnitude of the weights and of the gradients of each leaf (1e-30 to 1e30,
+within what the dtype holds). Checked, under ``jax.jit``:
+
+- finite input gives finite updates and rates, never NaN or inf;
+- each layer (slice) keeps its norm within a few roundings of its dtype;
+- each layer either turns by exactly ``arctan(lr)`` or is left unchanged,
+  and with the plain gradient it must turn whenever its tangential step is
+  clearly above Layca's thresholds;
+- ``rotation_rate`` and ``track_rotation`` read that turn.
+
+The default profile (``layca-default``: 12 derandomized examples over four
+compiled configurations) runs in the normal test suite; ``make fuzz`` runs
+``HYPOTHESIS_PROFILE=layca-fuzz`` (300 examples over all configurations).
+"""
+
+import functools
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import layca_optax
+
+
+settings.register_profile(
+    "layca-default",
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "layca-fuzz",
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "")
+SETTINGS = settings.get_profile(
+    _PROFILE if _PROFILE in ("layca-default", "layca-fuzz") else "layca-default"
+)
+
+LR = 0.25
+SHAPES = {
+    "scalar": (),
+    "vector": (5,),
+    "empty": (0, 3),
+    "dense": (4, 3),
+    "conv": (2, 2, 3, 2),
+}
+DTYPES = ["float16", "bfloat16", "float32", "float64"]
+# log10 of the magnitudes drawn per dtype, (weights, gradients): float16
+# holds 6e-5 to 6.5e4 (and Adam squares the gradients in their dtype).
+LOG_RANGE = {
+    "float16": ((-1, 2), (-2, 1.5)),
+    "bfloat16": ((-30, 30), (-30, 30)),
+    "float32": ((-30, 30), (-30, 30)),
+    "float64": ((-30, 30), (-30, 30)),
+}
+
+
+def _last_axis(leaf):
+    return (jnp.ndim(leaf) - 1,) if jnp.ndim(leaf) else ()
+
+
+AXES = {"none": None, "fan_in": layca_optax.fan_in_axes, "last": _last_axis}
+BASES = {
+    "sgd": lambda: None,
+    "momentum": lambda: optax.trace(0.9),
+    "adam": optax.scale_by_adam,
+}
+ALL = {k: True for k in SHAPES}
+
+
+@functools.cache
+def step_fn(axis_name, base_name, fused):
+    axis = AXES[axis_name]
+    tx = optax.chain(
+        layca_optax.layca(
+            LR, BASES[base_name](), mask=ALL, axis=axis, fused=fused
+        ),
+        layca_optax.track_rotation(mask=ALL, axis=axis),
+    )
+
+    @jax.jit
+    def step(params, grads):
+        updates, state = tx.update(grads, tx.init(params), params)
+        new = optax.apply_updates(params, updates)
+        rate = layca_optax.rotation_rate(new, params, mask=ALL, axis=axis)
+        return new, updates, rate, state[1].rotation_rate
+
+    return step
+
+
+def slices(x, axes):
+    """Rows of ``x``, one per layer (slice) that ``axes`` reduces over."""
+    keep = [a for a in range(x.ndim) if a not in axes]
+    moved = np.moveaxis(x, keep, range(len(keep)))
+    n = math.prod(x.shape[a] for a in axes)
+    if x.size == 0:  # no layer
+        return np.zeros((0, 1))
+    return moved.reshape(-1, n)
+
+
+# The default profile draws the compiled configuration from these four (one
+# compilation each; every dtype, axis rule, base and path appears), and the
+# data (magnitudes, values, zero layers) freely; layca-fuzz draws all.
+DEFAULT_CONFIGS = [
+    ("float32", "none", "sgd", True),
+    ("bfloat16", "fan_in", "adam", False),
+    ("float16", "last", "momentum", True),
+    ("float64", "fan_in", "sgd", False),
+]
+
+
+@st.composite
+def cases(draw):
+    if SETTINGS.max_examples <= 50:
+        dtype, axis, base, fused = draw(st.sampled_from(DEFAULT_CONFIGS))
+    else:
+        dtype = draw(st.sampled_from(DTYPES))
+        axis = draw(st.sampled_from(sorted(AXES)))
+        base = draw(st.sampled_from(sorted(BASES)))
+        fused = draw(st.booleans())
+    (wl, wh), (gl, gh) = LOG_RANGE[dtype]
+    return {
+        "dtype": dtype,
+        "axis": axis,
+        "base": base,
+        "fused": fused,
+        "seed": draw(st.integers(0, 2**32 - 1)),
+        "w_log": {k: draw(st.floats(wl, wh)) for k in SHAPES},
+        "g_log": {k: draw(st.floats(gl, gh)) for k in SHAPES},
+        "zero": draw(st.sampled_from([None, "w", "g"])),
+    }
+
+
+def make_inputs(case):
+    rng = np.random.default_rng(case["seed"])
+    dtype = jnp.dtype(case["dtype"])
+    params, grads = {}, {}
+    for k, shape in SHAPES.items():
+        w = rng.normal(size=shape) * 10.0 ** case["w_log"][k]
+        g = rng.normal(size=shape) * 10.0 ** case["g_log"][k]
+        params[k] = jnp.asarray(w, dtype)
+        grads[k] = jnp.asarray(g, dtype)
+    if case["zero"] == "w":
+        params["dense"] = jnp.zeros_like(params["dense"])
+    elif case["zero"] == "g":
+        grads["conv"] = jnp.zeros_like(grads["conv"])
+    return params, grads
+
+
+def check(case):
+    params, grads = make_inputs(case)
+    step = step_fn(case["axis"], case["base"], case["fused"])
+    new, updates, rate, tracked = jax.device_get(step(params, grads))
+    dtype = jnp.dtype(case["dtype"])
+    eps = float(jnp.finfo(dtype).eps)
+    red = jnp.promote_types(dtype, jnp.float32)
+    rtol = math.sqrt(32 * float(jnp.finfo(red).eps))  # parallel threshold
+    for k in SHAPES:
+        for x in (new[k], updates[k], rate[k], tracked[k]):
+            assert np.isfinite(np.asarray(x, np.float64)).all(), (k, x)
+        axes = layca_optax._numerics.resolve_axes(
+            params[k], AXES[case["axis"]], "t"
+        )
+        w = slices(np.asarray(params[k], np.float64), axes)
+        w1 = slices(np.asarray(new[k], np.float64), axes)
+        g = slices(np.asarray(grads[k], np.float64), axes)
+        rates = [
+            np.broadcast_to(np.asarray(r, np.float64), params[k].shape)
+            for r in (rate[k], tracked[k])
+        ]
+        rates = [slices(r, axes)[:, :1] for r in rates] if w.size else []
+        for i in range(w.shape[0]):
+            check_slice(case, k, w[i], w1[i], g[i], eps, rtol)
+            tan = turned(w[i], w1[i])
+            # rotation_rate reads the stored turn; track_rotation the turn
+            # of the update before it is rounded to the params' dtype.
+            for r in rates:
+                assert abs(r[i, 0] - tan) <= 1e-5 * tan + 8 * eps, (
+                    k,
+                    r[i],
+                    tan,
+                )
+
+
+def turned(w, w1):
+    nw = np.linalg.norm(w)
+    if nw == 0:
+        return 0.0
+    along = np.vdot(w1, w) / nw
+    across = np.linalg.norm(w1 - along * w / nw)
+    return across / along
+
+
+def check_slice(case, k, w, w1, g, eps, rtol):
+    nw = np.linalg.norm(w)
+    np.testing.assert_allclose(np.linalg.norm(w1), nw, rtol=4 * eps + 2e-6)
+    if np.array_equal(w, w1):
+        # Unchanged: allowed, but not for the plain gradient with a
+        # tangential step clearly above the thresholds.
+        if case["base"] == "sgd" and nw > 0:
+            perp = np.linalg.norm(g - np.vdot(g, w) / nw**2 * w)
+            clear = LR * perp > 1e-6 and perp > 10 * rtol * np.linalg.norm(g)
+            assert not clear, (k, "not updated", perp)
+        return
+    assert nw > 0, k
+    np.testing.assert_allclose(turned(w, w1), LR, rtol=0, atol=8 * eps + 1e-6)
+
+
+@SETTINGS
+@given(case=cases())
+def test_layca_invariants_over_shapes_dtypes_magnitudes(case):
+    if case["dtype"] == "float64":
+        with jax.enable_x64(True):
+            check(case)
+    else:
+        check(case)
+
+
+@pytest.mark.parametrize("log_scale", [-30, -20, 0, 20, 30])
+def test_rotation_metrics_are_scale_invariant(log_scale):
+    rng = np.random.default_rng(1)
+    w0 = {"k": rng.normal(size=(8, 6)), "c": rng.normal(size=(3, 3, 2, 4))}
+    w1 = jax.tree.map(lambda w: w + 0.3 * rng.normal(size=w.shape), w0)
+    scaled = [
+        jax.tree.map(lambda w: jnp.asarray(w * 10.0**log_scale, jnp.float32), t)
+        for t in (w1, w0)
+    ]
+    unit = [
+        jax.tree.map(lambda w: jnp.asarray(w, jnp.float32), t) for t in (w1, w0)
+    ]
+    got = jax.jit(layca_optax.rotation_metrics)(*scaled)
+    want = jax.jit(layca_optax.rotation_metrics)(*unit)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)
