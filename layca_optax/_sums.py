@@ -177,8 +177,9 @@ def _layer_sums(
     req: SumsRequest, values: tuple, ok: Any, rescued: tuple, t: tuple
 ) -> LayerSums:
     """The plain ``values`` where ``ok``, else the ``rescued`` ones."""
-    exps = _unscaled(req, values)[1]
-    if ok is not None:
+    if ok is None:
+        exps = _unscaled(req, values)[1]
+    else:
         values = tuple(
             jnp.where(ok, v, r) for v, r in zip(values, rescued, strict=True)
         )
