@@ -67,12 +67,17 @@ def _timed(fn: Callable, *args) -> tuple[float, tuple]:
     return time.perf_counter() - start, out
 
 
-def bench_tree(name: str, reps: int) -> dict:
+def bench_tree(name: str, reps: int, only: list[str] | None = None) -> dict:
     shapes = TREES[name]()
     grads = make_tree(shapes, seed=1)
     entries: dict[str, dict] = {}
     runners: dict[str, Callable[[], float]] = {}
-    for opt_name, tx in optimizers().items():
+    chosen = {
+        k: tx
+        for k, tx in optimizers().items()
+        if only is None or k in only or k == REFERENCE
+    }
+    for opt_name, tx in chosen.items():
         params = make_tree(shapes, seed=0)
         state = tx.init(params)
         jitted = jax.jit(_step_fn(tx), donate_argnums=(0, 1))
@@ -93,6 +98,8 @@ def bench_tree(name: str, reps: int) -> dict:
             return dt
 
         runners[opt_name] = run
+    if only is not None and "rotation_metrics" not in only:
+        return _summary(entries, runners, reps, grads)
     # rotation_metrics(params, init_params): no donation, nothing carried.
     init = make_tree(shapes, seed=0)
     params = make_tree(shapes, seed=2)
@@ -109,7 +116,15 @@ def bench_tree(name: str, reps: int) -> dict:
     runners["rotation_metrics"] = lambda: _timed(
         compiled_metrics, params, init
     )[0]
+    return _summary(entries, runners, reps, grads)
 
+
+def _summary(
+    entries: dict[str, dict],
+    runners: dict[str, Callable[[], float]],
+    reps: int,
+    grads,
+) -> dict:
     for run in runners.values():  # warm up
         run()
     for _ in range(reps):
@@ -154,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         "--trees", nargs="+", default=list(TREES), choices=list(TREES)
     )
     parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=[*optimizers(), "rotation_metrics"],
+        help="time only these (and the sgd_momentum reference)",
+    )
     parser.add_argument("--out", help="write the results to this JSON file")
     args = parser.parse_args(argv)
     device = jax.devices()[0]
@@ -171,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "trees": {},
     }
     for name in args.trees:
-        result = bench_tree(name, args.reps)
+        result = bench_tree(name, args.reps, args.only)
         print_table(name, result)
         report["trees"][name] = result
     if args.out:

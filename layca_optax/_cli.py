@@ -145,8 +145,8 @@ def _add_reproduce(commands: Any) -> None:
         "re-initialization robustness study of Zhang et al. on the trained "
         "CNN and MLP. Writes results.json, one CSV history per run, the "
         "figures and report.md (the verdict on each claim, mean and spread "
-        "over seeds) into --out. The default scale (177 runs) took 36 "
-        "minutes with --jobs 2 on 2 CPU cores shared with other work.",
+        "over seeds) into --out. The default scale (177 runs) took 18 "
+        "minutes with --jobs 2 on 2 idle CPU cores.",
     )
     reproduce.add_argument(
         "--out",

@@ -207,6 +207,13 @@ def rotation_metrics(
       >>> w1 = {"Dense_0": {"kernel": jnp.array([[1.0, 1.0], [-1.0, 1.0]])}}
       >>> jax.jit(layca_optax.rotation_metrics)(w1, w0)
       {'rotation/Dense_0/kernel': Array(0.29289323, dtype=float32)}
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019 (the
+      layer rotation curves: cosine distance of each layer to its
+      initialization).
     """
     tree = layer_rotation(params, init_params, mask=mask)
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
@@ -253,6 +260,12 @@ def rotation_rate(
       >>> new = jnp.array([[1.0, 0.5]])
       >>> layca_optax.rotation_rate(new, old)
       Array(0.5, dtype=float32)
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019 (per-step
+      rotation; Layca makes it arctan(lr) per layer).
     """
     return _map_layers(
         _batched(tan_from_sums),

@@ -48,6 +48,14 @@ def fan_in_axes(leaf: Any) -> tuple[int, ...]:
       >>> layca_optax.fan_in_axes(jnp.zeros((3, 3, 8, 16)))
       (0, 1, 2)
       >>> tx = layca_optax.layca(0.1, axis=layca_optax.fan_in_axes)
+
+    References:
+      Liu et al., `Learning by turning: neural architecture aware
+      optimisation <https://arxiv.org/abs/2102.07227>`_, 2021 (per-neuron
+      norms, as ``axis=fan_in_axes`` gives); Carbonnelle & De
+      Vleeschouwer, `Layer rotation: a surprisingly powerful indicator of
+      generalization in deep networks? <https://arxiv.org/abs/1806.01603>`_,
+      2019 (per-layer norms, the default).
     """
     return tuple(range(max(np.ndim(leaf) - 1, 0)))
 

@@ -176,6 +176,10 @@ def psum_layer_sums(axis_names: AxisNames) -> Iterator[None]:
       >>> new, state = step(params, {"w": jnp.array([[0.0, -1.0]])}, state)
       >>> [round(float(x), 5) for x in new["w"].ravel()]
       [0.89443, 0.44721]
+
+    References:
+      JAX, `Manual parallelism with shard_map
+      <https://docs.jax.dev/en/latest/notebooks/shard_map.html>`_.
     """
     names = _axis_names(axis_names, "psum_layer_sums", "axis_names")
     with _summing_over(names, "psum_layer_sums"):
@@ -208,6 +212,10 @@ def with_psum_layer_sums(
       ...     optax.chain(layca_optax.layca(0.1),
       ...                 layca_optax.track_rotation()),
       ...     ("data", "model"))
+
+    References:
+      JAX, `Manual parallelism with shard_map
+      <https://docs.jax.dev/en/latest/notebooks/shard_map.html>`_.
     """
     caller = "with_psum_layer_sums"
     names = _axis_names(axis_names, caller, "axis_names")
@@ -290,6 +298,13 @@ def param_shardings(
       >>> shardings["kernel"].spec == PartitionSpec("data", None)
       True
       >>> params = jax.device_put(params, shardings)
+
+    References:
+      Rajbhandari et al., `ZeRO: memory optimizations toward training
+      trillion parameter models <https://arxiv.org/abs/1910.02054>`_, 2020
+      (the sharded optimizer state that FSDP follows); JAX, `Distributed
+      arrays and automatic parallelization
+      <https://docs.jax.dev/en/latest/notebooks/Distributed_arrays_and_automatic_parallelization.html>`_.
     """
     fsdp_entry, fsdp_size, fsdp_names = _mesh_entry(fsdp, mesh, "fsdp")
     tensor_entry, tensor_size, tensor_names = _mesh_entry(
@@ -352,6 +367,11 @@ def state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
       >>> tx = layca_optax.layca(0.1, base=optax.scale_by_adam())
       >>> shardings = layca_optax.state_shardings(tx, params)
       >>> state = jax.jit(tx.init, out_shardings=shardings)(params)
+
+    References:
+      Rajbhandari et al., `ZeRO: memory optimizations toward training
+      trillion parameter models <https://arxiv.org/abs/1910.02054>`_, 2020
+      (the sharded optimizer state that FSDP follows).
     """
     caller = "state_shardings"
     meshes = {

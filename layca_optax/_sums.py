@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from layca_optax._numerics import is_concrete, layer_sum
+from layca_optax._sharding import complete_sum
 
 
 class SumsRequest(NamedTuple):
@@ -104,6 +105,23 @@ def _sums_of(req: SumsRequest, ys: Sequence[jax.Array]) -> tuple:
     return tuple(layer_sum(ys[i] * ys[j], req.axes) for i, j in req.pairs)
 
 
+def _fused_sums_of(req: SumsRequest, ys: Sequence[jax.Array]) -> tuple:
+    """:func:`_sums_of` as one variadic reduction: the (rescaled) inputs
+    are computed inside it, never stored. Slower than separate sums on
+    XLA:CPU, but it runs only in the rescue, and separate sums of the
+    shared rescaled inputs made XLA store them (temp buffers the size of
+    the largest leaf's inputs, allocated whether or not the rescue runs).
+    """
+    prods = [ys[i] * ys[j] for i, j in req.pairs]
+    sums = jax.lax.reduce(
+        prods,
+        [jnp.zeros((), req.dtype)] * len(prods),
+        lambda a, b: tuple(x + y for x, y in zip(a, b, strict=True)),
+        req.axes,
+    )
+    return tuple(complete_sum(jnp.expand_dims(v, req.axes)) for v in sums)
+
+
 def _num_inputs(req: SumsRequest) -> int:
     return 1 + max(max(p) for p in req.pairs)
 
@@ -148,7 +166,7 @@ def _rescaled(req: SumsRequest, values: Sequence[jax.Array], xs) -> tuple:
         y * _pow2(-ei, req.dtype)
         for y, ei in zip(_inputs(req, xs), e, strict=True)
     ]
-    sums = _sums_of(req, ys)
+    sums = _fused_sums_of(req, ys)
     squares = _squares(req, sums)
     a = [_exponent(v, req.dtype) >> 1 for v in squares]
     if req.common:
@@ -228,8 +246,9 @@ def layer_sums(requests: Sequence[SumsRequest]) -> list[LayerSums]:
     it only when one of the leaf's layers is out of range (``cond`` runs
     one branch on CPU, GPU and TPU; under ``vmap`` it becomes a select and
     both run). Per-leaf guards keep each leaf independent of the others;
-    one guard for the whole tree measured slower on XLA:CPU (it keeps
-    parameter-sized buffers alive across the conditional). Outside
+    one guard for the whole tree measured slower on XLA:CPU (1.57x against
+    1.34x an SGD-with-momentum step on the ResNet-50 tree, same run: it
+    makes every leaf's elementwise pass wait for every reduction). Outside
     ``jit``, the guard is a Python ``if``. In range, the plain sums are
     selected (scales of 1), so the sums there are bit for bit those of the
     plain sums. Zero layers stay zero. A layer with a non-finite entry

@@ -355,6 +355,13 @@ def tracked_metrics(
       >>> metrics = jax.jit(layca_optax.tracked_metrics)(state)
       >>> metrics["track/norm/Dense_0/kernel"]
       Array(5., dtype=float32)
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019 (layer
+      rotation curves and per-step tan of the angle, the authors'
+      ``LayerRotationCurves`` and ``StepwiseRotation`` callbacks).
     """
     is_state = lambda x: isinstance(x, TrackRotationState)
     found = [s for s in jax.tree.leaves(state, is_leaf=is_state) if is_state(s)]

@@ -216,10 +216,17 @@ def check_collectives(hlo, params, axis):
     # Each operand is one layer's sums: a scalar (one per slice with
     # `axis`), never an array the size of a layer.
     counts = norms(params, axis)
-    largest = max((max(s) for _, s in found + rescue), default=0)
+    largest = max((max(s) for _, s in found), default=0)
     assert largest <= max(counts), (
         f"an all-reduce operand of {largest} values; a layer has at most "
         f"{max(counts)} norms: {found}"
+    )
+    # The rescue's sums are one variadic reduction, which the partitioner
+    # may complete by gathering each device's partial sums: at most one
+    # value per norm and device, still never a layer-sized array.
+    largest = max((max(s) for _, s in rescue), default=0)
+    assert largest <= max(counts) * jax.device_count(), (
+        f"a rescue collective operand of {largest} values: {rescue}"
     )
     # Per step and norm: Layca's 3 sums or the chain's 8, 7 for the
     # monitor, 3 for the metrics (the overflow guard's rescue branches,
