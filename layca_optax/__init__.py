@@ -48,12 +48,8 @@ from layca_optax._reinit import InitFn, reinit_robustness, rerandom_draws
 from layca_optax._reinit_plot import plot_reinit_robustness
 from layca_optax._reinit_result import ReinitResult
 from layca_optax._reprojection import reproject_to_sphere
-from layca_optax._sharding import (
-    param_shardings,
-    psum_layer_sums,
-    state_shardings,
-    with_psum_layer_sums,
-)
+from layca_optax._shard_map import psum_layer_sums, with_psum_layer_sums
+from layca_optax._sharding import param_shardings, state_shardings
 from layca_optax._tracking import (
     TrackRotationState,
     track_rotation,

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from layca_optax._sharding import complete_sum
+from layca_optax._shard_map import complete_sum
 
 
 Axis: TypeAlias = (

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from layca_optax._numerics import is_concrete, layer_sum
-from layca_optax._sharding import complete_sum
+from layca_optax._shard_map import complete_sum
 
 
 class SumsRequest(NamedTuple):
