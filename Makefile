@@ -55,7 +55,7 @@ fuzz: $(STAMP)
 # The test suite against the oldest supported jax and optax (the minimums
 # in pyproject.toml), in a venv of its own.
 MIN_VENV := build/venv-min
-MIN_PINS := jax==0.8.0 jaxlib==0.8.0 optax==0.2.7
+MIN_PINS := jax==0.8.0 jaxlib==0.8.0 optax==0.2.7 flax==0.12.0
 MIN_STAMP := $(MIN_VENV)/.stamp-install
 
 $(MIN_STAMP): pyproject.toml
