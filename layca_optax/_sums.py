@@ -111,6 +111,8 @@ def _fused_sums_of(req: SumsRequest, ys: Sequence[jax.Array]) -> tuple:
     XLA:CPU, but it runs only in the rescue, and separate sums of the
     shared rescaled inputs made XLA store them (temp buffers the size of
     the largest leaf's inputs, allocated whether or not the rescue runs).
+    Under a sharded ``jit`` the partitioner may complete it by gathering
+    each device's partial sums (one value per device), never a leaf.
     """
     prods = [ys[i] * ys[j] for i, j in req.pairs]
     sums = jax.lax.reduce(
@@ -246,9 +248,10 @@ def layer_sums(requests: Sequence[SumsRequest]) -> list[LayerSums]:
     it only when one of the leaf's layers is out of range (``cond`` runs
     one branch on CPU, GPU and TPU; under ``vmap`` it becomes a select and
     both run). Per-leaf guards keep each leaf independent of the others;
-    one guard for the whole tree measured slower on XLA:CPU (1.57x against
-    1.34x an SGD-with-momentum step on the ResNet-50 tree, same run: it
-    makes every leaf's elementwise pass wait for every reduction). Outside
+    one guard for the whole tree measured slower on XLA:CPU (1.57x-1.83x
+    against 1.34x-1.57x an SGD-with-momentum step on the ResNet-50 tree,
+    in the same runs: it makes every leaf's elementwise pass wait for
+    every reduction). Outside
     ``jit``, the guard is a Python ``if``. In range, the plain sums are
     selected (scales of 1), so the sums there are bit for bit those of the
     plain sums. Zero layers stay zero. A layer with a non-finite entry

@@ -250,14 +250,20 @@ def test_cifar10_standardize_and_archive(tmp_path, monkeypatch):
     )
 
 
-def test_cifar100_python3_pickles(tmp_path):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    train = cifar_batch(6, 100, b"fine_labels", seed=1)
-    test = cifar_batch(4, 100, b"fine_labels", seed=2)
+def write_cifar100(folder, n_train=6, n_test=4):
+    """The CIFAR-100 python files as Python 3 writes them (protocol 4:
+    ``numpy._core`` names, bytes keys); returns the train and test batches."""
+    folder.mkdir(parents=True)
+    train = cifar_batch(n_train, 100, b"fine_labels", seed=1)
+    test = cifar_batch(n_test, 100, b"fine_labels", seed=2)
     for name, batch in (("train", train), ("test", test)):
         with open(folder / name, "wb") as f:
-            pickle.dump(batch, f, protocol=4)  # numpy._core names, bytes
+            pickle.dump(batch, f, protocol=4)
+    return train, test
+
+
+def test_cifar100_python3_pickles(tmp_path):
+    train, test = write_cifar100(tmp_path / "cifar-100-python")
     data = load_cifar(tmp_path, 100)
     assert (data.name, data.num_classes) == ("cifar100", 100)
     np.testing.assert_array_equal(data.y_train, train[b"fine_labels"])

@@ -26,8 +26,8 @@ from layca_optax.examples._experiments import (  # noqa: E402
 )
 from layca_optax.examples._repro_figures import FIGURES  # noqa: E402
 from tests.test_datasets import (  # noqa: E402
-    cifar_batch,
     write_cifar10,
+    write_cifar100,
     write_mnist,
 )
 
@@ -176,15 +176,6 @@ def test_local_files_select_the_papers_data(tmp_path, monkeypatch):
     assert _runner.cnn_task(default).data.name == "mnist1d"
 
 
-def write_cifar100(folder):
-    import pickle
-
-    folder.mkdir(parents=True)
-    for name, n, seed in (("train", 12, 1), ("test", 4, 2)):
-        batch = cifar_batch(n, 100, b"fine_labels", seed=seed)
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
-
-
 @pytest.mark.parametrize(
     ("task", "model", "kernels", "config"),
     [
@@ -205,7 +196,7 @@ def test_cifar_runs_train_end_to_end(
     if task == "cifar10":
         write_cifar10(tmp_path / "cifar-10-batches-py")
     else:
-        write_cifar100(tmp_path / "cifar-100-python")
+        write_cifar100(tmp_path / "cifar-100-python", n_train=12)
     settings = _runner.Settings(
         task=task, data_dir=str(tmp_path), seeds=(0,), epochs=1, quick=True
     )
