@@ -83,16 +83,8 @@ def normalize_to_param_norm(
     """
     nx.check_axis(axis, "normalize_to_param_norm")
     nx.check_scalar(eps, "normalize_to_param_norm", "eps", low=0.0)
-
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise nx.no_params_error("normalize_to_param_norm")
-        out = sm.map_with_sums(
-            ft.partial(_request, axis=axis),
-            ft.partial(_normalize_leaf, eps=eps),
-            updates,
-            params,
-        )
-        return out, state
-
-    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+    return sm.stateless_map_with_sums(
+        "normalize_to_param_norm",
+        ft.partial(_request, axis=axis),
+        ft.partial(_normalize_leaf, eps=eps),
+    )

@@ -102,16 +102,8 @@ def project_to_tangent(*, axis: Axis = None) -> optax.GradientTransformation:
       <https://arxiv.org/abs/1806.01603>`_, 2019.
     """
     nx.check_axis(axis, "project_to_tangent")
-
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise nx.no_params_error("project_to_tangent")
-        out = sm.map_with_sums(
-            ft.partial(_request, axis=axis),
-            ft.partial(_project_leaf, axis=axis),
-            updates,
-            params,
-        )
-        return out, state
-
-    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+    return sm.stateless_map_with_sums(
+        "project_to_tangent",
+        ft.partial(_request, axis=axis),
+        ft.partial(_project_leaf, axis=axis),
+    )

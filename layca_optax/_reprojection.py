@@ -84,13 +84,6 @@ def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
       <https://arxiv.org/abs/1806.01603>`_, 2019.
     """
     nx.check_axis(axis, "reproject_to_sphere")
-
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise nx.no_params_error("reproject_to_sphere")
-        out = sm.map_with_sums(
-            ft.partial(_request, axis=axis), _reproject_leaf, updates, params
-        )
-        return out, state
-
-    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+    return sm.stateless_map_with_sums(
+        "reproject_to_sphere", ft.partial(_request, axis=axis), _reproject_leaf
+    )

@@ -16,8 +16,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from layca_optax._numerics import is_concrete, layer_sum
+from layca_optax._numerics import is_concrete, layer_sum, no_params_error
 from layca_optax._shard_map import complete_sum
 
 
@@ -286,6 +287,23 @@ def map_with_sums(
         for u, w, s, *r in zip(us, ws, sums, *others, strict=True)
     ]
     return treedef.unflatten(out)
+
+
+def stateless_map_with_sums(
+    caller: str,
+    request: Callable[..., SumsRequest],
+    finish: Callable[..., jax.Array],
+) -> optax.GradientTransformation:
+    """A stateless transformation whose ``update`` is
+    ``map_with_sums(request, finish, updates, params)``; ``params`` is
+    required (``ValueError`` naming ``caller`` without it)."""
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise no_params_error(caller)
+        return map_with_sums(request, finish, updates, params), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
 def propagate_nan(values: Sequence[jax.Array], x: jax.Array) -> jax.Array:
