@@ -130,7 +130,6 @@ def layca(
     axis: Axis = None,
     eps: jax.typing.ArrayLike = 1e-7,
     fused: bool = True,
-    exact_range: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Layca: layer-level controlled amount of weight rotation.
 
@@ -176,12 +175,14 @@ def layca(
     :math:`\lVert s \rVert \le \epsilon`. A zero layer (e.g. a
     zero-initialized output projection) therefore never trains: ``init``
     warns, naming such layers, when it is given concrete params; route them
-    to ``other`` with ``mask``. Finite weights and directions of any
-    magnitude the dtype holds are handled (norms that overflow or underflow
-    in float32 are recomputed with power-of-two scaling); a non-finite
-    entry makes its layer's update NaN, as optax propagates non-finite
-    gradients, so that ``optax.apply_if_finite`` and ``optax.MultiSteps(...,
-    should_skip_update_fn=optax.skip_not_finite)`` skip the step. See
+    to ``other`` with ``mask``. Norms are plain float32 sums, exact for
+    layers whose root-mean-square entry lies within about 1e-15 and 1e15
+    (up to 1e8 entries; see :func:`scale_by_layca`); a layer whose sums
+    overflow gets a NaN update, one whose squares underflow none. A
+    non-finite entry makes its layer's update NaN, as optax propagates
+    non-finite gradients, so that ``optax.apply_if_finite`` and
+    ``optax.MultiSteps(..., should_skip_update_fn=optax.skip_not_finite)``
+    skip the step. See
     ``docs/robustness.md``.
 
     Args:
@@ -217,10 +218,6 @@ def layca(
         (one reduction and one elementwise pass per layer, the fast path).
         False: the chain of primitives described above. Both give the same
         updates to float32 rounding (tested to 1e-6 relative).
-      exact_range: with ``fused``: True (default) rescues norms that
-        overflow or underflow in float32 (above); False skips that guard
-        for speed. See :func:`scale_by_layca`. The primitives of
-        ``fused=False`` always rescue.
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs`; its ``update`` needs
@@ -270,7 +267,6 @@ def layca(
         )
     nx.check_scalar(eps, "layca", "eps", low=0.0)
     nx.check_bool(fused, "layca", "fused")
-    nx.check_bool(exact_range, "layca", "exact_range")
     nx.check_axis(axis, "layca")
     check_partition_args(base, other, mask)
     # A traced alpha (optax.inject_hyperparams) may change later: it always
@@ -292,9 +288,7 @@ def layca(
         factors = product(depth, factors)
     direction = optax.identity() if base is None else base
     if fused:
-        step = scale_by_layca(
-            learning_rate, factors, axis=axis, eps=eps, exact_range=exact_range
-        )
+        step = scale_by_layca(learning_rate, factors, axis=axis, eps=eps)
         layer_tx = optax.chain(direction, step)
     else:
         layer_tx = optax.chain(

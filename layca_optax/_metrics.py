@@ -13,78 +13,58 @@ from layca_optax._masks import path_str, resolve_mask
 from layca_optax._numerics import Axis
 
 
-# Inputs (old, new - old, new): <old, old>, <d, old>, <d, d>, <new, new>.
-_PAIRS = ((0, 0), (1, 0), (1, 1), (2, 2))
+def metric_sums(
+    new: jax.Array, old: jax.Array, axes: tuple[int, ...], tan: bool = False
+) -> tuple[jax.Array, ...]:
+    """Per layer: ``<old, old>``, (with ``tan``: ``<d, old>``,) ``<d, d>``
+    and ``<new, new>``, with ``d = new - old``, in at least float32;
+    scalars when a layer is the whole leaf (see :func:`_sums.layer_sums`)."""
+    dtype = nx.reduction_dtype(jnp.result_type(new, old))
+    a, b = jnp.asarray(new).astype(dtype), jnp.asarray(old).astype(dtype)
+    pairs = ((0, 0), (1, 0), (1, 1), (2, 2)) if tan else _COSINE_PAIRS
+    return sm.layer_sums((b, a - b, a), pairs, axes)
 
 
-def sums_request(
-    xs: tuple, axes: tuple[int, ...], dtype: Any, new_fn: Any = None
-) -> sm.SumsRequest:
-    """The request for :func:`_from_sums`: ``xs = (new, old)``, or any
-    arrays with ``new_fn(*xs) -> (new, old)``; one power of two for all,
-    so that the ratios below are scale-free."""
-
-    def derive(*xs):
-        new, old = xs if new_fn is None else new_fn(*xs)
-        a, b = (jnp.asarray(x).astype(dtype) for x in (new, old))
-        return b, a - b, a
-
-    return sm.SumsRequest(xs, _PAIRS, axes, dtype, derive, common=True)
+_COSINE_PAIRS = ((0, 0), (1, 1), (2, 2))
 
 
-def _request(a: jax.Array, b: jax.Array, axis: Axis, caller: str):
-    axes = nx.resolve_axes(b, axis, caller)
-    dtype = nx.reduction_dtype(jnp.result_type(a, b))
-    return sums_request((a, b), axes, dtype)
-
-
-def squeezed(sums: sm.LayerSums, axes: tuple[int, ...], ndim: int) -> list:
-    """The sums, squeezed when a layer is the whole (non-scalar) leaf."""
-    keep = not axes or len(axes) < ndim
-    return [v if keep else jnp.squeeze(v) for v in sums.values]
-
-
-def cosine_from_sums(bb, db, dd, aa):
-    """1 - cos of the angle between ``old`` and ``new`` from their sums
-    (:func:`tan_from_sums`' arguments); NaN for NaN sums."""
-    na, nb = nx.safe_sqrt(aa), nx.safe_sqrt(bb)
+def cosine_from_sums(bb, dd, aa):
+    """1 - cos of the angle between ``old`` and ``new`` from the sums of
+    :func:`metric_sums`; NaN for non-finite sums."""
+    na, nb = jnp.sqrt(aa), jnp.sqrt(bb)
     # 1 - cos = (||w - w0||^2 - (||w|| - ||w0||)^2) / (2 ||w|| ||w0||): exact
     # and free of the cancellation in 1 - <w, w0> / (||w|| ||w0||).
-    dist = nx.safe_div(dd - (na - nb) ** 2, 2 * na * nb)
-    degenerate = jnp.where((na == 0) & (nb == 0), 0.0, 1.0)
-    out = jnp.clip(jnp.where(na * nb > 0, dist, degenerate), 0.0, 2.0)
-    return sm.propagate_nan((bb, dd, aa), out)
+    dist = sm.ratio(dd - (na - nb) ** 2, 2 * na * nb)
+    # Degenerate: 0 when both are zero, 1 when only one is.
+    zero = (aa == 0) | (bb == 0)
+    out = jnp.where(zero, jnp.where(aa + bb > 0, 1.0, 0.0), dist)
+    return jnp.clip(out, 0.0, 2.0) + sm.nan_if_nonfinite(bb, dd, aa)
 
 
 def tan_from_sums(bb, db, dd, aa):
     """tan of the angle from ``old`` to ``new = old + d``, from one-pass sums.
 
-    Takes ``||old||^2, <d, old>, ||d||^2, ||new||^2`` (or the same of all
-    three divided by one number); 0 when either is 0, NaN for NaN sums.
-    Shared with :func:`layca_optax.track_rotation`, which is given ``d``.
+    Takes ``||old||^2, <d, old>, ||d||^2, ||new||^2``; 0 when either is 0,
+    ``inf`` at 90 degrees, NaN for non-finite sums. Shared with
+    :func:`layca_optax.track_rotation`, which is given ``d``.
     """
-    nb = nx.safe_sqrt(bb)
-    # With d = new - old, `new` has ||old|| + <d, old> / ||old|| along `old`,
-    # and across it the part of d: ||d||^2 - <d, old>^2 / ||old||^2.
-    along = nb + nx.safe_div(db, nb)
-    across = nx.safe_sqrt(dd - nx.safe_div(db * db, bb))
-    tan = jnp.where(along == 0, jnp.inf, nx.safe_div(across, along))
+    # With d = new - old, `new` has ||old|| (1 + <d, old> / ||old||^2) along
+    # `old`, and across it the part of d: ||d||^2 - <d, old>^2 / ||old||^2.
+    k = sm.ratio(db, bb)
+    along = jnp.sqrt(bb) * (1 + k)
+    across = jnp.sqrt(jnp.maximum(dd - k * db, 0))
+    tan = jnp.where(along == 0, jnp.inf, sm.ratio(across, along))
     out = jnp.where((bb > 0) & (aa > 0), tan, 0.0)
-    return sm.propagate_nan((bb, dd, aa), out)
+    return out + sm.nan_if_nonfinite(bb, dd, aa)
 
 
-def _batched(finish):
-    """Per-layer ``finish(*sums)`` for lists of new and old layers, with one
-    :func:`layca_optax._sums.layer_sums` call for them all."""
+def _per_layer(finish, tan: bool):
+    """Per-layer ``finish(*sums)`` for lists of new and old layers."""
 
     def fn(news, olds, axis, caller):
-        reqs = [
-            _request(a, b, axis, caller)
-            for a, b in zip(news, olds, strict=True)
-        ]
         return [
-            finish(*squeezed(s, r.axes, jnp.ndim(b)))
-            for s, r, b in zip(sm.layer_sums(reqs), reqs, olds, strict=True)
+            finish(*metric_sums(a, b, nx.resolve_axes(b, axis, caller), tan))
+            for a, b in zip(news, olds, strict=True)
         ]
 
     return fn
@@ -92,7 +72,7 @@ def _batched(finish):
 
 def cosine_distances(news, olds, axis: Axis, caller: str) -> list:
     """:func:`layer_rotation`'s value for each pair of layers."""
-    return _batched(cosine_from_sums)(news, olds, axis, caller)
+    return _per_layer(cosine_from_sums, False)(news, olds, axis, caller)
 
 
 def _map_layers(fn, new, old, mask, axis, caller):
@@ -268,7 +248,7 @@ def rotation_rate(
       rotation; Layca makes it arctan(lr) per layer).
     """
     return _map_layers(
-        _batched(tan_from_sums),
+        _per_layer(tan_from_sums, True),
         new_params,
         old_params,
         mask,

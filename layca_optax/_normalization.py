@@ -15,22 +15,21 @@ from layca_optax._numerics import Axis
 _PAIRS = ((0, 0), (1, 1))  # <u, u>, <w, w>
 
 
-def _request(u: jax.Array, w: jax.Array, axis: Axis) -> sm.SumsRequest:
+def _sums(u: jax.Array, w: jax.Array, axis: Axis) -> tuple[jax.Array, ...]:
     axes = nx.resolve_axes(w, axis, "normalize_to_param_norm")
-    return sm.SumsRequest((u, w), _PAIRS, axes, nx.reduction_dtype(u.dtype))
+    dtype = nx.reduction_dtype(u.dtype)
+    return sm.layer_sums((u.astype(dtype), w.astype(dtype)), _PAIRS, axes)
 
 
-def _normalize_leaf(
-    u: jax.Array, w: jax.Array, sums: sm.LayerSums, eps: jax.typing.ArrayLike
-) -> jax.Array:
-    # The sums are of u / s_u and w / s_w (s = 1 unless rescaled).
-    uu, ww = sums.values
-    s_u, s_w = sums.scale
-    u_norm = nx.safe_sqrt(uu) * s_u
-    ratio = nx.safe_div(nx.safe_sqrt(ww) * s_w, nx.safe_sqrt(uu))
-    scale = jnp.where(u_norm <= eps, 0, ratio)
-    out = (u.astype(uu.dtype) * sums.inv_scale[0]) * scale
-    return sm.propagate_nan(sums.values, out).astype(u.dtype)
+def _coefficients(uu, ww, *, eps: jax.typing.ArrayLike) -> tuple:
+    """``||w|| / ||u||`` per layer, 0 when ``||u|| <= eps``."""
+    ok = (uu > eps * eps) & (ww > 0)  # roots of 1 elsewhere: finite grads
+    ratio = jnp.sqrt(jnp.where(ok, ww, 1) / jnp.where(ok, uu, 1))
+    return (jnp.where(ok, ratio, 0) + sm.nan_if_nonfinite(uu, ww),)
+
+
+def _apply(u: jax.Array, w: jax.Array, scale) -> jax.Array:
+    return (u.astype(scale.dtype) * scale).astype(u.dtype)
 
 
 def normalize_to_param_norm(
@@ -83,8 +82,9 @@ def normalize_to_param_norm(
     """
     nx.check_axis(axis, "normalize_to_param_norm")
     nx.check_scalar(eps, "normalize_to_param_norm", "eps", low=0.0)
-    return sm.stateless_map_with_sums(
+    return sm.stateless_map_layers(
         "normalize_to_param_norm",
-        ft.partial(_request, axis=axis),
-        ft.partial(_normalize_leaf, eps=eps),
+        ft.partial(_sums, axis=axis),
+        ft.partial(_coefficients, eps=eps),
+        _apply,
     )

@@ -25,27 +25,32 @@ def parallel_rtol(dtype: Any) -> float:
 
 
 _PAIRS = ((0, 0), (1, 1), (0, 1))  # <u, u>, <w, w>, <u, w>
+_CALLER = "project_to_tangent"
 
 
-def _request(u: jax.Array, w: jax.Array, axis: Axis) -> sm.SumsRequest:
-    axes = nx.resolve_axes(w, axis, "project_to_tangent")
-    return sm.SumsRequest((u, w), _PAIRS, axes, nx.reduction_dtype(u.dtype))
+def _sums(u: jax.Array, w: jax.Array, axis: Axis) -> tuple[jax.Array, ...]:
+    axes = nx.resolve_axes(w, axis, _CALLER)
+    dtype = nx.reduction_dtype(u.dtype)
+    return sm.layer_sums((u.astype(dtype), w.astype(dtype)), _PAIRS, axes)
 
 
-def _project_leaf(
-    u: jax.Array, w: jax.Array, sums: sm.LayerSums, axis: Axis
-) -> jax.Array:
-    # The sums are of u / s_u and w / s_w (s = 1 unless rescaled): t is
-    # the tangential part of u / s_u, and s_u t that of u.
-    uu, ww, uw = sums.values
-    inv_u, inv_w = sums.inv_scale
-    uf, wf = u.astype(uu.dtype), w.astype(uu.dtype)
-    t = uf * inv_u - nx.safe_div(uw, ww) * (wf * inv_w)
-    tt = nx.layer_sum(t * t, nx.resolve_axes(w, axis, "project_to_tangent"))
-    rtol = parallel_rtol(uu.dtype)
-    parallel = tt <= (rtol * rtol) * uu
-    out = jnp.where(parallel, 0, t * sums.scale[0])
-    return sm.propagate_nan(sums.values, out).astype(u.dtype)
+def _coefficients(uu, ww, uw) -> tuple:
+    """``(a_u, a_w)`` with ``u_perp = a_u u + a_w w``, per layer.
+
+    The tangential norm^2 is ``||u||^2 - <u, w>^2 / ||w||^2`` (one pass,
+    as in :func:`layca_optax.scale_by_layca`); at most ``parallel_rtol``
+    of ``||u||`` counts as parallel: a zero update.
+    """
+    k = sm.ratio(uw, ww)
+    rtol2 = parallel_rtol(jnp.result_type(uu)) ** 2
+    tangent = uu - k * uw > rtol2 * uu
+    nan = sm.nan_if_nonfinite(uu, ww)
+    return jnp.where(tangent, 1.0, 0.0) + nan, jnp.where(tangent, -k, 0) + nan
+
+
+def _apply(u: jax.Array, w: jax.Array, a_u, a_w) -> jax.Array:
+    dtype = a_u.dtype
+    return (a_u * u.astype(dtype) + a_w * w.astype(dtype)).astype(u.dtype)
 
 
 def project_to_tangent(*, axis: Axis = None) -> optax.GradientTransformation:
@@ -102,8 +107,6 @@ def project_to_tangent(*, axis: Axis = None) -> optax.GradientTransformation:
       <https://arxiv.org/abs/1806.01603>`_, 2019.
     """
     nx.check_axis(axis, "project_to_tangent")
-    return sm.stateless_map_with_sums(
-        "project_to_tangent",
-        ft.partial(_request, axis=axis),
-        ft.partial(_project_leaf, axis=axis),
+    return sm.stateless_map_layers(
+        _CALLER, ft.partial(_sums, axis=axis), _coefficients, _apply
     )

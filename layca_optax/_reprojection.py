@@ -15,27 +15,26 @@ from layca_optax._numerics import Axis
 _PAIRS = ((0, 0), (1, 1))  # <w + u, w + u>, <w, w>
 
 
-def _request(u: jax.Array, w: jax.Array, axis: Axis) -> sm.SumsRequest:
+def _sums(u: jax.Array, w: jax.Array, axis: Axis) -> tuple[jax.Array, ...]:
     axes = nx.resolve_axes(w, axis, "reproject_to_sphere")
     dtype = nx.reduction_dtype(u.dtype)
-
-    def derive(u, w):
-        wf = w.astype(dtype)
-        return wf + u.astype(dtype), wf
-
-    return sm.SumsRequest((u, w), _PAIRS, axes, dtype, derive)
+    wf = w.astype(dtype)
+    return sm.layer_sums((wf + u.astype(dtype), wf), _PAIRS, axes)
 
 
-def _reproject_leaf(
-    u: jax.Array, w: jax.Array, sums: sm.LayerSums
-) -> jax.Array:
-    # The sums are of v / s_v and w / s_w (s = 1 unless rescaled).
-    vv, ww = sums.values
-    uf, wf = u.astype(vv.dtype), w.astype(vv.dtype)
-    v = wf + uf
-    ratio = nx.safe_div(nx.safe_sqrt(ww) * sums.scale[1], nx.safe_sqrt(vv))
-    out = jnp.where(vv > 0, (v * sums.inv_scale[0]) * ratio - wf, 0)
-    return sm.propagate_nan(sums.values, out).astype(u.dtype)
+def _coefficients(vv, ww) -> tuple:
+    """``(a_v, a_w)`` with ``u' = a_v (w + u) + a_w w``, per layer: ``||w||
+    / ||w + u||`` and -1, or 0 and 0 when ``w + u = 0``."""
+    moved = vv > 0
+    ok = moved & (ww > 0)  # roots of 1 elsewhere: finite gradients
+    nan = sm.nan_if_nonfinite(vv, ww)
+    ratio = jnp.sqrt(jnp.where(ok, ww, 1) / jnp.where(ok, vv, 1))
+    return jnp.where(ok, ratio, 0) + nan, jnp.where(moved, -1.0, 0) + nan
+
+
+def _apply(u: jax.Array, w: jax.Array, a_v, a_w) -> jax.Array:
+    wf = w.astype(a_v.dtype)
+    return (a_v * (wf + u.astype(a_v.dtype)) + a_w * wf).astype(u.dtype)
 
 
 def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
@@ -84,6 +83,9 @@ def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
       <https://arxiv.org/abs/1806.01603>`_, 2019.
     """
     nx.check_axis(axis, "reproject_to_sphere")
-    return sm.stateless_map_with_sums(
-        "reproject_to_sphere", ft.partial(_request, axis=axis), _reproject_leaf
+    return sm.stateless_map_layers(
+        "reproject_to_sphere",
+        ft.partial(_sums, axis=axis),
+        _coefficients,
+        _apply,
     )

@@ -11,10 +11,8 @@ import optax
 from layca_optax import _numerics as nx, _sums as sm
 from layca_optax._masks import path_str, resolve_mask
 from layca_optax._metrics import (
-    _PAIRS,
     cosine_from_sums,
-    squeezed,
-    sums_request,
+    metric_sums,
     tan_from_sums,
 )
 from layca_optax._numerics import Axis
@@ -56,12 +54,26 @@ def _applied(w: jax.Array, u: jax.Array) -> jax.Array:
     return jnp.asarray(w + u).astype(w.dtype)
 
 
-def _with_applied(w: jax.Array, u: jax.Array) -> tuple:
-    return w, u, _applied(w, u)
+def _update_sums(w: jax.Array, u: jax.Array, axes: tuple[int, ...]) -> tuple:
+    """``<w, w>``, ``<u, w>``, ``<u, u>`` and ``<w + u, w + u>`` (``w + u``
+    as ``optax.apply_updates`` gives it), the arguments of tan_from_sums."""
+    dtype = nx.reduction_dtype(jnp.result_type(u, w))
+    xs = (w.astype(dtype), u.astype(dtype), _applied(w, u).astype(dtype))
+    return sm.layer_sums(xs, ((0, 0), (1, 0), (1, 1), (2, 2)), axes)
 
 
-def _new_and_ref(w: jax.Array, u: jax.Array, ref: jax.Array) -> tuple:
-    return _applied(w, u), ref
+def _update_metrics(ww, uw, uu, nn, *ref_sums) -> tuple:
+    """Per layer: rate, radial ratio, norm and (with ref sums) cosine."""
+    k = sm.ratio(uw, ww)
+    radial = jnp.abs(k) * jnp.sqrt(ww)  # |<u, w>| / ||w||
+    tangential = jnp.sqrt(jnp.maximum(uu - k * uw, 0))
+    floor = nx.machine_eps(jnp.result_type(ww)) * radial
+    ratio = sm.ratio(radial, jnp.maximum(tangential, floor))
+    ratio = ratio + sm.nan_if_nonfinite(ww, uu)
+    rate, norm = tan_from_sums(ww, uw, uu, nn), jnp.sqrt(nn)
+    if not ref_sums:
+        return rate, ratio, norm
+    return rate, ratio, norm, cosine_from_sums(*ref_sums)
 
 
 def _mix(x: jax.Array) -> jax.Array:
@@ -226,18 +238,15 @@ def track_rotation(
             ref, None if reference == "sketch" else axis, _CALLER
         )
 
-    def init_request(w: Any) -> sm.SumsRequest:
+    def init_sums(w: Any) -> tuple:
         w = jnp.asarray(w)
         axes = nx.resolve_axes(w, axis, _CALLER)
-        return sm.SumsRequest(
-            (w,), ((0, 0),), axes, nx.reduction_dtype(w.dtype)
-        )
+        wf = w.astype(nx.reduction_dtype(w.dtype))
+        return sm.layer_sums((wf,), ((0, 0),), axes)
 
-    def init_leaf(w: Any, seed: Any, sums: sm.LayerSums):
+    def init_leaf(w: Any, seed: Any, norm: Any):
         w = jnp.asarray(w)
-        (ww,) = squeezed(sums, nx.resolve_axes(w, axis, _CALLER), w.ndim)
-        norm = nx.safe_sqrt(ww) * jnp.reshape(sums.scale[0], jnp.shape(ww))
-        zero = jnp.zeros_like(ww)
+        zero = jnp.zeros_like(norm)
         if reference is None:
             return zero, zero, norm, _EMPTY, _EMPTY
         if reference == "sketch":
@@ -247,54 +256,25 @@ def track_rotation(
             ref = jnp.array(w, dtype, copy=True)
         return zero, zero, norm, zero, ref
 
-    def update_requests(u: Any, w: Any, ref: Any, seed: Any) -> list:
+    def update_sums(u: Any, w: Any, ref: Any, seed: Any) -> tuple:
         u, w = jnp.asarray(u), jnp.asarray(w)
-        axes = nx.resolve_axes(w, axis, _CALLER)
-        dtype = nx.reduction_dtype(jnp.result_type(u, w))
-        # w, u and w + u, one scale for all: <w, w>, <u, w>, <u, u>, <w + u,
-        # w + u>, the arguments of tan_from_sums.
-        reqs = [
-            sm.SumsRequest(
-                (w, u), _PAIRS, axes, dtype, _with_applied, common=True
-            )
-        ]
+        sums = _update_sums(w, u, nx.resolve_axes(w, axis, _CALLER))
         if reference is None:
-            return reqs
-        dtype = nx.reduction_dtype(jnp.result_type(w.dtype, ref.dtype))
+            return sums
+        new = _applied(w, u)
         if reference == "sketch":
-            new = _sketch(_applied(w, u), seed, sketch_dim)
-            reqs.append(sums_request((new, ref), ref_axes(ref), dtype))
-        else:
-            reqs.append(
-                sums_request((w, u, ref), ref_axes(ref), dtype, _new_and_ref)
-            )
-        return reqs
-
-    def update_leaf(w: Any, ref: Any, sums: list):
-        w = jnp.asarray(w)
-        axes = nx.resolve_axes(w, axis, _CALLER)
-        ww, uw, uu, nn = squeezed(sums[0], axes, w.ndim)
-        radial = jnp.abs(nx.safe_div(uw, nx.safe_sqrt(ww)))
-        tangential = nx.safe_sqrt(uu - nx.safe_div(uw * uw, ww))
-        floor = nx.machine_eps(ww.dtype) * radial
-        ratio = nx.safe_div(radial, jnp.maximum(tangential, floor))
-        ratio = sm.propagate_nan((ww, uu), ratio)
-        scale = jnp.reshape(sums[0].scale[0], jnp.shape(nn))
-        rate, norm = tan_from_sums(ww, uw, uu, nn), nx.safe_sqrt(nn) * scale
-        if reference is None:
-            return rate, ratio, norm, _EMPTY
-        cos = cosine_from_sums(*squeezed(sums[1], ref_axes(ref), ref.ndim))
-        return rate, ratio, norm, cos
+            new = _sketch(new, seed, sketch_dim)
+        return sums + metric_sums(new, ref, ref_axes(ref))
 
     def init_fn(params: optax.Params) -> TrackRotationState:
         leaves, treedef = jax.tree.flatten(params)
         flags = _flags(params, len(leaves), mask)
         layers = [k for k, f in enumerate(flags) if f]
-        sums = sm.layer_sums([init_request(leaves[k]) for k in layers])
         keys = seeds(len(leaves))
         rows: list = [(_EMPTY,) * 5] * len(leaves)
-        for k, s in zip(layers, sums, strict=True):
-            rows[k] = init_leaf(leaves[k], keys[k], s)
+        for k in layers:
+            (ww,) = init_sums(leaves[k])
+            rows[k] = init_leaf(leaves[k], keys[k], jnp.sqrt(ww))
         rate, ratio, norm, cos, ref = _unzip(treedef, rows, 5, params)
         count = jnp.zeros([], jnp.int32)
         return TrackRotationState(count, rate, ratio, norm, cos, ref)
@@ -310,12 +290,10 @@ def track_rotation(
             zip(u_leaves, leaves, refs, seeds(len(leaves)), strict=True)
         )
         layers = [k for k, f in enumerate(flags) if f]
-        reqs = [update_requests(*args[k]) for k in layers]
-        flat = iter(sm.layer_sums([r for rs in reqs for r in rs]))
         rows: list = [(_EMPTY,) * 4] * len(leaves)
-        for k, rs in zip(layers, reqs, strict=True):
-            sums = [next(flat) for _ in rs]
-            rows[k] = update_leaf(leaves[k], refs[k], sums)
+        for k in layers:
+            row = _update_metrics(*update_sums(*args[k]))
+            rows[k] = row if reference is not None else (*row, _EMPTY)
         rate, ratio, norm, cos = _unzip(treedef, rows, 4, state.reference)
         count = optax.safe_increment(state.count)
         new = TrackRotationState(count, rate, ratio, norm, cos, state.reference)
