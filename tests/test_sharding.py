@@ -152,11 +152,6 @@ COLLECTIVE = re.compile(
 SHAPE = re.compile(r"\b[a-z]+\d*\[([\d,]*)\]")
 
 
-BRANCHES = re.compile(
-    r"branch_computations=\{([^}]*)\}|(?:true|false)_computation=(%?[\w.\-]+)"
-)
-
-
 def _computations(hlo):
     """{name: [lines]} of the computations of ``hlo``'s text."""
     comps, name = {}, None
@@ -170,19 +165,10 @@ def _computations(hlo):
     return comps
 
 
-def collectives(hlo, in_branches=False):
-    """[(op, [elements of each operand])] of the collectives in ``hlo``:
-    those outside conditional branches (run every step), or with
-    ``in_branches`` those inside them (the overflow guard's rescue)."""
-    comps = _computations(hlo)
-    branches = set()
-    for m in BRANCHES.finditer(hlo):
-        names = m.group(1).split(",") if m.group(1) else [m.group(2)]
-        branches |= {n.strip().lstrip("%") for n in names}
+def collectives(hlo):
+    """[(op, [elements of each operand])] of the collectives in ``hlo``."""
     found = []
-    for name, lines in comps.items():
-        if (name in branches) != in_branches:
-            continue
+    for lines in _computations(hlo).values():
         for line in lines:
             m = COLLECTIVE.search(line)
             if m:
@@ -210,7 +196,7 @@ def check_collectives(hlo, params, axis):
     number of all-reduces and of values they reduce (per step: the loop
     body is in the HLO once)."""
     found = collectives(hlo)
-    rescue = collectives(hlo, in_branches=True)
+    assert " conditional(" not in hlo, "a conditional in the step"
     others = [(op, s) for op, s in found if op != "all-reduce"]
     assert not others, f"collectives other than all-reduce: {others}"
     # Each operand is one layer's sums: a scalar (one per slice with
@@ -221,17 +207,9 @@ def check_collectives(hlo, params, axis):
         f"an all-reduce operand of {largest} values; a layer has at most "
         f"{max(counts)} norms: {found}"
     )
-    # The rescue's sums are one variadic reduction, which the partitioner
-    # may complete by gathering each device's partial sums: at most one
-    # value per norm and device, still never a layer-sized array.
-    largest = max((max(s) for _, s in rescue), default=0)
-    assert largest <= max(counts) * jax.device_count(), (
-        f"a rescue collective operand of {largest} values: {rescue}"
-    )
-    # Per step and norm: Layca's 3 sums or the chain's 8, 7 for the
-    # monitor, 3 for the metrics (the overflow guard's rescue branches,
-    # which run only for out-of-range layers, are counted apart). The
-    # bound leaves room but grows with the norms only.
+    # Per step and norm: Layca's 3 sums or the chain's 7, 4 for the
+    # monitor, 3 for the metrics. The bound leaves room but grows with the
+    # norms only.
     total = sum(sum(s) for _, s in found)
     assert total <= 32 * sum(counts), f"{total} values all-reduced per step"
     return len(found), total
@@ -455,28 +433,6 @@ def test_shard_map(sharding, axis_name, names, check_vma):
     )
     assert_same_shardings((new_params, new_state), (params, state))
     check_collectives(compiled.as_text(), params, AXES[axis_name])
-
-
-@needs_hook
-def test_shard_map_rescaled_sums_agree():
-    """Tiny weights take the overflow guard's rescaled path, whose per-layer
-    maxima are taken over the mesh too: the shards agree with one device."""
-    mesh = mesh_of((8,), ("data",))
-    tx = layca_optax.with_psum_layer_sums(layca_optax.layca(0.1), "data")
-    rng = np.random.default_rng(0)
-    w = {"w": jnp.asarray(rng.normal(size=(16, 4)) * 1e-25, jnp.float32)}
-    g = {"w": jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)}
-    update = lambda g, s, p: tx.update(g, s, p)[0]
-    step = jax.shard_map(
-        update,
-        mesh=mesh,
-        in_specs=(P("data"), P(), P("data")),
-        out_specs=P("data"),
-    )
-    state = tx.init(w)
-    got = jax.jit(step)(g, state, w)
-    assert np.all(np.asarray(got["w"]) != 0)
-    assert_close(got, jax.jit(update)(g, state, w), 1e-5)
 
 
 def test_psum_layer_sums_unknown_axis():
