@@ -47,7 +47,6 @@ def optimizers() -> dict[str, optax.GradientTransformation]:
         "adam": optax.adam(1e-3),
         "lars": optax.lars(LR),
         "layca": layca_optax.layca(LR),
-        "layca_inexact": layca_optax.layca(LR, exact_range=False),
         "layca_momentum": layca_optax.layca(LR, optax.trace(0.9)),
         "layca_adam": layca_optax.layca(LR, optax.scale_by_adam()),
     }
