@@ -1,42 +1,42 @@
 """Deviceless TPU cost of one optimizer step, read from the compiled program.
 
-Compiles ``update`` + ``apply_updates`` (params and state donated) with
-libtpu's compile-only devices, no TPU needed, and reports per program:
+Compiles ``update`` + ``apply_updates`` (params, state donated) for libtpu's
+compile-only devices (no TPU needed) and reports, per program:
 
-- ``fus``: ``fusion`` ops in the ENTRY computation, ``+N`` in the other
-  non-fused computations (conditional branches, loop bodies; a computation
-  is fused if a ``fusion``'s ``calls=`` reaches it); ``ops``: ENTRY ops
-  other than parameter, constant, tuple, get-tuple-element, bitcast;
-  ``cond``: ``conditional`` ops; ``copy``: ``copy`` + ``copy-start`` ops
-  (the latter are mostly prefetches to, and evictions from, VMEM).
+- ``fus``: ``fusion`` ops in the ENTRY computation, ``+N`` in other non-fused
+  computations (conditional branches, loop bodies; fused: reached from a
+  fusion's ``calls=``). ``ops``: ENTRY ops but parameter, constant, tuple,
+  get-tuple-element, bitcast. ``cond``: conditionals. ``copy``: ``copy``
+  ops, counted as ``fus``. ``cp-st``: ``copy-start`` ops, all computations
+  but fused ones (mostly prefetches into VMEM and evictions from it).
 - ``XLA MB``, ``XLA us``: the cost model's ``bytes accessed`` and
-  ``optimal_seconds``. The model gives -1 s per ENTRY custom-call it cannot
-  cost (``ConcatBitcast``): those are added back (raw value in the JSON).
-- ``HBM MB``: estimated HBM traffic. TPU HLO tags each buffer's memory
-  space in its layout (``f32[64]{0:T(128)S(1)}``): none is HBM, ``S(1)``
-  VMEM, others on-chip too. Each top-level op counts the tiled (padded)
-  bytes of its HBM operands and HBM results; async ``*-start`` ops count
-  their HBM source (``slice-start``: the slice), ``*-done`` their result.
-  ``bytes accessed`` instead counts a small leaf prefetched into VMEM as
-  HBM read, VMEM write and VMEM read, hence its excess on trees of small
-  leaves. Operands count whole (upper bound for slicing ops). ``cond MB``:
-  per conditional its largest branch, summed (only if all branches fire);
-  not in ``HBM MB``. ``HBM/P``: ``HBM MB`` over the params' logical bytes,
-  i.e. param-sized arrays moved (tile padding adds a little): on the
-  ``(50257, 768)`` layer sgd+momentum moves 5 (reads g, m, w; writes m, w),
-  adam 7, sgd 3.
-- ratios ``x sgd_momentum / x adam`` of each figure; compile seconds.
+  ``optimal_seconds``; the latter counts -1 s per ENTRY custom-call (e.g.
+  TPU's ``ConcatBitcast``), added back when negative (raw in the JSON).
+- ``HBM MB``: HBM traffic. A layout's ``S(n)`` is its memory space (none:
+  HBM, ``S(1)``: VMEM, others on-chip). Each top-level op counts the tiled
+  bytes of its HBM operands and results; async ``*-start`` ops their HBM
+  source (``slice-start``: the slice), ``*-done`` their result. XLA's
+  ``bytes accessed`` counts a leaf prefetched into VMEM three times (HBM
+  read, VMEM write, VMEM read): read it as an upper bound on trees of small
+  leaves. Operands count whole (an upper bound for slicing ops).
+  ``cond MB``: each conditional's largest branch, summed (not in ``HBM MB``:
+  paid when it fires; a branch operand prefetched into VMEM every step is
+  in ``HBM MB``). ``HBM/P``: ``HBM MB`` over the params' logical bytes =
+  param-sized arrays moved (plus tile padding). Validation, on the
+  ``(50257, 768)`` layer: sgd 3.00, sgd+momentum 5.00 (reads g, m, w;
+  writes m, w), adam 7.00.
+- ratios ``x sgd_momentum / x adam`` of each, and compile seconds (CPU).
 
-``--sharded``: GPT-2 small on ``v5e:4x4``, a ``("data", "model")`` 4x4 mesh,
-``param_shardings`` / ``state_shardings`` per recipe (figures per device),
-plus the collectives: count (``br``: in conditional branches), payload bytes
-(logical), largest leaf (elements). Flagged: any all-gather, reduce-scatter,
-all-to-all or collective-permute of a non-scalar, or any collective leaf
-over 64 elements. Layca's target: scalar or tiny all-reduces only.
+``--sharded``: GPT-2 small on ``v5e:4x4`` as a ``("data", "model")`` 4x4
+mesh, per ``param_shardings`` recipe (``RECIPES``; figures per device),
+and the collectives: count (``br``: inside conditional branches), logical
+payload bytes, largest leaf in elements. ``FLAG``: an all-gather,
+reduce-scatter, all-to-all or collective-permute of a non-scalar, or a leaf
+over 64 elements. Layca's target: scalar (or tiny) all-reduces only.
 
 Usage::
 
-    python benchmarks/tpu_cost.py [--workloads ...] [--only layca ...]
+    python benchmarks/tpu_cost.py [--workloads ...] [--only NAME ...]
         [--sharded] [--topology v5e:2x2] [--out cost.json]
 """
 
@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import math
 import os
 import re
 import sys
 import time
-from collections import Counter
+from collections import Counter, namedtuple
 
 import jax
 import numpy as np
@@ -77,10 +78,12 @@ RECIPES = {
 COLLECTIVES = "all-reduce all-gather reduce-scatter all-to-all".split()
 COLLECTIVES.append("collective-permute")
 _NO_WORK = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast"}
-_INST = re.compile(r"^\s+(?:ROOT )?%(\S+) = (.*)$")
+# name = shape op(operands), attributes; shapes hold no " word(".
+_INST = re.compile(
+    r"^\s+(?:ROOT )?%(\S+) = (.*?) ([a-z][\w-]*)\((.*?)\)(?:,|$)"
+)
+Inst = namedtuple("Inst", "name shape op operands calls")
 _LEAF = re.compile(r"(\w+)\[([\d,]*)\](?:\{([^}]*)\})?")
-_CALL = re.compile(r"\b(?:calls|body|condition|to_apply)=%([\w.-]+)")
-_BRANCHES = re.compile(r"\bbranch_computations=\{([^}]*)\}")
 _NAME = re.compile(r"%([\w.-]+)")
 
 
@@ -92,32 +95,21 @@ def topology(name: str):
         return topologies.get_topology_desc(name, "tpu")
     except Exception as err:
         raise ImportError(
-            f"No TPU topology {name!r} ({type(err).__name__}: {err}). This "
-            "benchmark compiles for TPU without one and needs libtpu: "
-            f'pip install "jax[tpu]=={jax.__version__}"'
+            f"Cannot get TPU topology {name!r} ({type(err).__name__}: {err})."
+            " This benchmark compiles for TPU without one: it needs libtpu, "
+            f'`pip install "jax[tpu]=={jax.__version__}"`, and a topology '
+            'name such as "v5e:2x2".'
         ) from err
 
 
+# Compiling only, this process needs no lock on the (absent) chips.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 topology("v5e:2x2")  # fail at import time without libtpu
 
 
-def _closing(text: str, start: int) -> int:
-    """The index after the parenthesis that closes ``text[start]``."""
-    depth = 0
-    for i in range(start, len(text)):
-        depth += {"(": 1, ")": -1}.get(text[i], 0)
-        if depth == 0:
-            return i + 1
-    return len(text)
-
-
-def parse_hlo(text: str) -> tuple[dict[str, list[dict]], str]:
-    """Computations of HLO text (name -> instructions) and the ENTRY's name.
-
-    An instruction is a dict: ``name``, ``shape`` (text), ``op``,
-    ``operands`` and ``calls`` (names of the computations it calls).
-    """
-    comps: dict[str, list[dict]] = {}
+def parse_hlo(text: str) -> tuple[dict[str, list[Inst]], str]:
+    """The computations of HLO text (name -> instructions), ENTRY's name."""
+    comps: dict[str, list[Inst]] = {}
     entry = current = ""
     for line in text.splitlines():
         if line.startswith(("%", "ENTRY %")) and line.endswith("{"):
@@ -125,19 +117,11 @@ def parse_hlo(text: str) -> tuple[dict[str, list[dict]], str]:
             entry = current if line.startswith("ENTRY") else entry
             comps[current] = []
         elif current and (m := _INST.match(line)):
-            body = m.group(2)
-            end = _closing(body, 0) if body[0] == "(" else body.find(" ")
-            if not (op := re.match(r"\s*([\w-]+)\(", body[end:])):
-                continue
-            args = end + op.end() - 1
-            branches = "".join(_BRANCHES.findall(body))
-            comps[current].append({
-                "name": m.group(1),
-                "shape": body[:end],
-                "op": op.group(1),
-                "operands": _NAME.findall(body[args : _closing(body, args)]),
-                "calls": _CALL.findall(body) + _NAME.findall(branches),
-            })
+            # calls=, to_apply=, branch_computations={...}: defined above.
+            calls = [c for c in _NAME.findall(line[m.end() :]) if c in comps]
+            comps[current].append(
+                Inst(m[1], m[2], m[3], _NAME.findall(m[4]), calls)
+            )
     return comps, entry
 
 
@@ -172,69 +156,49 @@ def _traffic(comps: dict, name: str, shapes: dict) -> tuple[int, int]:
     """HBM bytes of a computation's top-level ops, and of its branches."""
     main = branch = 0
     for inst in comps[name]:
-        op, operands = inst["op"], inst["operands"]
+        op, operands = inst.op, inst.operands
         if op in ("conditional", "while", "call"):
-            called = [_traffic(comps, c, shapes) for c in inst["calls"]]
+            called = [_traffic(comps, c, shapes) for c in inst.calls]
             if op == "conditional":
                 branch += max(sum(c) for c in called)
             else:  # a loop body counts once
                 main += sum(c[0] for c in called)
                 branch += sum(c[1] for c in called)
         elif op.endswith("-done"):
-            main += _hbm(inst["shape"])
+            main += _hbm(inst.shape)
         elif op == "slice-start":
             if _hbm(shapes[operands[0]]):
-                main += _leaves(inst["shape"])[-2][2]
+                main += _leaves(inst.shape)[-2][2]
         elif op not in _NO_WORK:
             main += sum(_hbm(shapes[o]) for o in set(operands))
-            main += 0 if op.endswith("-start") else _hbm(inst["shape"])
+            main += 0 if op.endswith("-start") else _hbm(inst.shape)
     return main, branch
 
 
 def _reached(comps: dict, ops: tuple[str, ...]) -> set[str]:
     """Computations called, directly or not, by the ops named ``ops``."""
-    all_insts = [i for insts in comps.values() for i in insts]
-    todo = [c for i in all_insts if i["op"] in ops for c in i["calls"]]
+    todo = [
+        c for v in comps.values() for i in v if i.op in ops for c in i.calls
+    ]
     seen: set[str] = set()
     while todo:
         if (c := todo.pop()) not in seen:
             seen.add(c)
-            todo += [x for i in comps.get(c, []) for x in i["calls"]]
+            todo += [x for i in comps.get(c, []) for x in i.calls]
     return seen
 
 
-def program_counts(comps: dict, entry: str) -> dict:
-    """Op counts of the ENTRY and of the other non-fused computations."""
-    fused = _reached(comps, ("fusion",))
-    ops = Counter(i["op"] for i in comps[entry])
-    other = Counter(
-        i["op"]
-        for name, insts in comps.items()
-        if name != entry and name not in fused
-        for i in insts
-    )
-    return {
-        "fusions_entry": ops["fusion"],
-        "fusions_other": other["fusion"],
-        "entry_ops": sum(n for op, n in ops.items() if op not in _NO_WORK),
-        "conditionals": ops["conditional"] + other["conditional"],
-        "copies": ops["copy"] + other["copy"],
-        "copy_starts": ops["copy-start"] + other["copy-start"],
-        "entry_custom_calls": ops["custom-call"],
-    }
-
-
-def collectives(comps: dict) -> dict:
+def collectives(comps: dict, insts: list[Inst]) -> dict:
     """Count, payload bytes, largest leaf of each kind of collective."""
     branches = _reached(comps, ("conditional",))
-    done = {i["operands"][0]: i for v in comps.values() for i in v}
+    done = {i.operands[0]: i for i in insts if i.op.endswith("-done")}
     stats: dict = {"flagged": 0}
-    for name, insts in comps.items():
-        for inst in insts:
-            kind = inst["op"].removesuffix("-start")
+    for name, comp in comps.items():
+        for inst in comp:
+            kind = inst.op.removesuffix("-start")
             if kind not in COLLECTIVES:
                 continue
-            shape = done.get(inst["name"], inst)["shape"]  # -start: -done's
+            shape = done.get(inst.name, inst).shape  # -start: -done's
             leaves = _leaves(shape)
             largest = max((n for n, *_ in leaves), default=0)
             s = stats.setdefault(kind, Counter(max_leaf=0))
@@ -248,21 +212,207 @@ def collectives(comps: dict) -> dict:
 
 
 def analyse(compiled, param_bytes: int) -> dict:
-    """HLO counts, XLA's cost model and the HBM estimate of a program."""
+    """HLO counts, XLA's cost model and the HBM estimate of a program.
+
+    Op counts are of the ENTRY (``entry``), or of it and the other non-fused
+    computations (``both``).
+    """
     comps, entry = parse_hlo(compiled.as_text())
-    shapes = {i["name"]: i["shape"] for v in comps.values() for i in v}
+    insts = [i for v in comps.values() for i in v]
+    fused = _reached(comps, ("fusion",))
+    ops = Counter(i.op for i in comps[entry])
+    both = Counter(i.op for k, v in comps.items() if k not in fused for i in v)
     cost = compiled.cost_analysis()
     cost = (cost[0] if isinstance(cost, list | tuple) else cost) or {}
-    counts = program_counts(comps, entry)
-    hbm, cond = _traffic(comps, entry, shapes)
+    hbm, cond = _traffic(comps, entry, {i.name: i.shape for i in insts})
     raw = float(cost.get("optimal_seconds", math.nan))
     return {
-        **counts,
+        "fusions_entry": ops["fusion"],
+        "fusions_other": both["fusion"] - ops["fusion"],
+        "entry_ops": sum(n for op, n in ops.items() if op not in _NO_WORK),
+        "conditionals": both["conditional"],
+        "copies_entry": ops["copy"],
+        "copies_other": both["copy"] - ops["copy"],
+        "copy_starts": both["copy-start"],
         "xla_bytes": float(cost.get("bytes accessed", math.nan)),
         "optimal_seconds_raw": raw,
-        "optimal_seconds": raw + counts["entry_custom_calls"],
+        "optimal_seconds": raw + ops["custom-call"] if raw < 0 else raw,
         "hbm_bytes": hbm,
         "cond_hbm_bytes": cond,
         "hbm_per_param": hbm / param_bytes,
-        "collectives": collectives(comps),
+        "collectives": collectives(comps, insts),
     }
+
+
+def candidates(only: list[str] | None) -> dict:
+    """Transformations to compile (None: ``rotation_metrics``)."""
+    txs = optimizers() | {
+        "sgd_momentum+track_rotation": optax.chain(
+            optax.sgd(LR, momentum=0.9), layca_optax.track_rotation()
+        ),
+        "rotation_metrics": None,
+    }
+    return {k: v for k, v in txs.items() if not only or k in only or k in REFS}
+
+
+def _structs(tree, shardings):
+    """ShapeDtypeStructs of ``tree``, with one sharding or a tree of them."""
+    if isinstance(shardings, Sharding):
+        shardings = jax.tree.map(lambda _: shardings, tree)
+    struct = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
+    return jax.tree.map(struct, tree, shardings)
+
+
+def compile_program(tx, params, shardings) -> tuple:
+    """Compiles ``tx``'s step (params, state donated) or rotation_metrics.
+
+    ``shardings``: one device's, or the params' NamedShardings (then the
+    state gets ``state_shardings``, and both are kept on output).
+    """
+    fn, donate, kwargs, args = _step_fn(tx), (0, 1), {}, (params, params)
+    if tx is None:  # rotation_metrics(params, init_params)
+        fn, donate = layca_optax.rotation_metrics, ()
+    else:
+        state, state_sh = jax.eval_shape(tx.init, params), shardings
+        if not isinstance(shardings, Sharding):
+            state_sh = layca_optax.state_shardings(tx, params)
+            kwargs = {"out_shardings": (shardings, state_sh)}
+        args = (params, _structs(state, state_sh), params)
+    start = time.perf_counter()
+    jitted = jax.jit(fn, donate_argnums=donate, **kwargs)
+    compiled = jitted.lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def bench(txs: dict, shapes: dict, shardings) -> dict:
+    """Compiles and analyses each program; adds ratios to the references.
+
+    Args:
+      txs: name -> transformation (None: ``rotation_metrics``).
+      shapes: a flat dict of the params' shapes (float32).
+      shardings: one device's sharding, or a ``NamedSharding`` per param.
+    """
+    params = _structs(
+        {k: jax.ShapeDtypeStruct(v, np.float32) for k, v in shapes.items()},
+        shardings,
+    )
+    param_bytes = sum(
+        4 * math.prod(p.sharding.shard_shape(p.shape)) for p in params.values()
+    )
+    results = {}
+    for name, tx in txs.items():
+        compiled, seconds = compile_program(tx, params, shardings)
+        results[name] = analyse(compiled, param_bytes) | {"compile_s": seconds}
+    for ref, entry in itertools.product(REFS, results.values()):
+        for key in ("xla_bytes", "optimal_seconds", "hbm_bytes"):
+            base = results.get(ref, {}).get(key)
+            entry[f"{key}_x_{ref}"] = entry[key] / base if base else None
+    return results
+
+
+def bench_sharded(topo, only: list[str] | None) -> dict:
+    """GPT-2 small on a ("data", "model") mesh, per sharding recipe."""
+    mesh = Mesh(np.array(topo.devices).reshape(4, -1), ("data", "model"))
+    shapes = TREES["gpt2_small"]()
+    bare = {k: jax.ShapeDtypeStruct(v, np.float32) for k, v in shapes.items()}
+    return {
+        recipe: bench(
+            candidates(only or ["layca"]),
+            shapes,
+            layca_optax.param_shardings(bare, mesh, **kwargs),
+        )
+        for recipe, kwargs in RECIPES.items()
+    }
+
+
+def _ratios(e: dict, key: str) -> str:
+    r = [e.get(f"{key}_x_{ref}") for ref in REFS]
+    return "/".join("-" if x is None else f"{x:.2f}" for x in r)
+
+
+def _split(e: dict, key: str) -> str:
+    other = e[f"{key}_other"]
+    return f"{e[f'{key}_entry']}" + (f"+{other}" if other else "")
+
+
+def print_table(title: str, results: dict) -> None:
+    """One line per program: HLO counts, XLA's figures, HBM estimate."""
+    w = max(map(len, results)) + 1
+    print(
+        f"\n{title}   (ratios: x sgd_momentum / x adam)\n{'program':<{w}}"
+        f"{'fus':>7}{'ops':>6}{'cond':>5}{'copy':>7}{'cp-st':>7}{'XLA MB':>9}"
+        f"{'ratios':>11}{'XLA us':>8}{'ratios':>11}{'HBM MB':>9}"
+        f"{'ratios':>11}{'HBM/P':>7}{'cond MB':>8}{'comp s':>7}"
+    )
+    for name, e in results.items():
+        fus, copy = _split(e, "fusions"), _split(e, "copies")
+        print(
+            f"{name:<{w}}{fus:>7}{e['entry_ops']:>6}{e['conditionals']:>5}"
+            f"{copy:>7}{e['copy_starts']:>7}"
+            f"{e['xla_bytes'] / 1e6:>9.1f}{_ratios(e, 'xla_bytes'):>11}"
+            f"{1e6 * e['optimal_seconds']:>8.0f}"
+            f"{_ratios(e, 'optimal_seconds'):>11}"
+            f"{e['hbm_bytes'] / 1e6:>9.1f}{_ratios(e, 'hbm_bytes'):>11}"
+            f"{e['hbm_per_param']:>7.2f}{e['cond_hbm_bytes'] / 1e6:>8.1f}"
+            f"{e['compile_s']:>7.1f}"
+        )
+
+
+def print_collectives(results: dict) -> None:
+    """Per program and kind: count (in branches), bytes, largest leaf."""
+    w = max(map(len, results)) + 1
+    print(f"{'collectives':<{w}}" + "".join(f"{k:>25}" for k in COLLECTIVES))
+    for name, e in results.items():
+        line = f"{name:<{w}}"
+        for s in map(e["collectives"].get, COLLECTIVES):
+            br = f" ({s['in_branches']} br)" if s and s["in_branches"] else ""
+            cell = s and f"{s['count']}{br} {s['bytes']}B <={s['max_leaf']}"
+            line += f"{cell or '-':>25}"
+        flagged = e["collectives"]["flagged"]
+        print(line + (f"  FLAG: {flagged}" if flagged else "  ok"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        choices=[*LAYERS, *TREES],
+        default=[*LAYERS, "gpt2_small"],
+        help="default: the two layers and gpt2_small (resnet50: +4 min)",
+    )
+    parser.add_argument("--only", nargs="+", choices=list(candidates(None)))
+    parser.add_argument("--sharded", action="store_true")
+    parser.add_argument("--topology", help="v5e:2x2, or v5e:4x4 if sharded")
+    parser.add_argument("--out", help="write the results to this JSON file")
+    args = parser.parse_args(argv)
+    name = args.topology or ("v5e:4x4" if args.sharded else "v5e:2x2")
+    topo, start = topology(name), time.perf_counter()
+    print(
+        f"{name} ({topo.devices[0].device_kind}, compile only), jax "
+        f"{jax.__version__}, optax {optax.__version__}; MB: 1e6 bytes"
+    )
+    report: dict = {"topology": name, "jax": jax.__version__, "results": {}}
+    if args.sharded:
+        for recipe, results in bench_sharded(topo, args.only).items():
+            title = f"gpt2_small, {recipe} {RECIPES[recipe]}, per device"
+            print_table(title, results)
+            print_collectives(results)
+            report["results"][recipe] = results
+    for workload in [] if args.sharded else args.workloads:
+        shapes = {"kernel": LAYERS[workload]} if workload in LAYERS else None
+        shapes = shapes or TREES[workload]()
+        device = SingleDeviceSharding(topo.devices[0])
+        results = bench(candidates(args.only), shapes, device)
+        n = sum(map(math.prod, shapes.values()))
+        title = f"{workload}: {n / 1e6:.1f}M params, {len(shapes)} leaves"
+        print_table(title, results)
+        report["results"][workload] = results
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    if args.out:
+        atomic_write_text(args.out, json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -66,10 +66,10 @@ def layca_coefficients(ww, dw, dd, eta, a, a_minus_1, *, eps: Any) -> tuple:
     k = sm.ratio(dw, ww)
     perp2 = jnp.maximum(dd - k * dw, 0)
     ok = (eta * eta * perp2 > eps * eps) & (perp2 > rtol2 * dd) & (ww > 0)
-    c = eta * jnp.sqrt(jnp.where(ok, ww, 1) / jnp.where(ok, perp2, 1))
+    c = eta * jnp.sqrt(sm.where(ok, ww, 1) / sm.where(ok, perp2, 1))
     nan = sm.nan_if_nonfinite(ww, dd)
-    a_w = jnp.where(ok, a_minus_1 + (a * c) * k, 0) + nan
-    a_d = jnp.where(ok, -a * c, 0) + nan
+    a_w = sm.where(ok, a_minus_1 + (a * c) * k, 0) + nan
+    a_d = sm.where(ok, -a * c, 0) + nan
     return a_w, a_d
 
 
@@ -108,8 +108,9 @@ def scale_by_layca(
     rounding when a layer's root-mean-square entry lies within about 1e-16
     and ``1.8e19 / sqrt(n)`` (``n`` entries: 1e-15 to 1e15 for layers up
     to 1e8 entries), in the weights and the direction. Outside: a layer
-    whose sums overflow gets a NaN update (skipped by
-    ``optax.apply_if_finite``), one whose squares underflow gets no update,
+    whose sums overflow gets a NaN update (chain
+    ``optax.apply_if_finite(optax.identity(), n)`` after it to skip such a
+    step), one whose squares underflow gets no update,
     like a zero layer (a direction that small is below the ``eps``
     threshold anyway). A non-finite entry in a layer's direction or weights
     makes that layer's update NaN. See ``docs/robustness.md``.

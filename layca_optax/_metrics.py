@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from layca_optax import _numerics as nx, _sums as sm
@@ -34,11 +35,16 @@ def cosine_from_sums(bb, dd, aa):
     na, nb = jnp.sqrt(aa), jnp.sqrt(bb)
     # 1 - cos = (||w - w0||^2 - (||w|| - ||w0||)^2) / (2 ||w|| ||w0||): exact
     # and free of the cancellation in 1 - <w, w0> / (||w|| ||w0||).
-    dist = sm.ratio(dd - (na - nb) ** 2, 2 * na * nb)
+    gap = na - nb
+    den = (na * nb) * 2
+    both = den > 0
+    dist = (dd - gap * gap) / sm.where(both, den, 1)
     # Degenerate: 0 when both are zero, 1 when only one is.
-    zero = (aa == 0) | (bb == 0)
-    out = jnp.where(zero, jnp.where(aa + bb > 0, 1.0, 0.0), dist)
-    return jnp.clip(out, 0.0, 2.0) + sm.nan_if_nonfinite(bb, dd, aa)
+    total = aa + bb
+    one = (total > 0).astype(dist.dtype)
+    lo, hi = (np.asarray(x, dist.dtype) for x in (0, 2))
+    out = jax.lax.clamp(lo, sm.where(both, dist, one), hi)
+    return out + (total + dd) * 0  # NaN for a non-finite sum
 
 
 def tan_from_sums(bb, db, dd, aa):
@@ -53,8 +59,8 @@ def tan_from_sums(bb, db, dd, aa):
     k = sm.ratio(db, bb)
     along = jnp.sqrt(bb) * (1 + k)
     across = jnp.sqrt(jnp.maximum(dd - k * db, 0))
-    tan = jnp.where(along == 0, jnp.inf, sm.ratio(across, along))
-    out = jnp.where((bb > 0) & (aa > 0), tan, 0.0)
+    tan = sm.where(along == 0, jnp.inf, sm.ratio(across, along))
+    out = sm.where((bb > 0) & (aa > 0), tan, 0.0)
     return out + sm.nan_if_nonfinite(bb, dd, aa)
 
 

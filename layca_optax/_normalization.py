@@ -24,8 +24,8 @@ def _sums(u: jax.Array, w: jax.Array, axis: Axis) -> tuple[jax.Array, ...]:
 def _coefficients(uu, ww, *, eps: jax.typing.ArrayLike) -> tuple:
     """``||w|| / ||u||`` per layer, 0 when ``||u|| <= eps``."""
     ok = (uu > eps * eps) & (ww > 0)  # roots of 1 elsewhere: finite grads
-    ratio = jnp.sqrt(jnp.where(ok, ww, 1) / jnp.where(ok, uu, 1))
-    return (jnp.where(ok, ratio, 0) + sm.nan_if_nonfinite(uu, ww),)
+    ratio = jnp.sqrt(sm.where(ok, ww, 1) / sm.where(ok, uu, 1))
+    return (sm.where(ok, ratio, 0) + sm.nan_if_nonfinite(uu, ww),)
 
 
 def _apply(u: jax.Array, w: jax.Array, scale) -> jax.Array:
@@ -71,7 +71,7 @@ def normalize_to_param_norm(
       >>> import layca_optax
       >>> tx = layca_optax.normalize_to_param_norm()
       >>> w = jnp.array([[3.0, 4.0]])  # norm 5
-      >>> out, _ = tx.update(jnp.array([[0.0, 0.1]]), tx.init(w), w)
+      >>> out, _ = tx.update(jnp.array([[0.0, 0.5]]), tx.init(w), w)
       >>> out
       Array([[0., 5.]], dtype=float32)
 

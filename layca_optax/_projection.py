@@ -45,7 +45,7 @@ def _coefficients(uu, ww, uw) -> tuple:
     rtol2 = parallel_rtol(jnp.result_type(uu)) ** 2
     tangent = uu - k * uw > rtol2 * uu
     nan = sm.nan_if_nonfinite(uu, ww)
-    return jnp.where(tangent, 1.0, 0.0) + nan, jnp.where(tangent, -k, 0) + nan
+    return sm.where(tangent, 1.0, 0.0) + nan, sm.where(tangent, -k, 0) + nan
 
 
 def _apply(u: jax.Array, w: jax.Array, a_u, a_w) -> jax.Array:

@@ -28,8 +28,8 @@ def _coefficients(vv, ww) -> tuple:
     moved = vv > 0
     ok = moved & (ww > 0)  # roots of 1 elsewhere: finite gradients
     nan = sm.nan_if_nonfinite(vv, ww)
-    ratio = jnp.sqrt(jnp.where(ok, ww, 1) / jnp.where(ok, vv, 1))
-    return jnp.where(ok, ratio, 0) + nan, jnp.where(moved, -1.0, 0) + nan
+    ratio = jnp.sqrt(sm.where(ok, ww, 1) / sm.where(ok, vv, 1))
+    return sm.where(ok, ratio, 0) + nan, sm.where(moved, -1.0, 0) + nan
 
 
 def _apply(u: jax.Array, w: jax.Array, a_v, a_w) -> jax.Array:

@@ -9,8 +9,9 @@ Range (float32 reductions; see ``docs/robustness.md``): the sums are exact
 to rounding when a layer's root-mean-square entry lies within about
 ``1e-16`` and ``1.8e19 / sqrt(n)`` for ``n`` entries (1e-15 to 1e15 for
 layers up to 1e8 entries). Above, a sum of squares overflows to ``inf``:
-the transformations give that layer a NaN update (skipped by
-``optax.apply_if_finite``) or a NaN metric. Below, squares flush to zero
+the transformations give that layer a NaN update (which
+``optax.apply_if_finite(optax.identity(), n)`` chained after them skips) or
+a NaN metric. Below, squares flush to zero
 and the layer is treated as a zero layer: no update.
 
 The coefficients are computed per leaf, as a handful of scalar operations
@@ -28,6 +29,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from layca_optax._numerics import no_params_error
@@ -60,10 +62,27 @@ def layer_sums(
     )
 
 
+def where(pred: jax.Array, a: Any, b: Any) -> jax.Array:
+    """``jnp.where(pred, a, b)`` for per-layer values, as one select.
+
+    ``a`` and ``b`` are arrays of ``pred``'s shape or numbers, which become
+    constants of the other's dtype (``jnp.where`` would add a nested
+    ``jit`` and its promotion logic to every leaf's trace).
+    """
+    arrays = [x for x in (a, b) if not isinstance(x, int | float)]
+    dtype = jnp.result_type(*arrays) if arrays else jnp.float32
+    shape = jnp.shape(pred)
+    a, b = (
+        np.full(shape, x, dtype) if isinstance(x, int | float) else x
+        for x in (a, b)
+    )
+    return jax.lax.select(pred, a, b)
+
+
 def ratio(num: jax.Array, den: jax.Array) -> jax.Array:
     """``num / den``, 0 where ``den`` is 0 (with finite gradients)."""
     nonzero = den != 0
-    return jnp.where(nonzero, num / jnp.where(nonzero, den, 1), 0)
+    return where(nonzero, num / where(nonzero, den, 1), 0)
 
 
 def nan_if_nonfinite(*sums: jax.Array) -> jax.Array:
