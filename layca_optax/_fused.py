@@ -36,41 +36,52 @@ def _sums(d: jax.Array, w: jax.Array, axis: Axis) -> tuple[jax.Array, ...]:
     return sm.layer_sums((w.astype(dtype), d.astype(dtype)), _PAIRS, axes)
 
 
-def rate_terms(eta: Any) -> tuple[Any, Any, Any]:
-    """``eta``, ``a = 1 / sqrt(1 + eta^2)`` and ``a - 1`` (without
-    cancellation): the reprojection's factor. Python floats for a static
-    ``eta`` (no traced operations), arrays for a traced one."""
-    if nx.is_concrete(eta) and jnp.ndim(eta) == 0:
-        x = float(eta)
+def rate_terms(eta: Any, eps: Any) -> tuple[Any, Any, Any]:
+    """The per-rate constants of :func:`layca_coefficients`.
+
+    ``(eps / eta)^2`` (the threshold on ``||d_perp||^2``; ``inf`` for
+    ``eta = 0``), ``-a eta`` and ``a - 1`` (without cancellation), with
+    ``a = 1 / sqrt(1 + eta^2)`` the reprojection's factor. Python floats
+    when ``eta`` and ``eps`` are static (no traced operations), arrays
+    otherwise.
+    """
+    if nx.is_concrete((eta, eps)) and jnp.ndim(eta) == 0:
+        x, e = float(eta), float(eps)
         root = math.sqrt(1 + x * x)
-        return x, 1 / root, -(x * x) / (root * (1 + root))
+        thresh = (e / x) ** 2 if x > 0 else math.inf
+        return thresh, -x / root, -(x * x) / (root * (1 + root))
     root = jnp.sqrt(1 + eta * eta)
-    return eta, 1 / root, -(eta * eta) / (root * (1 + root))
+    positive = eta > 0
+    thresh = jnp.where(
+        positive, (eps / jnp.where(positive, eta, 1)) ** 2, jnp.inf
+    )
+    return thresh, -eta / root, -(eta * eta) / (root * (1 + root))
 
 
-def layca_coefficients(ww, dw, dd, eta, a, a_minus_1, *, eps: Any) -> tuple:
+def layca_coefficients(ww, dw, dd, thresh, neg_a_eta, a_minus_1) -> tuple:
     """``(a_w, a_d)`` with ``w_{t+1} - w = a_w w + a_d d``, per layer.
 
     The tangential part of ``d`` has norm^2 ``p = ||d||^2 - <d, w>^2 /
     ||w||^2``; the step ``s = c (d - k w)`` with ``k = <d, w> / ||w||^2``
     and ``c = eta ||w|| / sqrt(p)`` is tangent and has length ``eta
     ||w||``, so ``w - s`` has norm ``||w|| sqrt(1 + eta^2)`` and the
-    reprojection multiplies by ``a`` (see :func:`rate_terms`). No update
-    when ``eta sqrt(p) <= eps`` (the authors' threshold on the scaled
-    step), when ``d`` is parallel to ``w`` or when ``w`` is zero; NaN
-    coefficients for a layer whose sums are not finite.
+    reprojection multiplies by ``a = 1 / sqrt(1 + eta^2)``: ``a_d = -a c``
+    and ``a_w = a - 1 - a_d k``. No update when ``eta sqrt(p) <= eps``
+    (the authors' threshold on the scaled step: ``p <= thresh``), when
+    ``d`` is parallel to ``w`` or when ``w`` is zero; NaN coefficients for
+    a layer whose sums are not finite. See :func:`rate_terms`.
     """
     rtol2 = parallel_rtol(jnp.result_type(ww)) ** 2
     # Each division and root sees 1 where its result is not used, so that
     # gradients through the update stay finite at degenerate layers.
-    k = sm.ratio(dw, ww)
+    nonzero = ww > 0
+    k = sm.where(nonzero, dw / sm.where(nonzero, ww, 1), 0)
     perp2 = jnp.maximum(dd - k * dw, 0)
-    ok = (eta * eta * perp2 > eps * eps) & (perp2 > rtol2 * dd) & (ww > 0)
-    c = eta * jnp.sqrt(sm.where(ok, ww, 1) / sm.where(ok, perp2, 1))
+    ok = (perp2 > thresh) & (perp2 > rtol2 * dd) & nonzero
+    a_d = neg_a_eta * jnp.sqrt(sm.where(ok, ww, 1) / sm.where(ok, perp2, 1))
     nan = sm.nan_if_nonfinite(ww, dd)
-    a_w = sm.where(ok, a_minus_1 + (a * c) * k, 0) + nan
-    a_d = sm.where(ok, -a * c, 0) + nan
-    return a_w, a_d
+    a_w = sm.where(ok, a_minus_1 - a_d * k, 0) + nan
+    return a_w, sm.where(ok, a_d, 0) + nan
 
 
 def _apply(d: jax.Array, w: jax.Array, a_w, a_d) -> jax.Array:
@@ -167,8 +178,8 @@ def scale_by_layca(
         def coefficients(ww, dw, dd, m):
             key = m if isinstance(m, float | int) else id(m)
             if key not in terms:
-                terms[key] = rate_terms(lr * m)
-            return layca_coefficients(ww, dw, dd, *terms[key], eps=eps)
+                terms[key] = rate_terms(lr * m, eps)
+            return layca_coefficients(ww, dw, dd, *terms[key])
 
         new = sm.map_layers(
             ft.partial(_sums, axis=axis),

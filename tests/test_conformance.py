@@ -446,7 +446,11 @@ def test_rotates_toward_the_target_direction(name, target_norm):
     final, cosines = train(w0)
     assert cosine(final) > 0.99, float(cosine(final))
     assert cosines[50] > cosines[0]
-    np.testing.assert_allclose(_norm(final), _norm(w0), rtol=1e-5)
+    # Near the end the gradient is almost radial (up to 1 / parallel_rtol =
+    # 500 times its tangential part): the fused step's one-pass radial
+    # cancellation then leaves about eta * 500 * 6e-8 of norm error per
+    # step, a random walk of 1e-5 to 3e-5 over these 300 steps (seeds 0-7).
+    np.testing.assert_allclose(_norm(final), _norm(w0), rtol=5e-5)
 
 
 # --- wrappers ---------------------------------------------------------------
