@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools as ft
 import math
 from typing import Any, NamedTuple
 
@@ -27,13 +26,6 @@ class ScaleByLaycaState(NamedTuple):
     """State of :func:`scale_by_layca`: the step count, for schedules."""
 
     count: jax.Array  # type: ignore[assignment]  # shape=(), int32
-
-
-def _sums(d: jax.Array, w: jax.Array, axis: Axis) -> tuple[jax.Array, ...]:
-    """||w||^2, <d, w> and ||d||^2 per layer, in at least float32."""
-    axes = nx.resolve_axes(w, axis, "layca")
-    dtype = nx.reduction_dtype(jnp.result_type(d, w))
-    return sm.layer_sums((w.astype(dtype), d.astype(dtype)), _PAIRS, axes)
 
 
 def rate_terms(eta: Any, eps: Any) -> tuple[Any, Any, Any]:
@@ -84,9 +76,16 @@ def layca_coefficients(ww, dw, dd, thresh, neg_a_eta, a_minus_1) -> tuple:
     return a_w, sm.where(ok, a_d, 0) + nan
 
 
-def _apply(d: jax.Array, w: jax.Array, a_w, a_d) -> jax.Array:
-    dtype = a_w.dtype
-    return (a_w * w.astype(dtype) + a_d * d.astype(dtype)).astype(w.dtype)
+def _leaf(axes: tuple[int, ...], d: jax.Array, w: jax.Array, terms: tuple):
+    """One layer's update ``w_{t+1} - w`` from the direction ``d``: one
+    reduction pass for ``||w||^2``, ``<d, w>`` and ``||d||^2`` in at least
+    float32, and one elementwise pass; ``terms`` from :func:`rate_terms`."""
+    dtype = nx.reduction_dtype(jnp.result_type(d, w))
+    wf, df = w.astype(dtype), d.astype(dtype)
+    a_w, a_d = layca_coefficients(
+        *sm.layer_sums((wf, df), _PAIRS, axes), *terms
+    )
+    return (a_w * wf + a_d * df).astype(w.dtype)
 
 
 def scale_by_layca(
@@ -175,19 +174,19 @@ def scale_by_layca(
         factors = layer_factors(multipliers, updates, params, "layca")
         terms: dict[Any, tuple] = {}  # per static factor: computed once
 
-        def coefficients(ww, dw, dd, m):
+        def rate(m):
             key = m if isinstance(m, float | int) else id(m)
             if key not in terms:
                 terms[key] = rate_terms(lr * m, eps)
-            return layca_coefficients(ww, dw, dd, *terms[key])
+            return terms[key]
 
         new = sm.map_layers(
-            ft.partial(_sums, axis=axis),
-            coefficients,
-            _apply,
+            _leaf,
+            axis,
+            "layca",
             updates,
             params,
-            factors,
+            jax.tree.map(rate, factors),
         )
         count = optax.safe_increment(state.count)
         return new, ScaleByLaycaState(count)

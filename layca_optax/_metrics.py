@@ -64,12 +64,21 @@ def tan_from_sums(bb, db, dd, aa):
     return out + sm.nan_if_nonfinite(bb, dd, aa)
 
 
-def _per_layer(finish, tan: bool):
-    """Per-layer ``finish(*sums)`` for lists of new and old layers."""
+def _cosine_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
+    return cosine_from_sums(*metric_sums(new, old, axes))
+
+
+def _tan_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
+    return tan_from_sums(*metric_sums(new, old, axes, tan=True))
+
+
+def _per_layer(leaf_fn):
+    """``leaf_fn`` for lists of new and old layers, one cached trace per
+    shape (see :func:`layca_optax._sums.per_leaf`)."""
 
     def fn(news, olds, axis, caller):
         return [
-            finish(*metric_sums(a, b, nx.resolve_axes(b, axis, caller), tan))
+            sm.per_leaf(leaf_fn, nx.resolve_axes(b, axis, caller), a, b)
             for a, b in zip(news, olds, strict=True)
         ]
 
@@ -78,7 +87,7 @@ def _per_layer(finish, tan: bool):
 
 def cosine_distances(news, olds, axis: Axis, caller: str) -> list:
     """:func:`layer_rotation`'s value for each pair of layers."""
-    return _per_layer(cosine_from_sums, False)(news, olds, axis, caller)
+    return _per_layer(_cosine_leaf)(news, olds, axis, caller)
 
 
 def _map_layers(fn, new, old, mask, axis, caller):
@@ -254,7 +263,7 @@ def rotation_rate(
       rotation; Layca makes it arctan(lr) per layer).
     """
     return _map_layers(
-        _per_layer(tan_from_sums, True),
+        _per_layer(_tan_leaf),
         new_params,
         old_params,
         mask,

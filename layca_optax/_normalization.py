@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools as ft
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -15,12 +13,6 @@ from layca_optax._numerics import Axis
 _PAIRS = ((0, 0), (1, 1))  # <u, u>, <w, w>
 
 
-def _sums(u: jax.Array, w: jax.Array, axis: Axis) -> tuple[jax.Array, ...]:
-    axes = nx.resolve_axes(w, axis, "normalize_to_param_norm")
-    dtype = nx.reduction_dtype(u.dtype)
-    return sm.layer_sums((u.astype(dtype), w.astype(dtype)), _PAIRS, axes)
-
-
 def _coefficients(uu, ww, *, eps: jax.typing.ArrayLike) -> tuple:
     """``||w|| / ||u||`` per layer, 0 when ``||u|| <= eps``."""
     ok = (uu > eps * eps) & (ww > 0)  # roots of 1 elsewhere: finite grads
@@ -28,8 +20,11 @@ def _coefficients(uu, ww, *, eps: jax.typing.ArrayLike) -> tuple:
     return (sm.where(ok, ratio, 0) + sm.nan_if_nonfinite(uu, ww),)
 
 
-def _apply(u: jax.Array, w: jax.Array, scale) -> jax.Array:
-    return (u.astype(scale.dtype) * scale).astype(u.dtype)
+def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array, eps) -> jax.Array:
+    dtype = nx.reduction_dtype(u.dtype)
+    uf, wf = u.astype(dtype), w.astype(dtype)
+    (scale,) = _coefficients(*sm.layer_sums((uf, wf), _PAIRS, axes), eps=eps)
+    return (uf * scale).astype(u.dtype)
 
 
 def normalize_to_param_norm(
@@ -82,9 +77,13 @@ def normalize_to_param_norm(
     """
     nx.check_axis(axis, "normalize_to_param_norm")
     nx.check_scalar(eps, "normalize_to_param_norm", "eps", low=0.0)
-    return sm.stateless_map_layers(
-        "normalize_to_param_norm",
-        ft.partial(_sums, axis=axis),
-        ft.partial(_coefficients, eps=eps),
-        _apply,
-    )
+    caller = "normalize_to_param_norm"
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise nx.no_params_error(caller)
+        epss = jax.tree.map(lambda _: eps, updates)
+        new = sm.map_layers(_leaf, axis, caller, updates, params, epss)
+        return new, state
+
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)

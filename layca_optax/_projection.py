@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools as ft
 from typing import Any
 
 import jax
@@ -28,12 +27,6 @@ _PAIRS = ((0, 0), (1, 1), (0, 1))  # <u, u>, <w, w>, <u, w>
 _CALLER = "project_to_tangent"
 
 
-def _sums(u: jax.Array, w: jax.Array, axis: Axis) -> tuple[jax.Array, ...]:
-    axes = nx.resolve_axes(w, axis, _CALLER)
-    dtype = nx.reduction_dtype(u.dtype)
-    return sm.layer_sums((u.astype(dtype), w.astype(dtype)), _PAIRS, axes)
-
-
 def _coefficients(uu, ww, uw) -> tuple:
     """``(a_u, a_w)`` with ``u_perp = a_u u + a_w w``, per layer.
 
@@ -48,9 +41,11 @@ def _coefficients(uu, ww, uw) -> tuple:
     return sm.where(tangent, 1.0, 0.0) + nan, sm.where(tangent, -k, 0) + nan
 
 
-def _apply(u: jax.Array, w: jax.Array, a_u, a_w) -> jax.Array:
-    dtype = a_u.dtype
-    return (a_u * u.astype(dtype) + a_w * w.astype(dtype)).astype(u.dtype)
+def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> jax.Array:
+    dtype = nx.reduction_dtype(u.dtype)
+    uf, wf = u.astype(dtype), w.astype(dtype)
+    a_u, a_w = _coefficients(*sm.layer_sums((uf, wf), _PAIRS, axes))
+    return (a_u * uf + a_w * wf).astype(u.dtype)
 
 
 def project_to_tangent(*, axis: Axis = None) -> optax.GradientTransformation:
@@ -107,6 +102,4 @@ def project_to_tangent(*, axis: Axis = None) -> optax.GradientTransformation:
       <https://arxiv.org/abs/1806.01603>`_, 2019.
     """
     nx.check_axis(axis, "project_to_tangent")
-    return sm.stateless_map_layers(
-        _CALLER, ft.partial(_sums, axis=axis), _coefficients, _apply
-    )
+    return sm.stateless_map_layers(_CALLER, _leaf, axis)

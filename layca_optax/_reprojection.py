@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools as ft
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -13,13 +11,6 @@ from layca_optax._numerics import Axis
 
 
 _PAIRS = ((0, 0), (1, 1))  # <w + u, w + u>, <w, w>
-
-
-def _sums(u: jax.Array, w: jax.Array, axis: Axis) -> tuple[jax.Array, ...]:
-    axes = nx.resolve_axes(w, axis, "reproject_to_sphere")
-    dtype = nx.reduction_dtype(u.dtype)
-    wf = w.astype(dtype)
-    return sm.layer_sums((wf + u.astype(dtype), wf), _PAIRS, axes)
 
 
 def _coefficients(vv, ww) -> tuple:
@@ -32,9 +23,12 @@ def _coefficients(vv, ww) -> tuple:
     return sm.where(ok, ratio, 0) + nan, sm.where(moved, -1.0, 0) + nan
 
 
-def _apply(u: jax.Array, w: jax.Array, a_v, a_w) -> jax.Array:
-    wf = w.astype(a_v.dtype)
-    return (a_v * (wf + u.astype(a_v.dtype)) + a_w * wf).astype(u.dtype)
+def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> jax.Array:
+    dtype = nx.reduction_dtype(u.dtype)
+    wf = w.astype(dtype)
+    v = wf + u.astype(dtype)
+    a_v, a_w = _coefficients(*sm.layer_sums((v, wf), _PAIRS, axes))
+    return (a_v * v + a_w * wf).astype(u.dtype)
 
 
 def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
@@ -83,9 +77,4 @@ def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
       <https://arxiv.org/abs/1806.01603>`_, 2019.
     """
     nx.check_axis(axis, "reproject_to_sphere")
-    return sm.stateless_map_layers(
-        "reproject_to_sphere",
-        ft.partial(_sums, axis=axis),
-        _coefficients,
-        _apply,
-    )
+    return sm.stateless_map_layers("reproject_to_sphere", _leaf, axis)

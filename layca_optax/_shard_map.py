@@ -52,6 +52,12 @@ def _varying(x: Any) -> frozenset | None:
     return None if vma is None else frozenset(vma)
 
 
+def summing_context() -> tuple[tuple[str, ...], str] | None:
+    """The axis names (and caller) of the enclosing
+    :func:`psum_layer_sums`, or None: hashable, a key for cached traces."""
+    return _PSUM.get()
+
+
 def _manual_names() -> tuple[str, ...]:
     """The mesh axes the sums of :func:`psum_layer_sums` run over here.
 

@@ -76,6 +76,20 @@ def _update_metrics(ww, uw, uu, nn, *ref_sums) -> tuple:
     return rate, ratio, norm, cosine_from_sums(*ref_sums)
 
 
+def _track_leaf(static: tuple, u: Any, w: Any, ref: Any, seed: Any) -> tuple:
+    """Rate, radial ratio, norm and (with a reference) cosine of one leaf;
+    ``static`` is ``(axes, reference axes, reference, sketch_dim)``."""
+    axes, ref_axes, reference, sketch_dim = static
+    u, w = jnp.asarray(u), jnp.asarray(w)
+    sums = _update_sums(w, u, axes)
+    if reference is None:
+        return _update_metrics(*sums)
+    new = _applied(w, u)
+    if reference == "sketch":
+        new = _sketch(new, seed, sketch_dim)
+    return _update_metrics(*sums, *metric_sums(new, ref, ref_axes))
+
+
 def _mix(x: jax.Array) -> jax.Array:
     """lowbias32 (C. Wellons): a full-avalanche hash of uint32 words."""
     x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
@@ -256,15 +270,11 @@ def track_rotation(
             ref = jnp.array(w, dtype, copy=True)
         return zero, zero, norm, zero, ref
 
-    def update_sums(u: Any, w: Any, ref: Any, seed: Any) -> tuple:
-        u, w = jnp.asarray(u), jnp.asarray(w)
-        sums = _update_sums(w, u, nx.resolve_axes(w, axis, _CALLER))
-        if reference is None:
-            return sums
-        new = _applied(w, u)
-        if reference == "sketch":
-            new = _sketch(new, seed, sketch_dim)
-        return sums + metric_sums(new, ref, ref_axes(ref))
+    def track_leaf(u: Any, w: Any, ref: Any, seed: Any) -> tuple:
+        axes = nx.resolve_axes(w, axis, _CALLER)
+        r_axes = () if reference is None else ref_axes(ref)
+        static = (axes, r_axes, reference, sketch_dim)
+        return sm.per_leaf(_track_leaf, static, u, w, ref, seed)
 
     def init_fn(params: optax.Params) -> TrackRotationState:
         leaves, treedef = jax.tree.flatten(params)
@@ -292,7 +302,7 @@ def track_rotation(
         layers = [k for k, f in enumerate(flags) if f]
         rows: list = [(_EMPTY,) * 4] * len(leaves)
         for k in layers:
-            row = _update_metrics(*update_sums(*args[k]))
+            row = track_leaf(*args[k])
             rows[k] = row if reference is not None else (*row, _EMPTY)
         rate, ratio, norm, cos = _unzip(treedef, rows, 4, state.reference)
         count = optax.safe_increment(state.count)
