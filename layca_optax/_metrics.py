@@ -51,14 +51,23 @@ def tan_from_sums(bb, db, dd, aa):
     """tan of the angle from ``old`` to ``new = old + d``, from one-pass sums.
 
     Takes ``||old||^2, <d, old>, ||d||^2, ||new||^2``; 0 when either is 0,
-    ``inf`` at 90 degrees, NaN for non-finite sums. Shared with
-    :func:`layca_optax.track_rotation`, which is given ``d``.
+    ``inf`` at 90 degrees, NaN for non-finite sums.
     """
-    # With d = new - old, `new` has ||old|| (1 + <d, old> / ||old||^2) along
-    # `old`, and across it the part of d: ||d||^2 - <d, old>^2 / ||old||^2.
+    return tan_from_parts(*tangent_parts(bb, db, dd), bb, dd, aa)
+
+
+def tangent_parts(bb, db, dd) -> tuple:
+    """``||old||``, ``k = <d, old> / ||old||^2`` (0 for a zero ``old``) and
+    the norm of the part of ``d`` across ``old``."""
     k = sm.ratio(db, bb)
-    along = jnp.sqrt(bb) * (1 + k)
-    across = jnp.sqrt(jnp.maximum(dd - k * db, 0))
+    return jnp.sqrt(bb), k, jnp.sqrt(jnp.maximum(dd - k * db, 0))
+
+
+def tan_from_parts(nb, k, across, bb, dd, aa):
+    """:func:`tan_from_sums` from :func:`tangent_parts`' values."""
+    # With d = new - old, `new` has ||old|| (1 + k) along `old`, and across
+    # it the part of d across `old`.
+    along = nb * (1 + k)
     tan = sm.where(along == 0, jnp.inf, sm.ratio(across, along))
     out = sm.where((bb > 0) & (aa > 0), tan, 0.0)
     return out + sm.nan_if_nonfinite(bb, dd, aa)

@@ -13,7 +13,8 @@ from layca_optax._masks import path_str, resolve_mask
 from layca_optax._metrics import (
     cosine_from_sums,
     metric_sums,
-    tan_from_sums,
+    tan_from_parts,
+    tangent_parts,
 )
 from layca_optax._numerics import Axis
 
@@ -64,16 +65,15 @@ def _update_sums(w: jax.Array, u: jax.Array, axes: tuple[int, ...]) -> tuple:
 
 def _update_metrics(ww, uw, uu, nn, *ref_sums) -> tuple:
     """Per layer: rate, radial ratio, norm and (with ref sums) cosine."""
-    k = sm.ratio(uw, ww)
-    radial = jnp.abs(k) * jnp.sqrt(ww)  # |<u, w>| / ||w||
-    tangential = jnp.sqrt(jnp.maximum(uu - k * uw, 0))
+    nw, k, tangential = tangent_parts(ww, uw, uu)
+    radial = jnp.abs(k) * nw  # |<u, w>| / ||w||
     floor = nx.machine_eps(jnp.result_type(ww)) * radial
     ratio = sm.ratio(radial, jnp.maximum(tangential, floor))
     ratio = ratio + sm.nan_if_nonfinite(ww, uu)
-    rate, norm = tan_from_sums(ww, uw, uu, nn), jnp.sqrt(nn)
+    rate = tan_from_parts(nw, k, tangential, ww, uu, nn)
     if not ref_sums:
-        return rate, ratio, norm
-    return rate, ratio, norm, cosine_from_sums(*ref_sums)
+        return rate, ratio, jnp.sqrt(nn)
+    return rate, ratio, jnp.sqrt(nn), cosine_from_sums(*ref_sums)
 
 
 def _track_leaf(static: tuple, u: Any, w: Any, ref: Any, seed: Any) -> tuple:
