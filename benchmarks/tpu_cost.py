@@ -22,9 +22,9 @@ compile-only devices (no TPU needed) and reports, per program:
   ``cond MB``: each conditional's largest branch, summed (not in ``HBM MB``:
   paid when it fires; a branch operand prefetched into VMEM every step is
   in ``HBM MB``). ``HBM/P``: ``HBM MB`` over the params' logical bytes =
-  param-sized arrays moved (plus tile padding). Validation, on the
-  ``(50257, 768)`` layer: sgd 3.00, sgd+momentum 5.00 (reads g, m, w;
-  writes m, w), adam 7.00.
+  param-sized arrays moved, plus tile padding (8x on 16x16 leaves). On the
+  ``(50257, 768)`` layer (validation): sgd 3.00, sgd+momentum 5.00 (reads
+  g, m, w; writes m, w), adam 7.00.
 - ratios ``x sgd_momentum / x adam`` of each, and compile seconds (CPU).
 
 ``--sharded``: GPT-2 small on ``v5e:4x4`` as a ``("data", "model")`` 4x4
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         choices=[*LAYERS, *TREES],
         default=[*LAYERS, "gpt2_small"],
-        help="default: the two layers and gpt2_small (resnet50: +4 min)",
+        help="default: the two layers, gpt2_small (resnet50: +3-4 min)",
     )
     parser.add_argument("--only", nargs="+", choices=list(candidates(None)))
     parser.add_argument("--sharded", action="store_true")
