@@ -42,12 +42,10 @@ def rate_terms(eta: Any, eps: Any) -> tuple[Any, Any, Any]:
         root = math.sqrt(1 + x * x)
         thresh = (e / x) ** 2 if x > 0 else math.inf
         return thresh, -x / root, -(x * x) / (root * (1 + root))
-    root = jnp.sqrt(1 + eta * eta)
+    r = jnp.sqrt(1 + eta * eta)
     positive = eta > 0
-    thresh = jnp.where(
-        positive, (eps / jnp.where(positive, eta, 1)) ** 2, jnp.inf
-    )
-    return thresh, -eta / root, -(eta * eta) / (root * (1 + root))
+    t = jnp.where(positive, (eps / jnp.where(positive, eta, 1)) ** 2, jnp.inf)
+    return t, -eta / r, -(eta * eta) / (r * (1 + r))
 
 
 def layca_coefficients(ww, dw, dd, thresh, neg_a_eta, a_minus_1) -> tuple:

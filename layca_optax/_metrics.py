@@ -56,7 +56,7 @@ def tan_from_sums(bb, db, dd, aa):
     return tan_from_parts(*tangent_parts(bb, db, dd), bb, dd, aa)
 
 
-def tangent_parts(bb, db, dd) -> tuple:
+def tangent_parts(bb, db, dd) -> tuple[Any, Any, Any]:
     """``||old||``, ``k = <d, old> / ||old||^2`` (0 for a zero ``old``) and
     the norm of the part of ``d`` across ``old``."""
     k = sm.ratio(db, bb)
