@@ -34,6 +34,16 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/step_time.py --out benchmarks/step_time.json
 
+# The TPU program of each step, compiled without a TPU: libtpu (jax[tpu]
+# pinned to the jax of .venv) in a venv of its own, kept out of .venv.
+TPU_VENV := build/venv-tpu
+.PHONY: bench-tpu
+bench-tpu: $(STAMP)
+	test -x $(TPU_VENV)/bin/python || $(PYTHON) -m venv $(TPU_VENV)
+	$(TPU_VENV)/bin/python -m pip install --quiet -e . \
+		"jax[tpu]==$$($(PY) -c 'import jax; print(jax.__version__)')"
+	$(TPU_VENV)/bin/python benchmarks/tpu_cost.py --out benchmarks/tpu_cost.json
+
 # The docs: every code cell of every page runs (an error fails the build),
 # warnings are errors, then the docstrings' examples run (doctest builder).
 DOCS_STAMP := $(VENV)/.stamp-docs
