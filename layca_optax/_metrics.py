@@ -14,6 +14,10 @@ from layca_optax._masks import path_str, resolve_mask
 from layca_optax._numerics import Axis
 
 
+# Inputs (old, new - old, new): <old, old>, <d, d>, <new, new>.
+_COSINE_PAIRS = ((0, 0), (1, 1), (2, 2))
+
+
 def metric_sums(
     new: jax.Array, old: jax.Array, axes: tuple[int, ...], tan: bool = False
 ) -> tuple[jax.Array, ...]:
@@ -24,9 +28,6 @@ def metric_sums(
     a, b = jnp.asarray(new).astype(dtype), jnp.asarray(old).astype(dtype)
     pairs = ((0, 0), (1, 0), (1, 1), (2, 2)) if tan else _COSINE_PAIRS
     return sm.layer_sums((b, a - b, a), pairs, axes)
-
-
-_COSINE_PAIRS = ((0, 0), (1, 1), (2, 2))
 
 
 def cosine_from_sums(bb, dd, aa):

@@ -77,13 +77,6 @@ def normalize_to_param_norm(
     """
     nx.check_axis(axis, "normalize_to_param_norm")
     nx.check_scalar(eps, "normalize_to_param_norm", "eps", low=0.0)
-    caller = "normalize_to_param_norm"
-
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise nx.no_params_error(caller)
-        epss = jax.tree.map(lambda _: eps, updates)
-        new = sm.map_layers(_leaf, axis, caller, updates, params, epss)
-        return new, state
-
-    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+    return sm.stateless_map_layers(
+        "normalize_to_param_norm", _leaf, axis, shared=(eps,)
+    )

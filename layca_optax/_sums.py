@@ -122,25 +122,30 @@ def map_layers(
     updates: Any,
     params: Any,
     *rest: Any,
+    shared: tuple = (),
 ) -> Any:
     """The per-layer map shared by the transformations of this package:
-    ``leaf_fn(axes, u, w, *r)`` for each leaf ``u`` of ``updates`` (``w``
-    of ``params``, ``r...`` of ``rest``) through :func:`per_leaf`, with
-    ``axes`` the leaf's reduction axes for ``axis``."""
+    ``leaf_fn(axes, u, w, *r, *shared)`` for each leaf ``u`` of ``updates``
+    (``w`` of ``params``, ``r...`` of ``rest``) through :func:`per_leaf`,
+    with ``axes`` the leaf's reduction axes for ``axis`` and ``shared`` the
+    same values (e.g. a traced ``eps``) for every leaf."""
     treedef: Any
     us, treedef = jax.tree.flatten(updates)
     ws = treedef.flatten_up_to(params)
     others = [treedef.flatten_up_to(tree) for tree in rest]
     extra = list(zip(*others, strict=True)) if others else [()] * len(us)
     out = [
-        per_leaf(leaf_fn, resolve_axes(w, axis, caller), u, w, *r)
+        per_leaf(leaf_fn, resolve_axes(w, axis, caller), u, w, *r, *shared)
         for u, w, r in zip(us, ws, extra, strict=True)
     ]
     return treedef.unflatten(out)
 
 
 def stateless_map_layers(
-    caller: str, leaf_fn: Callable[..., jax.Array], axis: Any
+    caller: str,
+    leaf_fn: Callable[..., jax.Array],
+    axis: Any,
+    shared: tuple = (),
 ) -> optax.GradientTransformation:
     """A stateless transformation whose ``update`` is :func:`map_layers`;
     ``params`` is required (``ValueError`` naming ``caller`` without it)."""
@@ -148,6 +153,7 @@ def stateless_map_layers(
     def update_fn(updates, state, params=None):
         if params is None:
             raise no_params_error(caller)
-        return map_layers(leaf_fn, axis, caller, updates, params), state
+        new = map_layers(leaf_fn, axis, caller, updates, params, shared=shared)
+        return new, state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)

@@ -55,11 +55,11 @@ def _applied(w: jax.Array, u: jax.Array) -> jax.Array:
     return jnp.asarray(w + u).astype(w.dtype)
 
 
-def _update_sums(w: jax.Array, u: jax.Array, axes: tuple[int, ...]) -> tuple:
-    """``<w, w>``, ``<u, w>``, ``<u, u>`` and ``<w + u, w + u>`` (``w + u``
+def _update_sums(w: jax.Array, u: jax.Array, new: jax.Array, axes) -> tuple:
+    """``<w, w>``, ``<u, w>``, ``<u, u>`` and ``<new, new>`` (``new = w + u``
     as ``optax.apply_updates`` gives it), the arguments of tan_from_sums."""
     dtype = nx.reduction_dtype(jnp.result_type(u, w))
-    xs = (w.astype(dtype), u.astype(dtype), _applied(w, u).astype(dtype))
+    xs = (w.astype(dtype), u.astype(dtype), new.astype(dtype))
     return sm.layer_sums(xs, ((0, 0), (1, 0), (1, 1), (2, 2)), axes)
 
 
@@ -81,10 +81,10 @@ def _track_leaf(static: tuple, u: Any, w: Any, ref: Any, seed: Any) -> tuple:
     ``static`` is ``(axes, reference axes, reference, sketch_dim)``."""
     axes, ref_axes, reference, sketch_dim = static
     u, w = jnp.asarray(u), jnp.asarray(w)
-    sums = _update_sums(w, u, axes)
+    new = _applied(w, u)
+    sums = _update_sums(w, u, new, axes)
     if reference is None:
         return _update_metrics(*sums)
-    new = _applied(w, u)
     if reference == "sketch":
         new = _sketch(new, seed, sketch_dim)
     return _update_metrics(*sums, *metric_sums(new, ref, ref_axes))
