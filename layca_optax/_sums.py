@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from layca_optax._numerics import no_params_error, resolve_axes
+from layca_optax._numerics import axes_per_leaf, no_params_error
 from layca_optax._shard_map import complete_sum, summing_context
 
 
@@ -134,9 +134,10 @@ def map_layers(
     ws = treedef.flatten_up_to(params)
     others = [treedef.flatten_up_to(tree) for tree in rest]
     extra = list(zip(*others, strict=True)) if others else [()] * len(us)
+    axes = axes_per_leaf(updates, axis, caller)
     out = [
-        per_leaf(leaf_fn, resolve_axes(w, axis, caller), u, w, *r, *shared)
-        for u, w, r in zip(us, ws, extra, strict=True)
+        per_leaf(leaf_fn, a, u, w, *r, *shared)
+        for a, u, w, r in zip(axes, us, ws, extra, strict=True)
     ]
     return treedef.unflatten(out)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools as ft
 from typing import Any, NamedTuple
 
 import jax
@@ -22,18 +21,17 @@ class CapNormGrowthState(NamedTuple):
     initial_norms: Any  # ||w_0|| per layer (kept dims), like the params
 
 
-def _layer_norm(x: jax.Array, axis: Axis, caller: str) -> jax.Array:
-    axes = nx.resolve_axes(x, axis, caller)
+def _layer_norm(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     xf = x.astype(nx.reduction_dtype(x.dtype))
     return nx.safe_sqrt(nx.layer_sum(xf * xf, axes))
 
 
-def _cap_leaf(u, w, n0, max_growth, axis):
+def _cap_leaf(u, w, n0, axes, max_growth):
     dtype = nx.reduction_dtype(u.dtype)
     uf, wf = u.astype(dtype), w.astype(dtype)
     v = wf + uf
-    nv = _layer_norm(v, axis, "cap_norm_growth")
-    nw = _layer_norm(wf, axis, "cap_norm_growth")
+    nv = _layer_norm(v, axes)
+    nw = _layer_norm(wf, axes)
     growth = max_growth * n0.astype(dtype)
     capped = nv - nw > growth  # never true for nv == 0
     new = v * nx.safe_div(nw + growth, nv)
@@ -89,14 +87,25 @@ def cap_norm_growth(
     nx.check_axis(axis, "cap_norm_growth")
 
     def init_fn(params):
-        norm = ft.partial(_layer_norm, axis=axis, caller="cap_norm_growth")
-        return CapNormGrowthState(jax.tree.map(norm, params))
+        leaves = jax.tree.leaves(params)
+        axes = nx.axes_per_leaf(params, axis, "cap_norm_growth")
+        norms = [_layer_norm(x, a) for x, a in zip(leaves, axes, strict=True)]
+        return CapNormGrowthState(
+            jax.tree.unflatten(jax.tree.structure(params), norms)
+        )
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise nx.no_params_error("cap_norm_growth")
-        fn = ft.partial(_cap_leaf, max_growth=max_growth, axis=axis)
-        return jax.tree.map(fn, updates, params, state.initial_norms), state
+        us, treedef = jax.tree.flatten(updates)
+        axes = nx.axes_per_leaf(updates, axis, "cap_norm_growth")
+        ws = treedef.flatten_up_to(params)
+        n0s = treedef.flatten_up_to(state.initial_norms)
+        new = [
+            _cap_leaf(u, w, n0, a, max_growth)
+            for u, w, n0, a in zip(us, ws, n0s, axes, strict=True)
+        ]
+        return treedef.unflatten(new), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
