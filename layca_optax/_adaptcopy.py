@@ -97,14 +97,30 @@ class RotationRecording:
     rates: np.ndarray
 
     def __post_init__(self):
-        paths = tuple(self.paths)
-        rates = np.asarray(self.rates, np.float64)
+        if isinstance(self.paths, str | bytes):
+            raise ValueError(
+                "`RotationRecording(paths=...)` must be a sequence of path "
+                f"strings, one per column, got the single string "
+                f"{self.paths!r}; for one layer write ({self.paths!r},)."
+            )
+        try:
+            paths = tuple(self.paths)
+        except TypeError:  # not iterable
+            paths = (self.paths,)
         strings = all(isinstance(p, str) for p in paths)
         if not strings or len(set(paths)) != len(paths):
             raise ValueError(
                 "`RotationRecording(paths=...)` must be distinct strings (no "
-                f"duplicates), got {paths}."
+                f"duplicates), got {self.paths!r}."
             )
+        try:
+            rates = np.asarray(self.rates, np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                "`RotationRecording(rates=...)` must be numbers of shape "
+                f"[steps, {len(paths)}], got {type(self.rates).__name__} "
+                f"({err})."
+            ) from None
         if rates.ndim != 2 or rates.shape[1] != len(paths):
             raise ValueError(
                 "`RotationRecording(rates=...)` must have shape [steps, "

@@ -51,6 +51,29 @@ def _second_moments(opt_state: Any) -> dict[str, tuple[jax.Array, Any]]:
     return found
 
 
+def _check_percentiles(percentiles: Any) -> list[float]:
+    """The percentiles as floats; a string (``'50'``) is refused, not read
+    as the percentiles 5 and 0."""
+    qs: list[float] = []
+    if not isinstance(percentiles, str | bytes):
+        try:
+            items = list(percentiles)
+            if not any(isinstance(q, str | bytes) for q in items):
+                qs = [float(q) for q in items]
+        except (TypeError, ValueError):
+            qs = []
+    if not qs or not all(0 <= q <= 100 for q in qs):
+        try:  # a single number, or a string of one: suggest the list
+            hint = f" (for one percentile, write [{float(percentiles):g}])"
+        except (TypeError, ValueError):
+            hint = ""
+        raise ValueError(
+            f"`{_CALLER}(percentiles=...)` must be a non-empty list of "
+            f"numbers in [0, 100], got {percentiles!r}{hint}."
+        )
+    return qs
+
+
 def adam_nu_percentiles(
     opt_state: optax.OptState,
     params: optax.Params | None = None,
@@ -112,15 +135,7 @@ def adam_nu_percentiles(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
     """
-    try:
-        qs = [float(q) for q in percentiles]
-    except (TypeError, ValueError):
-        qs = []
-    if not qs or not all(0 <= q <= 100 for q in qs):
-        raise ValueError(
-            f"`{_CALLER}(percentiles=...)` must be a non-empty list of "
-            f"numbers in [0, 100], got {percentiles!r}."
-        )
+    qs = _check_percentiles(percentiles)
     if b2 is not None:
         nx.check_scalar(b2, _CALLER, "b2", low=0.0, high=1.0, high_open=True)
     moments = _second_moments(opt_state)

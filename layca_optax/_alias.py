@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from layca_optax import _numerics as nx
+from layca_optax._direction import checked_base
 from layca_optax._fused import scale_by_layca
-from layca_optax._masks import KeyPathLike, path_str, resolve_mask
+from layca_optax._masks import KeyPathLike
 from layca_optax._multipliers import (
     Multipliers,
     ordered_depth_multipliers,
@@ -21,100 +19,14 @@ from layca_optax._multipliers import (
 )
 from layca_optax._normalization import normalize_to_param_norm
 from layca_optax._numerics import Axis
+from layca_optax._partition import (
+    check_learning_rate,
+    check_partition_args,
+    partition_layers,
+    warn_zero_layers,
+)
 from layca_optax._projection import project_to_tangent
 from layca_optax._reprojection import reproject_to_sphere
-
-
-_LAYER, _OTHER = "layca", "other"
-
-
-def _check_transformation(tx: Any, name: str, caller: str = "layca") -> None:
-    if tx is not None and not (hasattr(tx, "init") and hasattr(tx, "update")):
-        raise ValueError(
-            f"`{caller}({name}=...)` must be an optax GradientTransformation "
-            f"or None, got {tx!r}."
-        )
-
-
-def _check_learning_rate(learning_rate: Any, caller: str = "layca") -> None:
-    if not callable(learning_rate):
-        nx.check_scalar(learning_rate, caller, "learning_rate", low=0.0)
-
-
-def _labels_fn(mask: optax.MaskOrFn, caller: str = "layca"):
-    def labels(tree):
-        if not jax.tree.leaves(tree):  # optax.tree.map_params' placeholder
-            return tree
-        flags = resolve_mask(mask, tree, caller)
-        return jax.tree.map(lambda f: _LAYER if f else _OTHER, flags)
-
-    return labels
-
-
-def zero_layers(params: Any, axis: Axis, caller: str) -> list[str]:
-    """Paths of the leaves of ``params`` with a zero layer (a zero slice
-    with ``axis``); empty unless ``params`` holds values (not tracers)."""
-    if not nx.is_concrete(params):
-        return []
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    axes = nx.axes_per_leaf(params, axis, caller)
-    flags = jax.device_get(
-        [
-            jnp.any(jnp.all(w == 0, axis=a)) if jnp.size(w) else False
-            for (_, w), a in zip(flat, axes, strict=True)
-        ]
-    )
-    return [path_str(p) for (p, _), f in zip(flat, flags, strict=True) if f]
-
-
-def warn_zero_layers(
-    tx: optax.GradientTransformation, axis: Axis, caller: str = "layca"
-) -> optax.GradientTransformationExtraArgs:
-    """``tx`` whose ``init`` warns, when given concrete params, about the
-    layers that are zero (which Layca leaves unchanged)."""
-    tx = optax.with_extra_args_support(tx)
-
-    def init_fn(params):
-        zero = zero_layers(params, axis, caller)
-        if zero:
-            warnings.warn(
-                f"`{caller}`: these layers are zero: {', '.join(zero)}. "
-                "Layca leaves a zero layer unchanged (it has no direction "
-                "to rotate), so they will not train. Route them to `other` "
-                "with a mask computed once from the initial params, e.g. "
-                "mask=jax.tree.map(lambda w: w.ndim >= 2 and bool(w.any()), "
-                "params), other=optax.adam(1e-3); or initialize them "
-                "nonzero.",
-                UserWarning,
-                stacklevel=3,
-            )
-        return tx.init(params)
-
-    return optax.GradientTransformationExtraArgs(init_fn, tx.update)
-
-
-def check_partition_args(
-    base: Any, other: Any, mask: optax.MaskOrFn, caller: str = "layca"
-) -> None:
-    """Raises ``ValueError`` naming ``caller`` for a bad base, other or mask."""
-    _check_transformation(base, "base", caller)
-    _check_transformation(other, "other", caller)
-    if mask is not None and not callable(mask):
-        resolve_mask(mask, mask, caller)  # static leaves must be bools
-
-
-def partition_layers(
-    layer_tx: optax.GradientTransformation,
-    other: optax.GradientTransformation | None,
-    mask: optax.MaskOrFn,
-    caller: str = "layca",
-) -> optax.GradientTransformationExtraArgs:
-    """``layer_tx`` on the layers of ``mask``, ``other`` (default: no update)
-    on the other leaves; bad masks raise ``ValueError`` naming ``caller``."""
-    other_tx = optax.set_to_zero() if other is None else other
-    return optax.partition(
-        {_LAYER: layer_tx, _OTHER: other_tx}, _labels_fn(mask, caller)
-    )
 
 
 def layca(
@@ -253,7 +165,8 @@ def layca(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019 (Algorithm 1, Eq. 1).
     """
-    _check_learning_rate(learning_rate)
+    nx.check_not_scheduled("layca")
+    check_learning_rate(learning_rate)
     if alpha is not None:
         nx.check_scalar(
             alpha,
@@ -285,7 +198,9 @@ def layca(
             0.0 if alpha is None else alpha, layer_order, "layca"
         )
         factors = product(depth, factors)
-    direction = optax.identity() if base is None else base
+    direction = (
+        optax.identity() if base is None else checked_base(base, "layca")
+    )
     if fused:
         step = scale_by_layca(learning_rate, factors, axis=axis, eps=eps)
         layer_tx = optax.chain(direction, step)

@@ -78,7 +78,12 @@ def equilibrium_rotation(
     (uncorrelated from step to step, no dominant direction), to first order
     in the angle. It is reached after a few times
     :math:`(1 - \alpha) / (4 \eta \lambda)` steps (SGDM) or
-    :math:`1 / (2 \eta \lambda)` steps (AdamW, Lion).
+    :math:`1 / (2 \eta \lambda)` steps (AdamW, Lion). It exists for
+    :math:`\eta\lambda < \min(1, \pi^2 / (8 f))`, with :math:`f` the factor
+    of :math:`2\eta\lambda` under the square root above (:math:`1 / (1 +
+    \alpha)` for SGDM): the decay multiplies the weights by :math:`1 -
+    \eta\lambda`, which must stay positive, and the angle must stay below
+    :math:`\pi / 2`. Outside, a ``ValueError`` says so.
 
     The optimizers, as optax chains:
 
@@ -128,11 +133,33 @@ def equilibrium_rotation(
     )
 
 
+def _check_product(caller, given, optimizer, factor, product) -> None:
+    """Raises unless ``product`` (learning rate times weight decay) is in
+    the domain where the equilibrium exists: the decay's factor
+    ``1 - product`` stays positive, and the angle ``sqrt(2 product f)``
+    stays below ``pi/2`` (where Layca's ``tan`` ends)."""
+    bound = min(1.0, math.pi**2 / (8.0 * factor))
+    if product < bound:
+        return
+    raise ValueError(
+        f"`{caller}({given})`: no rotational equilibrium for {optimizer!r} "
+        f"with learning_rate * weight_decay = {product:.6g}; it needs "
+        "learning_rate * weight_decay < min(1, pi**2 / (8 f)) = "
+        f"{bound:.6g}, with f = {factor:.6g} (the decay multiplies the "
+        "weights by 1 - learning_rate * weight_decay, which must stay "
+        "positive, and the angle sqrt(2 * learning_rate * weight_decay * f) "
+        "must stay below pi/2)."
+    )
+
+
 def _rotation(caller, optimizer, learning_rate, weight_decay, momentum, b1, b2):
     factor = _factor(caller, optimizer, momentum, b1, b2)
     nx.check_scalar(learning_rate, caller, "learning_rate", low=0.0)
     nx.check_scalar(weight_decay, caller, "weight_decay", low=0.0)
-    return math.sqrt(2.0 * float(learning_rate) * float(weight_decay) * factor)
+    product = float(learning_rate) * float(weight_decay)
+    given = f"learning_rate={learning_rate!r}, weight_decay={weight_decay!r}"
+    _check_product(caller, given, optimizer, factor, product)
+    return math.sqrt(2.0 * product * factor)
 
 
 def equilibrium_weight_decay(
@@ -186,7 +213,9 @@ def equilibrium_weight_decay(
     nx.check_scalar(
         rotation, caller, "rotation", low=0.0, high=math.pi / 2, high_open=True
     )
-    return float(rotation) ** 2 / (2.0 * float(learning_rate) * factor)
+    product = float(rotation) ** 2 / (2.0 * factor)
+    _check_product(caller, f"rotation={rotation!r}", optimizer, factor, product)
+    return product / float(learning_rate)
 
 
 def equilibrium_layca_learning_rate(

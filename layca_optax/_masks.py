@@ -58,15 +58,47 @@ def leaf_paths(tree: Any) -> list[str]:
     return [path_str(p) for p, _ in flat]
 
 
-def default_layer_mask(params: Any) -> Any:
-    """The default layer rule: leaves with ``ndim >= 2`` are layers.
+LAYER_NAMES = frozenset({"kernel"})
+"""Leaf names that are layers whatever their shape (Flax's kernels)."""
 
-    Conv and Dense kernels are layers; biases, BatchNorm and LayerNorm scales
-    (vectors) and scalars are not. This matches the authors' code, which
-    applies Layca to kernels only.
+NOT_LAYER_NAMES = frozenset(
+    {"bias", "scale", "embedding", "embeddings", "offset"}
+)
+"""Leaf names that are not layers whatever their shape: biases, norm scales
+and offsets, embedding tables (Flax, Haiku), stacked or not."""
+
+
+def leaf_name(path: Any) -> str:
+    """The last key of a leaf's path (``"kernel"`` for ``"h/mlp/kernel"``)."""
+    return path_str(path).rsplit("/", 1)[-1]
+
+
+def _is_layer(path: Any, leaf: Any) -> bool:
+    name = leaf_name(path)
+    if name in LAYER_NAMES:
+        return True
+    if name in NOT_LAYER_NAMES:
+        return False
+    return jnp.ndim(leaf) >= 2
+
+
+def default_layer_mask(params: Any) -> Any:
+    """The default layer rule: kernels are layers, by name, then by shape.
+
+    A leaf named ``kernel`` (Flax ``Dense``, ``Conv``, ``Einsum``, ...) is a
+    layer; one named ``bias``, ``scale``, ``embedding``, ``embeddings`` or
+    ``offset`` (biases, LayerNorm/BatchNorm scales and offsets, embedding
+    tables) is not, whatever its shape, so that the stacked ``(L, d)``
+    scales and biases of a scanned model and the ``(E, h)`` biases of
+    experts are not rotated as layers. Leaves with other names (plain dicts,
+    other libraries) are layers when ``ndim >= 2``. This matches the
+    authors' code, which applies Layca to kernels only. To rotate an
+    embedding table too, pass a mask, e.g.
+    ``mask=lambda p: jax.tree_util.tree_map_with_path(lambda path, x:
+    layca_optax.path_str(path).endswith(("kernel", "embedding")), p)``.
 
     Args:
-      params: a pytree of arrays (only shapes are read).
+      params: a pytree of arrays (only paths and shapes are read).
 
     Returns:
       A pytree of Python bools with the structure of ``params``.
@@ -74,9 +106,10 @@ def default_layer_mask(params: Any) -> Any:
     Example:
       >>> import jax.numpy as jnp
       >>> import layca_optax
-      >>> params = {"kernel": jnp.zeros((3, 4)), "bias": jnp.zeros(4)}
+      >>> params = {"kernel": jnp.zeros((3, 4)), "bias": jnp.zeros(4),
+      ...           "scale": jnp.ones((6, 4)), "w": jnp.zeros((4, 4))}
       >>> layca_optax.default_layer_mask(params)
-      {'bias': False, 'kernel': True}
+      {'bias': False, 'kernel': True, 'scale': False, 'w': True}
 
     References:
       Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
@@ -84,7 +117,7 @@ def default_layer_mask(params: Any) -> Any:
       <https://arxiv.org/abs/1806.01603>`_, 2019; the authors' code
       (``ispgroupucl/layer-rotation-tools``) updates kernels only.
     """
-    return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
+    return jax.tree_util.tree_map_with_path(_is_layer, params)
 
 
 def resolve_mask(mask: optax.MaskOrFn, tree: Any, caller: str) -> Any:
@@ -92,12 +125,7 @@ def resolve_mask(mask: optax.MaskOrFn, tree: Any, caller: str) -> Any:
     if mask is None:
         mask = default_layer_mask
     mask_tree = mask(tree) if callable(mask) else mask
-    for flag in jax.tree.leaves(mask_tree):
-        if not isinstance(flag, bool):
-            raise ValueError(
-                f"`{caller}(mask=...)` leaves must be Python bools (the mask "
-                f"must be static), got {flag!r}."
-            )
+    check_mask_leaves(mask_tree, caller)
     try:
         return jax.tree.map(
             lambda flag, sub: jax.tree.map(lambda _: flag, sub),
@@ -109,3 +137,25 @@ def resolve_mask(mask: optax.MaskOrFn, tree: Any, caller: str) -> Any:
             f"`{caller}(mask=...)` must have the structure of the params or "
             f"a prefix of it, got {mask_tree!r}: {err}"
         ) from None
+
+
+def check_mask_leaves(mask_tree: Any, caller: str) -> None:
+    """``ValueError`` unless every leaf of ``mask_tree`` is a Python bool;
+    an array (or a single ``False``) is what ``optax.inject_hyperparams``
+    makes of a mask that is not in ``static_args``."""
+    hint = (
+        " Under optax.inject_hyperparams, pass the mask as static: "
+        f"optax.inject_hyperparams({caller}, static_args=('mask',))."
+    )
+    for flag in jax.tree.leaves(mask_tree):
+        if not isinstance(flag, bool):
+            raise ValueError(
+                f"`{caller}(mask=...)` leaves must be Python bools (the mask "
+                f"must be static), got {flag!r}." + hint
+            )
+    if mask_tree is False:
+        raise ValueError(
+            f"`{caller}(mask=False)` makes no leaf a layer, so Layca would "
+            "update nothing. Pass a tree of bools, a callable of the params, "
+            "or None for the default rule." + hint
+        )

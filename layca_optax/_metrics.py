@@ -5,121 +5,77 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from layca_optax import _numerics as nx, _sums as sm
 from layca_optax._masks import path_str, resolve_mask
 from layca_optax._numerics import Axis
+from layca_optax._rotation_sums import (
+    check_prefix,
+    cosine_leaf,
+    slice_items,
+    tan_leaf,
+)
 
 
-# Inputs (old, new - old, new): <old, old>, <d, d>, <new, new>.
-_COSINE_PAIRS = ((0, 0), (1, 1), (2, 2))
+_ROTATION_ARGS = ("params", "init_params")
+_RATE_ARGS = ("new_params", "old_params")
 
 
-def metric_sums(
-    new: jax.Array, old: jax.Array, axes: tuple[int, ...], tan: bool = False
-) -> tuple[jax.Array, ...]:
-    """Per layer: ``<old, old>``, (with ``tan``: ``<d, old>``,) ``<d, d>``
-    and ``<new, new>``, with ``d = new - old``, in at least float32;
-    scalars when a layer is the whole leaf (see :func:`_sums.layer_sums`)."""
-    dtype = nx.reduction_dtype(jnp.result_type(new, old))
-    a, b = jnp.asarray(new).astype(dtype), jnp.asarray(old).astype(dtype)
-    pairs = ((0, 0), (1, 0), (1, 1), (2, 2)) if tan else _COSINE_PAIRS
-    return sm.layer_sums((b, a - b, a), pairs, axes)
+def _check_shapes(flat: list, olds: list, caller: str, names: tuple) -> None:
+    """``ValueError`` naming ``caller``, the argument ``names[1]``, the leaf
+    and both shapes for the first leaf whose shapes differ."""
+    for (path, a), b in zip(flat, olds, strict=True):
+        if np.shape(a) != np.shape(b):
+            raise ValueError(
+                f"`{caller}({names[1]}=...)`: the leaf {path_str(path)!r} has "
+                f"shape {np.shape(b)} in `{names[1]}` but {np.shape(a)} in "
+                f"`{names[0]}`; each leaf must have the same shape in both."
+            )
 
 
-def cosine_from_sums(bb, dd, aa):
-    """1 - cos of the angle between ``old`` and ``new`` from the sums of
-    :func:`metric_sums`; NaN for non-finite sums."""
-    na, nb = jnp.sqrt(aa), jnp.sqrt(bb)
-    # 1 - cos = (||w - w0||^2 - (||w|| - ||w0||)^2) / (2 ||w|| ||w0||): exact
-    # and free of the cancellation in 1 - <w, w0> / (||w|| ||w0||).
-    gap = na - nb
-    den = (na * nb) * 2
-    both = den > 0
-    dist = (dd - gap * gap) / sm.where(both, den, 1)
-    # Degenerate: 0 when both are zero, 1 when only one is.
-    total = aa + bb
-    one = (total > 0).astype(dist.dtype)
-    lo, hi = (np.asarray(x, dist.dtype) for x in (0, 2))
-    out = jax.lax.clamp(lo, sm.where(both, dist, one), hi)
-    return out + (total + dd) * 0  # NaN for a non-finite sum
-
-
-def tan_from_sums(bb, db, dd, aa):
-    """tan of the angle from ``old`` to ``new = old + d``, from one-pass sums.
-
-    Takes ``||old||^2, <d, old>, ||d||^2, ||new||^2``; 0 when either is 0,
-    ``inf`` at 90 degrees, NaN for non-finite sums.
-    """
-    return tan_from_parts(*tangent_parts(bb, db, dd), bb, dd, aa)
-
-
-def tangent_parts(bb, db, dd) -> tuple[Any, Any, Any]:
-    """``||old||``, ``k = <d, old> / ||old||^2`` (0 for a zero ``old``) and
-    the norm of the part of ``d`` across ``old``."""
-    k = sm.ratio(db, bb)
-    return jnp.sqrt(bb), k, jnp.sqrt(jnp.maximum(dd - k * db, 0))
-
-
-def tan_from_parts(nb, k, across, bb, dd, aa):
-    """:func:`tan_from_sums` from :func:`tangent_parts`' values."""
-    # With d = new - old, `new` has ||old|| (1 + k) along `old`, and across
-    # it the part of d across `old`.
-    along = nb * (1 + k)
-    tan = sm.where(along == 0, jnp.inf, sm.ratio(across, along))
-    out = sm.where((bb > 0) & (aa > 0), tan, 0.0)
-    return out + sm.nan_if_nonfinite(bb, dd, aa)
-
-
-def _cosine_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
-    return cosine_from_sums(*metric_sums(new, old, axes))
-
-
-def _tan_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
-    return tan_from_sums(*metric_sums(new, old, axes, tan=True))
-
-
-def _per_layer(leaf_fn):
-    """``leaf_fn`` for lists of new and old layers, one cached trace per
-    shape (see :func:`layca_optax._sums.per_leaf`)."""
-
-    def fn(news, olds, axis, caller):
-        return [
-            sm.per_leaf(leaf_fn, nx.resolve_axes(b, axis, caller), a, b)
-            for a, b in zip(news, olds, strict=True)
-        ]
-
-    return fn
-
-
-def cosine_distances(news, olds, axis: Axis, caller: str) -> list:
-    """:func:`layer_rotation`'s value for each pair of layers."""
-    return _per_layer(_cosine_leaf)(news, olds, axis, caller)
-
-
-def _map_layers(fn, new, old, mask, axis, caller):
-    flags = resolve_mask(mask, new, caller)
-    pairs: list = []
-
-    def collect(f, a, b):
-        if f:
-            pairs.append((a, b))
-
+def _map_layers(leaf_fn, new, old, mask, axis, caller: str, names: tuple):
+    """``leaf_fn(axes, new_leaf, old_leaf)`` for each layer, through
+    :func:`_sums.per_leaf` (one cached trace per shape), as a tree like
+    ``new`` with ``None`` at the leaves that are not layers."""
+    nx.check_axis(axis, caller)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(new)
     try:
-        jax.tree.map(collect, flags, new, old)
-    except ValueError as err:
+        olds = treedef.flatten_up_to(old)
+    except (ValueError, TypeError) as err:
         raise ValueError(
-            f"`{caller}`: the two parameter trees differ in structure: {err}"
+            f"`{caller}`: the two parameter trees (`{names[0]}` and "
+            f"`{names[1]}`) differ in structure: {err}"
         ) from None
-    values = iter(
-        fn([a for a, _ in pairs], [b for _, b in pairs], axis, caller)
-    )
-    return jax.tree.map(
-        lambda f, *_: next(values) if f else None, flags, new, old
-    )
+    _check_shapes(flat, olds, caller, names)
+    flags = jax.tree.leaves(resolve_mask(mask, new, caller))
+    rules = nx.axis_rules(new, axis, caller)
+    out = [
+        sm.per_leaf(leaf_fn, nx.resolve_axes(a, rule, caller, path), a, b)
+        if flag
+        else None
+        for (path, a), b, flag, rule in zip(
+            flat, olds, flags, rules, strict=True
+        )
+    ]
+    return treedef.unflatten(out)
+
+
+def flat_metrics(tree: Any, prefix: str, caller: str) -> dict[str, Any]:
+    """``{prefix + path: value}`` for each leaf of ``tree``, an array value
+    split into one scalar per entry (``path/i``, ``path/i/j``); ``ValueError``
+    naming ``caller`` if two names collide."""
+    out: dict[str, Any] = {}
+    for path, value in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        for name, v in slice_items(prefix + path_str(path), value):
+            if name in out:
+                raise ValueError(
+                    f"`{caller}`: two values are named {name!r} (a leaf's "
+                    "slice and a leaf of that path); rename one of them."
+                )
+            out[name] = v
+    return out
 
 
 def layer_rotation(
@@ -153,20 +109,38 @@ def layer_rotation(
       init_params: the parameters at initialization (same structure).
       mask: which leaves are layers (``optax.MaskOrFn``, Python bools);
         default :func:`default_layer_mask` (``ndim >= 2``).
-      axis: axes each norm reduces over (see :data:`Axis`); ``None`` gives a
-        scalar per layer.
+      axis: axes each norm reduces over (see :data:`Axis`: one rule, a
+        callable of the leaf or of its path and the leaf, or a prefix
+        tree); ``None`` gives a scalar per layer. With axes left unreduced,
+        each slice along them is a layer of its own: ``axis=(-2, -1)`` on a
+        stacked ``(L, d_in, d_out)`` kernel gives one value per stacked
+        layer.
 
     Returns:
-      A pytree like ``params`` with a float32 scalar (or, with ``axis``, an
-      array) per layer and ``None`` at leaves that are not layers.
+      A pytree like ``params`` with ``None`` at leaves that are not layers
+      and, at each layer, a float32 array of the shape of the axes that
+      ``axis`` keeps (the reduced ones dropped, not kept as size 1): a
+      scalar with ``axis=None``, ``(L,)`` for ``axis=(-2, -1)`` on an
+      ``(L, d_in, d_out)`` kernel, ``(L, E)`` on ``(L, E, d_in, d_out)``
+      experts.
+
+    Raises:
+      ValueError: trees of different structures, a leaf whose shape differs
+        between ``params`` and ``init_params``, or a bad ``mask``/``axis``.
 
     Example:
-      >>> import jax.numpy as jnp
-      >>> import layca_optax
+      >>>       >>> import layca_optax
       >>> w0 = {"kernel": jnp.array([[1.0, 0.0]]), "bias": jnp.zeros(2)}
       >>> w1 = {"kernel": jnp.array([[0.0, 2.0]]), "bias": jnp.ones(2)}
       >>> layca_optax.layer_rotation(w1, w0)
       {'bias': None, 'kernel': Array(1., dtype=float32)}
+
+      One value per stacked layer of a scanned model's ``(L, d, d)`` kernel:
+
+      >>> stack0 = jnp.stack([jnp.eye(2), jnp.eye(2)])
+      >>> stack1 = jnp.stack([jnp.eye(2), jnp.eye(2)[::-1]])
+      >>> layca_optax.layer_rotation(stack1, stack0, axis=(-2, -1))
+      Array([0., 1.], dtype=float32)
 
     References:
       Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
@@ -174,12 +148,13 @@ def layer_rotation(
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 3.
     """
     return _map_layers(
-        cosine_distances,
+        cosine_leaf,
         params,
         init_params,
         mask,
         axis,
         "layer_rotation",
+        _ROTATION_ARGS,
     )
 
 
@@ -188,22 +163,39 @@ def rotation_metrics(
     init_params: optax.Params,
     *,
     mask: optax.MaskOrFn = None,
+    axis: Axis = None,
     prefix: str = "rotation/",
 ) -> dict[str, jax.Array]:
     """Each layer's cosine distance to its initial weights, as a flat dict.
 
     The values of :func:`layer_rotation`, keyed by ``prefix`` plus the
     layer's path with ``/`` separators (``"rotation/Conv_0/kernel"``), ready
-    for ``clu`` metric writers, TensorBoard or W&B. Pure and jit-able.
+    for ``clu`` metric writers, TensorBoard, W&B or :class:`RotationHistory`.
+    Pure and jit-able (``axis``, ``mask`` and ``prefix`` static).
+
+    With an ``axis`` that keeps some axes of a leaf (one norm per slice),
+    each slice gets its own scalar, named with its indices along the kept
+    axes: ``"rotation/h/mlp/kernel/3"`` for stacked layer 3 of an
+    ``(L, d_in, d_out)`` kernel with ``axis=(-2, -1)``,
+    ``"rotation/moe/experts/3/5"`` for layer 3, expert 5 of an
+    ``(L, E, d_in, d_out)`` tensor. A leaf that is one layer keeps its name.
 
     Args:
       params: the current parameters.
-      init_params: the parameters at initialization (same structure).
+      init_params: the parameters at initialization (same structure and
+        shapes).
       mask: which leaves are layers; default ``ndim >= 2``.
-      prefix: prepended to every key.
+      axis: axes each norm reduces over (see :data:`Axis`); default the
+        whole leaf.
+      prefix: a str prepended to every key.
 
     Returns:
-      A ``dict[str, jax.Array]`` of float32 scalars, in leaf order.
+      A ``dict[str, jax.Array]`` of float32 scalars, in leaf order (slices
+      of a leaf in C order).
+
+    Raises:
+      ValueError: as :func:`layer_rotation`, or a ``prefix`` that is not a
+        str.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -213,6 +205,14 @@ def rotation_metrics(
       >>> jax.jit(layca_optax.rotation_metrics)(w1, w0)
       {'rotation/Dense_0/kernel': Array(0.29289323, dtype=float32)}
 
+      Per stacked layer of a scanned model:
+
+      >>> h0 = {"h": {"kernel": jnp.stack([jnp.eye(2), jnp.eye(2)])}}
+      >>> h1 = {"h": {"kernel": jnp.stack([jnp.eye(2), jnp.eye(2)[::-1]])}}
+      >>> metrics = layca_optax.rotation_metrics(h1, h0, axis=(-2, -1))
+      >>> {k: float(v) for k, v in metrics.items()}
+      {'rotation/h/kernel/0': 0.0, 'rotation/h/kernel/1': 1.0}
+
     References:
       Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
       indicator of generalization in deep networks?
@@ -220,9 +220,12 @@ def rotation_metrics(
       layer rotation curves: cosine distance of each layer to its
       initialization).
     """
-    tree = layer_rotation(params, init_params, mask=mask)
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {prefix + path_str(p): v for p, v in flat}
+    caller = "rotation_metrics"
+    check_prefix(prefix, caller)
+    tree = _map_layers(
+        cosine_leaf, params, init_params, mask, axis, caller, _ROTATION_ARGS
+    )
+    return flat_metrics(tree, prefix, caller)
 
 
 def rotation_rate(
@@ -255,12 +258,17 @@ def rotation_rate(
       axis: axes each norm reduces over (see :data:`Axis`).
 
     Returns:
-      A pytree like ``new_params`` with a float32 value per layer and ``None``
-      at leaves that are not layers.
+      A pytree like ``new_params`` with ``None`` at leaves that are not
+      layers and, at each layer, a float32 array of the shape of the axes
+      that ``axis`` keeps, as :func:`layer_rotation` (a scalar with
+      ``axis=None``, ``(L,)`` for ``axis=(-2, -1)`` on ``(L, d, d)``).
+
+    Raises:
+      ValueError: trees of different structures, a leaf whose shape differs
+        between ``new_params`` and ``old_params``, or a bad ``mask``/``axis``.
 
     Example:
-      >>> import jax.numpy as jnp
-      >>> import layca_optax
+      >>>       >>> import layca_optax
       >>> old = jnp.array([[1.0, 0.0]])
       >>> new = jnp.array([[1.0, 0.5]])
       >>> layca_optax.rotation_rate(new, old)
@@ -273,10 +281,11 @@ def rotation_rate(
       rotation; Layca makes it arctan(lr) per layer).
     """
     return _map_layers(
-        _per_layer(_tan_leaf),
+        tan_leaf,
         new_params,
         old_params,
         mask,
         axis,
         "rotation_rate",
+        _RATE_ARGS,
     )

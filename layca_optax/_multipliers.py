@@ -214,6 +214,12 @@ def ordered_depth_multipliers(
                 f"or the string 'leaves', got {layer_order!r}."
             )
         order = None
+    elif not isinstance(layer_order, Sequence):
+        raise ValueError(
+            f"`{caller}(layer_order=...)` must be a list or tuple of the "
+            "layers' key paths, input side first (a set has no order), or "
+            f"the string 'leaves', got {layer_order!r}."
+        )
     else:
         order = [path_str(p) for p in layer_order]
         dups = sorted({p for p in order if order.count(p) > 1})

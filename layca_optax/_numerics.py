@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
@@ -259,6 +260,10 @@ def check_scalar(
     """
     if not is_concrete(value):
         return
+    if isinstance(value, str | bytes | bool | np.bool_):
+        raise ValueError(
+            f"`{caller}({name}=...)` must be a real number, got {value!r}."
+        )
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -296,3 +301,37 @@ def no_params_error(caller: str) -> ValueError:
         "`tx.update(updates, state, params)` with `params` set "
         "(it was None)."
     )
+
+
+_STATIC_ONLY = ("axis", "mask", "layer_order", "multipliers")
+
+
+def check_not_scheduled(caller: str, names: Sequence[str] = _STATIC_ONLY):
+    """``ValueError`` when ``caller`` is being built by
+    ``optax.inject_hyperparams`` with one of ``names`` outside
+    ``static_args``.
+
+    ``inject_hyperparams`` turns every callable argument that is not in
+    ``static_args`` into a schedule and passes its value at the step count
+    instead (a callable ``axis`` or ``mask`` then silently becomes a
+    constant computed from an integer). The optimizer cannot see that from
+    its arguments, so this reads ``inject_hyperparams``' record of the
+    schedules from the frame that builds the optimizer (``sched_hps`` of
+    ``optax.schedules._inject``); with another optax layout it checks
+    nothing.
+    """
+    frame = sys._getframe(2)  # caller's caller: the code building `caller`
+    if not frame.f_globals.get("__name__", "").startswith("optax.schedules"):
+        return
+    scheduled = frame.f_locals.get("sched_hps")
+    if not isinstance(scheduled, dict):
+        return
+    bad = [name for name in names if name in scheduled]
+    if bad:
+        listed = ", ".join(repr(n) for n in bad)
+        raise ValueError(
+            f"`{caller}({bad[0]}=...)` got a callable under "
+            "optax.inject_hyperparams, which calls it as a schedule of the "
+            f"step count. Pass it as static: optax.inject_hyperparams("
+            f"{caller}, static_args=({listed},))."
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -93,6 +94,39 @@ def _check_checkpoints(params: Any, checkpoints: Any, caller: str) -> list:
     return checkpoints
 
 
+def _check_key(key: Any, caller: str) -> None:
+    """Raises ``TypeError`` naming ``caller(key=...)`` unless ``key`` is one
+    JAX PRNG key: typed (``jax.random.key``) or raw uint32
+    (``jax.random.PRNGKey``)."""
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    if dtype is None or shape is None:
+        got = repr(key)
+    elif jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape == ():
+            return
+        got = f"an array of {shape} keys"
+    elif dtype == jnp.uint32 and len(shape) == 1:
+        return
+    else:
+        got = f"an array of shape {shape} and dtype {dtype}"
+    raise TypeError(
+        f"`{caller}(key=...)` must be one JAX PRNG key, e.g. "
+        f"jax.random.key(0), got {got}."
+    )
+
+
+def _check_num_draws(num_draws: Any, caller: str) -> None:
+    try:
+        ok = not isinstance(num_draws, bool) and operator.index(num_draws) > 0
+    except TypeError:  # not an integer
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"`{caller}(num_draws=...)` must be an int >= 1 (re-randomized "
+            f"draws per layer), got {num_draws!r}."
+        )
+
+
 def _draws(key, index, path, init, init_fn, num_draws, caller):
     """``[num_draws, *shape]`` fresh values for leaf number ``index``."""
     key = jax.random.fold_in(key, index)
@@ -152,6 +186,8 @@ def rerandom_draws(
       Zhang, Bengio & Singer, `Are All Layers Created Equal?
       <https://arxiv.org/abs/1902.01996>`_, JMLR 2022 (re-randomization).
     """
+    _check_key(key, "rerandom_draws")
+    _check_num_draws(num_draws, "rerandom_draws")
     flat, _ = jax.tree_util.tree_flatten_with_path(init_params)
     paths = [path_str(p) for p, _ in flat]
     chosen = _select(layers, init_params, paths, "rerandom_draws")
@@ -217,7 +253,7 @@ def reinit_robustness(
         :func:`default_layer_mask`, ``ndim >= 2``) or a list of paths
         (``"Dense_0/kernel"`` or key paths); rows follow this list's order,
         so pass it input side first (a mask gives pytree leaf order).
-      num_draws: re-randomized draws per layer (0 for none).
+      num_draws: re-randomized draws per layer, at least 1.
       batch: ``"vmap"`` or ``"map"``, see above.
       tolerance: the largest drop of the metric at which a layer still
         counts as robust (see :meth:`ReinitResult.classify`).
@@ -253,11 +289,8 @@ def reinit_robustness(
         raise ValueError(
             f"`{_CALLER}(batch=...)` must be 'vmap' or 'map', got {batch!r}."
         )
-    if not isinstance(num_draws, int) or num_draws < 0:
-        raise ValueError(
-            f"`{_CALLER}(num_draws=...)` must be an int >= 0, got "
-            f"{num_draws!r}."
-        )
+    _check_num_draws(num_draws, _CALLER)
+    _check_key(key, _CALLER)
     if not tolerance >= 0:
         raise ValueError(
             f"`{_CALLER}(tolerance=...)` must be >= 0, got {tolerance!r}."

@@ -90,6 +90,13 @@ def param_shardings(
       arrays and automatic parallelization
       <https://docs.jax.dev/en/latest/notebooks/Distributed_arrays_and_automatic_parallelization.html>`_.
     """
+    meshes = (jax.sharding.Mesh, jax.sharding.AbstractMesh)
+    if not isinstance(mesh, meshes):
+        raise TypeError(
+            f"`param_shardings(mesh=...)` must be a jax.sharding.Mesh, e.g. "
+            f"jax.make_mesh((n,), ('data',)), got {mesh!r} "
+            f"({type(mesh).__name__})."
+        )
     fsdp_entry, fsdp_size, fsdp_names = _mesh_entry(fsdp, mesh, "fsdp")
     tensor_entry, tensor_size, tensor_names = _mesh_entry(
         tensor, mesh, "tensor"

@@ -9,26 +9,28 @@ import jax.numpy as jnp
 import optax
 
 from layca_optax import _numerics as nx, _sums as sm
-from layca_optax._masks import path_str, resolve_mask
-from layca_optax._metrics import (
-    cosine_from_sums,
-    metric_sums,
-    tan_from_parts,
-    tangent_parts,
-)
+from layca_optax._metrics import flat_metrics
 from layca_optax._numerics import Axis
-
-
-_CALLER = "track_rotation"
-_REFERENCES = ["exact", "bfloat16", "sketch"]
-_EMPTY = optax.MaskedNode()
+from layca_optax._rotation_sums import check_prefix, drop_reduced, sketch
+from layca_optax._tracking_parts import (
+    CALLER as _CALLER,
+    EMPTY as _EMPTY,
+    check_args,
+    check_key,
+    flags_of,
+    flatten_up_to,
+    layer_axes,
+    track_leaf_fn,
+    unzip,
+)
 
 
 class TrackRotationState(NamedTuple):
     """State of :func:`track_rotation`: a step count and per-layer trees.
 
-    Each per-layer field has the params' structure: an array (a scalar with
-    ``axis=None``) at each layer, an empty ``optax.MaskedNode()`` at other
+    Each per-layer field has the params' structure: an array at each layer
+    (a scalar with ``axis=None``; else the shape of the axes that ``axis``
+    keeps, as :func:`layer_rotation`), an empty ``optax.MaskedNode()`` at other
     leaves (and everywhere in the fields ``reference=None`` leaves out).
     Arrays only, so it checkpoints as any optax state. Read a field of a
     whole chain's state with ``optax.tree.get(state, "rotation_rate")``.
@@ -48,106 +50,6 @@ class TrackRotationState(NamedTuple):
     weight_norm: Any
     cosine_distance: Any
     reference: Any
-
-
-def _applied(w: jax.Array, u: jax.Array) -> jax.Array:
-    """``w + u`` in ``w``'s dtype, as ``optax.apply_updates`` gives it."""
-    return jnp.asarray(w + u).astype(w.dtype)
-
-
-def _update_sums(w: jax.Array, u: jax.Array, new: jax.Array, axes) -> tuple:
-    """``<w, w>``, ``<u, w>``, ``<u, u>`` and ``<new, new>`` (``new = w + u``
-    as ``optax.apply_updates`` gives it), the arguments of tan_from_sums."""
-    dtype = nx.reduction_dtype(jnp.result_type(u, w))
-    xs = (w.astype(dtype), u.astype(dtype), new.astype(dtype))
-    return sm.layer_sums(xs, ((0, 0), (1, 0), (1, 1), (2, 2)), axes)
-
-
-def _update_metrics(ww, uw, uu, nn, *ref_sums) -> tuple:
-    """Per layer: rate, radial ratio, norm and (with ref sums) cosine."""
-    nw, k, tangential = tangent_parts(ww, uw, uu)
-    radial = jnp.abs(k) * nw  # |<u, w>| / ||w||
-    floor = nx.machine_eps(jnp.result_type(ww)) * radial
-    ratio = sm.ratio(radial, jnp.maximum(tangential, floor))
-    ratio = ratio + sm.nan_if_nonfinite(ww, uu)
-    rate = tan_from_parts(nw, k, tangential, ww, uu, nn)
-    if not ref_sums:
-        return rate, ratio, jnp.sqrt(nn)
-    return rate, ratio, jnp.sqrt(nn), cosine_from_sums(*ref_sums)
-
-
-def _track_leaf(static: tuple, u: Any, w: Any, ref: Any, seed: Any) -> tuple:
-    """Rate, radial ratio, norm and (with a reference) cosine of one leaf;
-    ``static`` is ``(axes, reference axes, reference, sketch_dim)``."""
-    axes, ref_axes, reference, sketch_dim = static
-    u, w = jnp.asarray(u), jnp.asarray(w)
-    new = _applied(w, u)
-    sums = _update_sums(w, u, new, axes)
-    if reference is None:
-        return _update_metrics(*sums)
-    if reference == "sketch":
-        new = _sketch(new, seed, sketch_dim)
-    return _update_metrics(*sums, *metric_sums(new, ref, ref_axes))
-
-
-def _mix(x: jax.Array) -> jax.Array:
-    """lowbias32 (C. Wellons): a full-avalanche hash of uint32 words."""
-    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
-    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def _sketch(x: jax.Array, seed: jax.Array, dim: int) -> jax.Array:
-    """CountSketch of the flattened ``x``: each entry goes, with a random
-    sign, to one of ``dim`` buckets, both hashed from its index and the
-    two-word ``seed``."""
-    x = jnp.ravel(x).astype(nx.reduction_dtype(x.dtype))
-    h = _mix(_mix(jnp.arange(x.size, dtype=jnp.uint32) ^ seed[0]) + seed[1])
-    sign = jnp.where(h >> 31 == 0, 1.0, -1.0).astype(x.dtype)
-    bucket = ((h & 0x7FFFFFFF) % dim).astype(jnp.int32)
-    return jax.ops.segment_sum(sign * x, bucket, num_segments=dim)
-
-
-def _check_args(axis: Axis, reference: Any, sketch_dim: Any) -> None:
-    nx.check_axis(axis, _CALLER)
-    if reference is not None and reference not in _REFERENCES:
-        raise ValueError(
-            f"`{_CALLER}(reference=...)` must be None, 'exact', 'bfloat16' "
-            f"or 'sketch', got {reference!r}."
-        )
-    if type(sketch_dim) is not int or sketch_dim < 1:
-        raise ValueError(
-            f"`{_CALLER}(sketch_dim=...)` must be a positive int, "
-            f"got {sketch_dim!r}."
-        )
-    if reference == "sketch" and axis is not None:
-        raise ValueError(
-            f"`{_CALLER}(axis=...)` must be None with reference='sketch', "
-            f"got {axis!r}."
-        )
-
-
-def _unzip(treedef: Any, rows: list, n: int, empty: Any) -> list[Any]:
-    """Per-leaf rows of ``n`` values -> ``n`` trees (``empty`` if no leaf)."""
-    if not rows:
-        return [empty] * n
-    return [treedef.unflatten(col) for col in zip(*rows, strict=True)]
-
-
-def _flatten_up_to(treedef: Any, tree: Any, name: str) -> list[Any]:
-    """The subtrees of ``tree`` at the leaves of ``treedef``, or ValueError."""
-    try:
-        return treedef.flatten_up_to(tree)
-    except (ValueError, TypeError) as err:
-        raise ValueError(
-            f"`{_CALLER}`: the {name} and the params differ in structure: {err}"
-        ) from None
-
-
-def _flags(params: Any, n: int, mask: optax.MaskOrFn) -> list[bool]:
-    if not n:  # optax.tree.map_params' placeholder, or no leaves at all
-        return []
-    return jax.tree.leaves(resolve_mask(mask, params, _CALLER))
 
 
 def track_rotation(
@@ -214,8 +116,9 @@ def track_rotation(
       reference: ``None`` (no cosine distance), ``"exact"``, ``"bfloat16"``
         or ``"sketch"``.
       sketch_dim: the sketch size, a positive int (``"sketch"`` only).
-      key: a ``jax.random`` key for the sketch (``"sketch"`` only); default
-        ``jax.random.key(0)``.
+      key: one ``jax.random`` key for the sketch (``"sketch"`` only):
+        ``jax.random.key(seed)`` or a legacy ``jax.random.PRNGKey(seed)``;
+        default ``jax.random.key(0)``.
 
     Returns:
       An :class:`optax.GradientTransformation` whose state is a
@@ -238,7 +141,8 @@ def track_rotation(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 3.
     """
-    _check_args(axis, reference, sketch_dim)
+    check_args(axis, reference, sketch_dim)
+    check_key(key)
 
     def seeds(n: int) -> Any:  # two uint32 words per leaf, for the hash
         if reference != "sketch" or not n:
@@ -247,45 +151,36 @@ def track_rotation(
             jax.random.key(0) if key is None else key, (n, 2), jnp.uint32
         )
 
-    def ref_axes(ref: Any) -> tuple[int, ...]:
-        return nx.resolve_axes(
-            ref, None if reference == "sketch" else axis, _CALLER
-        )
-
-    def init_sums(w: Any) -> tuple:
+    def init_leaf(w: Any, axes: tuple, seed: Any) -> tuple:
         w = jnp.asarray(w)
-        axes = nx.resolve_axes(w, axis, _CALLER)
         wf = w.astype(nx.reduction_dtype(w.dtype))
-        return sm.layer_sums((wf,), ((0, 0),), axes)
-
-    def init_leaf(w: Any, seed: Any, norm: Any):
-        w = jnp.asarray(w)
+        (ww,) = sm.layer_sums((wf,), ((0, 0),), axes)
+        norm = drop_reduced(jnp.sqrt(ww), axes)
         zero = jnp.zeros_like(norm)
         if reference is None:
             return zero, zero, norm, _EMPTY, _EMPTY
         if reference == "sketch":
-            ref = _sketch(w, seed, sketch_dim)
+            ref = sketch(w, seed, sketch_dim)
         else:
             dtype = jnp.bfloat16 if reference == "bfloat16" else w.dtype
             ref = jnp.array(w, dtype, copy=True)
         return zero, zero, norm, zero, ref
 
-    def track_leaf(u: Any, w: Any, ref: Any, seed: Any) -> tuple:
-        axes = nx.resolve_axes(w, axis, _CALLER)
-        r_axes = () if reference is None else ref_axes(ref)
+    def track_leaf(axes: tuple, u: Any, w: Any, ref: Any, seed: Any):
+        # The sketch is one vector; an exact or bf16 copy has w's shape.
+        r_axes = (0,) if reference == "sketch" else axes
         static = (axes, r_axes, reference, sketch_dim)
-        return sm.per_leaf(_track_leaf, static, u, w, ref, seed)
+        return sm.per_leaf(track_leaf_fn, static, u, w, ref, seed)
 
     def init_fn(params: optax.Params) -> TrackRotationState:
         leaves, treedef = jax.tree.flatten(params)
-        flags = _flags(params, len(leaves), mask)
-        layers = [k for k, f in enumerate(flags) if f]
+        flags = flags_of(params, len(leaves), mask)
+        axes = layer_axes(params, flags, axis)
         keys = seeds(len(leaves))
         rows: list = [(_EMPTY,) * 5] * len(leaves)
-        for k in layers:
-            (ww,) = init_sums(leaves[k])
-            rows[k] = init_leaf(leaves[k], keys[k], jnp.sqrt(ww))
-        rate, ratio, norm, cos, ref = _unzip(treedef, rows, 5, params)
+        for k in [k for k, f in enumerate(flags) if f]:
+            rows[k] = init_leaf(leaves[k], axes[k], keys[k])
+        rate, ratio, norm, cos, ref = unzip(treedef, rows, 5, params)
         count = jnp.zeros([], jnp.int32)
         return TrackRotationState(count, rate, ratio, norm, cos, ref)
 
@@ -293,18 +188,18 @@ def track_rotation(
         if params is None:
             raise nx.no_params_error(_CALLER)
         leaves, treedef = jax.tree.flatten(params)
-        u_leaves = _flatten_up_to(treedef, updates, "updates")
-        refs = _flatten_up_to(treedef, state.reference, "state")
-        flags = _flags(params, len(leaves), mask)
+        u_leaves = flatten_up_to(treedef, updates, "updates")
+        refs = flatten_up_to(treedef, state.reference, "state")
+        flags = flags_of(params, len(leaves), mask)
+        axes = layer_axes(params, flags, axis)
         args = list(
             zip(u_leaves, leaves, refs, seeds(len(leaves)), strict=True)
         )
-        layers = [k for k, f in enumerate(flags) if f]
         rows: list = [(_EMPTY,) * 4] * len(leaves)
-        for k in layers:
-            row = track_leaf(*args[k])
+        for k in [k for k, f in enumerate(flags) if f]:
+            row = track_leaf(axes[k], *args[k])
             rows[k] = row if reference is not None else (*row, _EMPTY)
-        rate, ratio, norm, cos = _unzip(treedef, rows, 4, state.reference)
+        rate, ratio, norm, cos = unzip(treedef, rows, 4, state.reference)
         count = optax.safe_increment(state.count)
         new = TrackRotationState(count, rate, ratio, norm, cos, state.reference)
         return updates, new
@@ -325,13 +220,23 @@ def tracked_metrics(
     ``plot_rotation_curves(history, prefix="track/cosine/")``). Metrics come
     in that order, layers in leaf order. Pure and jit-able.
 
+    With ``track_rotation(axis=...)`` keeping some axes of a leaf, each
+    slice gets its own scalar, named as in :func:`rotation_metrics`:
+    ``"track/rate/h/mlp/kernel/3"`` for stacked layer 3 of an
+    ``(L, d_in, d_out)`` kernel with ``axis=(-2, -1)``, ``.../3/5`` for
+    layer 3, expert 5 of an ``(L, E, d_in, d_out)`` tensor.
+
     Args:
       state: a :class:`TrackRotationState`, or any optimizer state holding
         exactly one (e.g. the state of a whole ``optax.chain``).
-      prefix: prepended to every key.
+      prefix: a str prepended to every key.
 
     Returns:
-      A ``dict[str, jax.Array]``: float scalars (arrays with ``axis``).
+      A ``dict[str, jax.Array]`` of float scalars.
+
+    Raises:
+      ValueError: a ``state`` without exactly one
+        :class:`TrackRotationState`, or a ``prefix`` that is not a str.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -344,6 +249,13 @@ def tracked_metrics(
       >>> metrics["track/norm/Dense_0/kernel"]
       Array(5., dtype=float32)
 
+      Per stacked layer of a scanned model's ``(L, d_in, d_out)`` kernel:
+
+      >>> stacked = {"h": {"kernel": jnp.ones((2, 3, 4))}}
+      >>> tx = layca_optax.track_rotation(axis=(-2, -1))
+      >>> list(layca_optax.tracked_metrics(tx.init(stacked)))[:2]
+      ['track/rate/h/kernel/0', 'track/rate/h/kernel/1']
+
     References:
       Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
       indicator of generalization in deep networks?
@@ -351,6 +263,7 @@ def tracked_metrics(
       rotation curves and per-step tan of the angle, the authors'
       ``LayerRotationCurves`` and ``StepwiseRotation`` callbacks).
     """
+    check_prefix(prefix, "tracked_metrics")
     is_state = lambda x: isinstance(x, TrackRotationState)
     found = [s for s in jax.tree.leaves(state, is_leaf=is_state) if is_state(s)]
     if len(found) != 1:
@@ -366,8 +279,7 @@ def tracked_metrics(
         "norm": s.weight_norm,
         "cosine": s.cosine_distance,
     }
-    out = {}
+    out: dict[str, jax.Array] = {}
     for name, tree in fields.items():
-        for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]:
-            out[f"{prefix}{name}/{path_str(path)}"] = v
+        out |= flat_metrics(tree, f"{prefix}{name}/", "tracked_metrics")
     return out

@@ -242,7 +242,7 @@ BAD_INPUT = {
         {"layers": {"Dense_0": False}},
     ),
     r"\(batch=\.\.\.\)": ([SMALL], {"batch": "pmap"}),
-    r"\(num_draws=\.\.\.\)` must be an int >= 0, got -1": (
+    r"\(num_draws=\.\.\.\)` must be an int >= 1 .*, got -1": (
         [SMALL],
         {"num_draws": -1},
     ),
@@ -271,7 +271,7 @@ def test_bad_input(pattern):
         )
 
 
-def test_key_path_layers_and_no_draws():
+def test_key_path_layers():
     key_path = (jax.tree_util.DictKey("Dense_0"), jax.tree_util.DictKey("bias"))
     r = layca_optax.reinit_robustness(
         lambda p: jnp.sum(p["Dense_0"]["bias"]),
@@ -279,7 +279,6 @@ def test_key_path_layers_and_no_draws():
         [SMALL],
         key=jax.random.key(0),
         layers=[key_path],
-        num_draws=0,
     )
-    assert r.paths == ("Dense_0/bias",) and r.rerandom.shape == (1, 0)
+    assert r.paths == ("Dense_0/bias",) and r.rerandom.shape == (1, 1)
     assert r.reinit.tolist() == [[0.0]] and r.baseline == 0.0

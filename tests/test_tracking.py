@@ -187,20 +187,30 @@ def test_mask_and_axis():
     state0 = tx.init(params)
     _, state = jax.jit(tx.update)(updates, state0, params)
     shapes = [jax.tree.map(jnp.shape, s) for s in (state0, state)]
-    assert shapes[0] == shapes[1]  # (1, 4) for the kernel, (1,) for the bias
+    assert shapes[0] == shapes[1]
+    # The kept axes' shape: (3, 2, 4) for the (3, 3, 2, 4) kernel, a
+    # scalar for the (4,) bias (axis 0 is all of it).
+    assert state.rotation_rate["Conv_0"]["kernel"].shape == (3, 2, 4)
+    assert state.rotation_rate["Conv_0"]["bias"].shape == ()
     new = jax.tree.map(lambda w, u: w + u, params, updates)  # in numpy
     rate = functools.partial(layca_optax.rotation_rate, mask=only_conv, axis=0)
     want = jax.jit(rate)(new, params)
+    assert jnp.shape(want["Conv_0"]["kernel"]) == (3, 2, 4)
     got = layca_optax.tracked_metrics(state, prefix="t_")
-    assert sorted(got) == [
-        f"t_{m}/Conv_0/{leaf}"
-        for m in ("cosine", "norm", "radial_ratio", "rate")
-        for leaf in ("bias", "kernel")
-    ]
-    for leaf in ("bias", "kernel"):
-        rate = got[f"t_rate/Conv_0/{leaf}"]
-        assert rate.shape == jnp.shape(want["Conv_0"][leaf])
-        np.testing.assert_allclose(rate, want["Conv_0"][leaf], rtol=1e-4)
+    kernel = [f"kernel/{i}/{j}/{k}" for i, j, k in np.ndindex(3, 2, 4)]
+    for m in ("rate", "radial_ratio", "norm", "cosine"):
+        names = [k for k in got if k.startswith(f"t_{m}/")]
+        assert names == [f"t_{m}/Conv_0/{leaf}" for leaf in ["bias", *kernel]]
+    assert all(v.shape == () for v in got.values())
+    np.testing.assert_allclose(
+        got["t_rate/Conv_0/bias"], want["Conv_0"]["bias"], rtol=1e-4
+    )
+    for i, j, k in np.ndindex(3, 2, 4):
+        np.testing.assert_allclose(
+            got[f"t_rate/Conv_0/kernel/{i}/{j}/{k}"],
+            want["Conv_0"]["kernel"][i, j, k],
+            rtol=1e-4,
+        )
 
 
 def test_errors():

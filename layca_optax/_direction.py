@@ -1,0 +1,193 @@
+"""The ``base`` direction: checks (a full optimizer steps uphill), Muon.
+
+Layca turns each layer *against* its ``base`` direction, so ``base`` must be
+a direction (``optax.scale_by_adam()``), not a full optimizer
+(``optax.adam(1e-3)``), whose update already includes the learning rate and
+the sign flip. The two cannot be told apart from their types (both are
+``GradientTransformation``\\ s), so :func:`checked_base` probes: at ``init``
+it runs two updates of a fresh copy of ``base`` on a tiny stand-in of the
+layers (every leaf cut to at most 2 entries per axis, weights and gradients
+all ones) and raises ``ValueError`` if they point against the gradient. A
+direction transformation has a positive inner product with a positive
+gradient (momentum, Adam, RMS scaling, Lion's sign, Muon's
+orthogonalization, added weight decay); a full optimizer a negative one.
+Two steps, so that a warmup schedule starting at 0 is caught at its second
+step. The probe's state is discarded: the real ``base.init`` runs on the
+real params. Muon's structure is first checked on the real shapes with
+``jax.eval_shape`` (no computation), so that
+``optax.contrib.scale_by_muon()`` without dimension numbers (which fails on
+any tree of layers) fails at ``init`` with the fix in the message, not deep
+inside ``update``; :func:`muon_dimension_numbers` gives them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from layca_optax import _numerics as nx
+from layca_optax._numerics import Axis, is_concrete
+
+
+_DIRECTIONS = (
+    "base=optax.scale_by_adam() for optax.adam(lr), base=optax.trace(0.9) "
+    "for optax.sgd(lr, momentum=0.9), base=None for optax.sgd(lr), "
+    "base=optax.scale_by_lion() for optax.lion(lr)"
+)
+
+
+def _stand_in(x: Any, value: float) -> Any:
+    """A constant array of ``x``'s dtype with at most 2 entries per axis."""
+    shape = tuple(min(n, 2) for n in np.shape(x))
+    return jnp.full(shape, value, jnp.result_type(x))
+
+
+def _inner(a: Any, b: Any) -> float:
+    total = 0.0
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        total += float(jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32)))
+    return total
+
+
+def _muon_hint(base: Any) -> str:
+    name = getattr(getattr(base, "update", None), "__qualname__", "")
+    if "muon" not in name:
+        return ""
+    return (
+        " optax.contrib.scale_by_muon needs dimension numbers for a tree of "
+        "layers: base=optax.contrib.scale_by_muon(weight_dimension_numbers="
+        "layca_optax.muon_dimension_numbers()) (pass the same `axis` as "
+        "Layca's to both)."
+    )
+
+
+def _check_structure(base: Any, params: Any, caller: str) -> None:
+    """``base`` traced on the real shapes, without computing anything."""
+
+    def run(p):
+        state = base.init(p)
+        return base.update(p, state, p)
+
+    try:
+        jax.eval_shape(run, params)
+    except (TypeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(
+            f"`{caller}(base=...)`: the base transformation fails on the "
+            f"layers ({type(err).__name__}: {first}).{_muon_hint(base)}"
+        ) from err
+
+
+def _probe_sign(base: Any, params: Any) -> float | None:
+    """The smallest inner product of two probe updates with the gradient;
+    None when the probe cannot run (extra arguments, shape rules)."""
+    w = jax.tree.map(lambda x: _stand_in(x, 1.0), params)
+    try:
+        state = base.init(w)
+        dots = []
+        for _ in range(2):
+            u, state = base.update(w, state, w)
+            dots.append(_inner(u, w))
+    except Exception:  # noqa: BLE001 (a stand-in the base cannot take)
+        return None
+    return min(dots)
+
+
+def check_direction(base: Any, params: Any, caller: str) -> None:
+    """Raises ``ValueError`` naming ``caller(base=...)`` if ``base`` fails on
+    the layers ``params`` or is a full optimizer (steps against the
+    gradient). Nothing is checked for traced params or a tree without
+    leaves."""
+    if not jax.tree.leaves(params) or not is_concrete(params):
+        return
+    if _muon_hint(base):
+        _check_structure(base, params, caller)
+    dot = _probe_sign(base, params)
+    if dot is not None and dot < 0:
+        raise ValueError(
+            f"`{caller}(base=...)` got a full optimizer: its update points "
+            "against the gradient (it includes a learning rate and the sign "
+            "flip), so Layca would turn the layers uphill. Pass the "
+            f"direction only: {_DIRECTIONS}. Layca sets the step itself "
+            f"(`{caller}(learning_rate=...)`)."
+        )
+
+
+def checked_base(
+    base: optax.GradientTransformation, caller: str
+) -> optax.GradientTransformationExtraArgs:
+    """``base`` whose ``init`` first runs :func:`check_direction`."""
+    base = optax.with_extra_args_support(base)
+
+    def init_fn(params):
+        check_direction(base, params, caller)
+        return base.init(params)
+
+    return optax.GradientTransformationExtraArgs(init_fn, base.update)
+
+
+def muon_dimension_numbers(axis: Axis = None) -> Any:
+    """Muon's dimension numbers for Layca's layers, as ``axis`` makes them.
+
+    ``optax.contrib.scale_by_muon`` orthogonalizes each leaf as a matrix
+    given by ``weight_dimension_numbers``; without them it fails on any tree
+    of layers. This gives each layer (each slice that ``axis`` makes a
+    layer) to Muon as the matrix (its reduced axes but the last) x (the
+    last reduced axis); the axes that ``axis`` keeps are batch axes. With
+    the default ``axis=None``: a ``(fan_in, fan_out)`` kernel is one
+    matrix, a ``(*window, in, out)`` conv kernel the matrix
+    ``(window * in, out)``; with ``axis=(-2, -1)``, each stacked layer (and
+    expert) of a scanned model is its own matrix. Pass the same ``axis`` to
+    :func:`layca_optax.layca`.
+
+    Args:
+      axis: the reduction axes of each layer; see :data:`Axis`.
+
+    Returns:
+      A callable of the (layers') params giving a tree of
+      ``optax.contrib.MuonDimensionNumbers``, for
+      ``scale_by_muon(weight_dimension_numbers=...)``. Layers with fewer
+      than two reduced axes raise ``ValueError`` (Muon needs matrices).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import optax
+      >>> import layca_optax
+      >>> muon = optax.contrib.scale_by_muon(
+      ...     weight_dimension_numbers=layca_optax.muon_dimension_numbers())
+      >>> tx = layca_optax.layca(0.1, base=muon)
+      >>> params = {"a": {"kernel": jnp.eye(3)}, "b": {"kernel": jnp.eye(3)}}
+      >>> updates, state = tx.update(params, tx.init(params), params)
+
+    References:
+      Jordan et al., `Muon: an optimizer for hidden layers in neural
+      networks <https://kellerjordan.github.io/posts/muon/>`_, 2024.
+    """
+    caller = "muon_dimension_numbers"
+    nx.check_axis(axis, caller)
+
+    def fn(params: Any) -> Any:
+        flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+        out = []
+        for (path, x), axes in zip(
+            flat, nx.axes_per_leaf(params, axis, caller), strict=True
+        ):
+            if len(axes) < 2:
+                raise ValueError(
+                    f"`{caller}(axis={axis!r})`: the layer "
+                    f"{nx.path_str(path)!r} of shape {np.shape(x)} reduces "
+                    f"over {len(axes)} axis; Muon needs matrices (two or "
+                    "more reduced axes). Route vectors to `other`."
+                )
+            out.append(
+                optax.contrib.MuonDimensionNumbers(
+                    reduction_axis=axes[:-1], output_axis=axes[-1]
+                )
+            )
+        return treedef.unflatten(out)
+
+    return fn

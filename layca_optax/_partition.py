@@ -1,0 +1,193 @@
+"""The layer/other split of the optimizers, its checks and its warnings."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from layca_optax import _numerics as nx
+from layca_optax._masks import path_str, resolve_mask
+from layca_optax._numerics import Axis
+
+
+_LAYER, _OTHER = "layca", "other"
+_SHOWN = 8  # paths listed per group in a warning
+
+
+def _check_transformation(tx: Any, name: str, caller: str = "layca") -> None:
+    if tx is not None and not (hasattr(tx, "init") and hasattr(tx, "update")):
+        raise ValueError(
+            f"`{caller}({name}=...)` must be an optax GradientTransformation "
+            f"or None, got {tx!r}."
+        )
+
+
+def check_learning_rate(learning_rate: Any, caller: str = "layca") -> None:
+    """``ValueError`` for a learning rate that is not a non-negative real
+    number or a callable (schedule)."""
+    if not callable(learning_rate):
+        nx.check_scalar(learning_rate, caller, "learning_rate", low=0.0)
+
+
+def _labels_fn(mask: optax.MaskOrFn, caller: str = "layca"):
+    def labels(tree):
+        if not jax.tree.leaves(tree):  # optax.tree.map_params' placeholder
+            return tree
+        flags = resolve_mask(mask, tree, caller)
+        return jax.tree.map(lambda f: _LAYER if f else _OTHER, flags)
+
+    return labels
+
+
+def zero_layers(params: Any, axis: Axis, caller: str) -> list[str]:
+    """Paths of the leaves of ``params`` with a zero layer (a zero slice
+    with ``axis``); empty unless ``params`` holds values (not tracers)."""
+    if not nx.is_concrete(params):
+        return []
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    axes = nx.axes_per_leaf(params, axis, caller)
+    flags = jax.device_get(
+        [
+            jnp.any(jnp.all(w == 0, axis=a)) if jnp.size(w) else False
+            for (_, w), a in zip(flat, axes, strict=True)
+        ]
+    )
+    return [path_str(p) for (p, _), f in zip(flat, flags, strict=True) if f]
+
+
+def warn_zero_layers(
+    tx: optax.GradientTransformation, axis: Axis, caller: str = "layca"
+) -> optax.GradientTransformationExtraArgs:
+    """``tx`` whose ``init`` warns, when given concrete params, about the
+    layers that are zero (which Layca leaves unchanged)."""
+    tx = optax.with_extra_args_support(tx)
+
+    def init_fn(params):
+        zero = zero_layers(params, axis, caller)
+        if zero:
+            warnings.warn(
+                f"`{caller}`: these layers are zero: {', '.join(zero)}. "
+                "Layca leaves a zero layer unchanged (it has no direction "
+                "to rotate), so they will not train. Route them to `other` "
+                "with a mask computed once from the initial params, e.g. "
+                "mask=jax.tree.map(lambda w: w.ndim >= 2 and bool(w.any()), "
+                "params), other=optax.adam(1e-3); or initialize them "
+                "nonzero.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return tx.init(params)
+
+    return optax.GradientTransformationExtraArgs(init_fn, tx.update)
+
+
+def check_partition_args(
+    base: Any, other: Any, mask: optax.MaskOrFn, caller: str = "layca"
+) -> None:
+    """Raises ``ValueError`` naming ``caller`` for a bad base, other or mask."""
+    _check_transformation(base, "base", caller)
+    _check_transformation(other, "other", caller)
+    if mask is not None and not callable(mask):
+        resolve_mask(mask, mask, caller)  # static leaves must be bools
+
+
+def _listed(paths: list[str]) -> str:
+    shown = ", ".join(paths[:_SHOWN])
+    more = len(paths) - _SHOWN
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def split_message(params: Any, mask: Any, other: Any, caller: str) -> str:
+    """The warning for a split chosen by default ("" when none is due):
+    which leaves are layers and which go to ``other`` or stay frozen."""
+    if mask is not None and other is not None:
+        return ""
+    flags = resolve_mask(mask, params, caller)
+    flat = jax.tree_util.tree_flatten_with_path(flags)[0]
+    layers = [path_str(p) for p, f in flat if f]
+    rest = [path_str(p) for p, f in flat if not f]
+    if not rest:
+        return ""
+    if other is None:
+        fate = (
+            f"stay frozen at their initial values, because `other` is None: "
+            f"{_listed(rest)}. Pass other=optax.adam(1e-3) (or another "
+            "optimizer) to train them"
+        )
+    else:
+        fate = f"go to `other`: {_listed(rest)}"
+    rule = "the default rule" if mask is None else "`mask`"
+    return (
+        f"`{caller}`: by {rule}, {len(layers)} leaves are layers (rotated): "
+        f"{_listed(layers)}; {len(rest)} are not and {fate}. The default "
+        "rule (layca_optax.default_layer_mask) takes leaves named kernel, "
+        "never bias/scale/embedding, and others with ndim >= 2. Pass both "
+        "`mask` and `other` (other=optax.set_to_zero() to keep leaves "
+        "frozen) to silence this warning."
+    )
+
+
+def _check_update_args(updates: Any, state: Any, params: Any, caller: str):
+    if state is None:
+        raise ValueError(
+            f"`{caller}`'s update got state=None: pass the state that "
+            "`tx.init(params)` returned (and then the one each update "
+            "returns)."
+        )
+    if params is None:
+        raise nx.no_params_error(caller)
+    ups = jax.tree_util.tree_flatten_with_path(updates)[0]
+    ps, pdef = jax.tree.flatten(params)
+    if jax.tree.structure(updates) != pdef:
+        raise ValueError(
+            f"`{caller}`'s update got `updates` (the gradients) and `params` "
+            f"of different structures: {jax.tree.structure(updates)} and "
+            f"{pdef}."
+        )
+    for (path, u), w in zip(ups, ps, strict=True):
+        if np.shape(u) != np.shape(w):
+            raise ValueError(
+                f"`{caller}`'s update got `updates` and `params` of different "
+                f"shapes at {path_str(path)!r}: {np.shape(u)} and "
+                f"{np.shape(w)}."
+            )
+
+
+def partition_layers(
+    layer_tx: optax.GradientTransformation,
+    other: optax.GradientTransformation | None,
+    mask: optax.MaskOrFn,
+    caller: str = "layca",
+) -> optax.GradientTransformationExtraArgs:
+    """``layer_tx`` on the layers of ``mask``, ``other`` (default: no update)
+    on the other leaves; bad masks raise ``ValueError`` naming ``caller``.
+
+    ``init`` warns once (see :func:`split_message`) when the split was not
+    chosen explicitly and leaves other than layers exist; ``update`` checks
+    its arguments (state, params, matching structures and shapes) with
+    messages naming ``caller``.
+    """
+    other_tx = optax.set_to_zero() if other is None else other
+    tx = optax.partition(
+        {_LAYER: layer_tx, _OTHER: other_tx}, _labels_fn(mask, caller)
+    )
+    warned = []
+
+    def init_fn(params):
+        if not warned and jax.tree.leaves(params):
+            message = split_message(params, mask, other, caller)
+            if message:
+                warned.append(True)
+                warnings.warn(message, UserWarning, stacklevel=2)
+        return tx.init(params)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        _check_update_args(updates, state, params, caller)
+        return tx.update(updates, state, params, **extra_args)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
