@@ -13,72 +13,17 @@ from typing import Any
 import jax
 import numpy as np
 
+from layca_optax._history_parse import (
+    FORMAT as _FORMAT,
+    STEP as _STEP,
+    flatten,
+    parse_csv,
+    parse_json,
+)
 from layca_optax._io import atomic_write_text
 
 
-_FORMAT = "layca_optax.RotationHistory"
-_STEP = "step"
 PathLike = str | os.PathLike
-
-
-def _to_float(value: Any, where: str) -> float:
-    a = np.asarray(value)
-    try:
-        if a.size != 1 or a.dtype.kind in "bcmMOSU":
-            raise TypeError
-        return float(a.reshape(()))
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{where} must be a real scalar, got {a.dtype} of shape {a.shape}."
-        ) from None
-
-
-def _parse_json(text: str) -> list[tuple[str, Any, dict]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"not valid JSON: {err}") from None
-    ok = isinstance(data, dict) and data.get("format") == _FORMAT
-    records = data.get("records") if ok else None
-    if not isinstance(records, list):
-        raise ValueError(
-            f"not an object with 'format': {_FORMAT!r} and a 'records' list"
-        )
-    rows = []
-    for i, record in enumerate(records):
-        if not isinstance(record, dict) or _STEP not in record:
-            raise ValueError(f"record {i} has no {_STEP!r}")
-        metrics = {k: v for k, v in record.items() if k != _STEP}
-        rows.append((f"record {i}", record[_STEP], metrics))
-    return rows
-
-
-def _parse_csv(text: str) -> list[tuple[str, Any, dict]]:
-    try:
-        lines = [row for row in csv.reader(io.StringIO(text)) if row]
-    except csv.Error as err:
-        raise ValueError(f"not valid CSV: {err}") from None
-    if not lines or lines[0][0] != _STEP:
-        head = lines[0][:3] if lines else "an empty file"
-        raise ValueError(f"no {_STEP!r} column first (got {head})")
-    header = lines[0]
-    if len(set(header)) != len(header):
-        raise ValueError(f"a column name repeats in the header {header}")
-    rows = []
-    for n, line in enumerate(lines[1:], start=2):
-        if len(line) != len(header):
-            raise ValueError(
-                f"ragged rows: line {n} has {len(line)} fields, the header "
-                f"{len(header)}"
-            )
-        try:
-            step, values = int(line[0]), [float(x) for x in line[1:]]
-        except ValueError as err:
-            raise ValueError(f"line {n}: {err}") from None
-        rows.append(
-            (f"line {n}", step, dict(zip(header[1:], values, strict=True)))
-        )
-    return rows
 
 
 class RotationHistory:
@@ -86,7 +31,11 @@ class RotationHistory:
 
     Append the dicts of :func:`rotation_metrics` or :func:`tracked_metrics`
     (their arrays are fetched and turned into Python floats); every record
-    has the same keys, in the order of the first, and steps increase. Save
+    has the same keys, in the order of the first, and steps increase. An
+    array value is split into one key per entry, named as
+    :func:`rotation_metrics` names slices: ``{"rate/h/kernel": [a, b]}``
+    becomes ``"rate/h/kernel/0"`` and ``"rate/h/kernel/1"`` (``.../i/j`` for
+    two axes), so per-slice values save, load and plot as any other. Save
     and load as JSON or CSV (one row per record: ``step``, then the
     metric keys); writes are atomic (a temporary file in the same folder,
     then ``os.replace``), and loading checks the file, raising
@@ -110,6 +59,15 @@ class RotationHistory:
       >>> history.save_csv(path)
       >>> layca_optax.RotationHistory.load_csv(path).keys
       ('rotation/Conv_0', 'rotation/Dense_0')
+
+      Array values (one per stacked layer, e.g. from
+      ``layer_rotation(..., axis=(-2, -1))``) get one key per entry:
+
+      >>> import numpy as np
+      >>> stacked = layca_optax.RotationHistory()
+      >>> stacked.append(1, {"rotation/h/kernel": np.array([0.1, 0.2])})
+      >>> stacked.keys
+      ('rotation/h/kernel/0', 'rotation/h/kernel/1')
 
     References:
       Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
@@ -152,16 +110,54 @@ class RotationHistory:
 
         Args:
           step_or_epoch: an int, larger than the last one appended.
-          metrics: a mapping from str keys (not ``"step"``) to scalars:
-            floats, NumPy or JAX arrays of size 1. The first record sets the
-            keys; later ones must have the same.
+          metrics: a mapping from str keys (not ``"step"``) to real
+            numbers: floats, NumPy or JAX scalars, or arrays, which are
+            split into one key per entry (``key/i``, ``key/i/j``...). The
+            first record sets the keys; later ones must have the same.
 
         Returns:
           None. Raises ``ValueError`` (nothing is appended) for a step that
-          does not increase, different keys, or a value that is not a real
-          scalar.
+          does not increase, different keys, or a value that is not real.
         """
         caller = "`RotationHistory.append"
+        step = self._check_step(step_or_epoch, caller)
+        if not isinstance(metrics, Mapping) or not metrics:
+            raise ValueError(
+                f"{caller}(metrics=...)` must be a non-empty mapping, "
+                f"got {type(metrics).__name__}."
+            )
+        keys = list(metrics)
+        bad = [k for k in keys if not isinstance(k, str) or k == _STEP]
+        if bad:
+            raise ValueError(
+                f"{caller}(metrics=...)` keys must be str other than "
+                f"{_STEP!r}, got {bad[0]!r}."
+            )
+        values = flatten(
+            jax.device_get(list(metrics.values())),
+            keys,
+            f"{caller}(metrics=...)`",
+        )
+        keys = list(values)
+        if not keys:
+            raise ValueError(
+                f"{caller}(metrics=...)` holds only empty arrays: no value "
+                "to record."
+            )
+        if self._keys and set(keys) != set(self._keys):
+            missing = sorted(set(self._keys) - set(keys))
+            extra = sorted(set(keys) - set(self._keys))
+            raise ValueError(
+                f"{caller}(metrics=...)` at step {step} must have the keys "
+                f"of the first record: missing {missing}, extra {extra}."
+            )
+        order = self._keys or keys
+        row = [values[k] for k in order]
+        self._keys = order
+        self._steps.append(step)
+        self._rows.append(row)
+
+    def _check_step(self, step_or_epoch: Any, caller: str) -> int:
         try:
             step = operator.index(step_or_epoch)
         except TypeError:
@@ -176,35 +172,7 @@ class RotationHistory:
                 f"{caller}(step_or_epoch=...)` must increase: got {step} "
                 f"after {self._steps[-1]}."
             )
-        if not isinstance(metrics, Mapping) or not metrics:
-            raise ValueError(
-                f"{caller}(metrics=...)` must be a non-empty mapping, "
-                f"got {type(metrics).__name__}."
-            )
-        keys = list(metrics)
-        bad = [k for k in keys if not isinstance(k, str) or k == _STEP]
-        if bad:
-            raise ValueError(
-                f"{caller}(metrics=...)` keys must be str other than "
-                f"{_STEP!r}, got {bad[0]!r}."
-            )
-        if self._keys and set(keys) != set(self._keys):
-            missing = sorted(set(self._keys) - set(keys))
-            extra = sorted(set(keys) - set(self._keys))
-            raise ValueError(
-                f"{caller}(metrics=...)` at step {step} must have the keys "
-                f"of the first record: missing {missing}, extra {extra}."
-            )
-        values = dict(
-            zip(keys, jax.device_get(list(metrics.values())), strict=True)
-        )
-        order = self._keys or keys
-        row = [
-            _to_float(values[k], f"{caller}(metrics=...)` {k!r}") for k in order
-        ]
-        self._keys = order
-        self._steps.append(step)
-        self._rows.append(row)
+        return step
 
     def as_array(self, key: str) -> np.ndarray:
         """The values of one metric over the records, as a float64 array.
@@ -313,7 +281,7 @@ class RotationHistory:
         Returns:
           The history.
         """
-        return cls._load(path, _parse_json, "RotationHistory.load_json")
+        return cls._load(path, parse_json, "RotationHistory.load_json")
 
     @classmethod
     def load_csv(cls, path: PathLike) -> RotationHistory:
@@ -325,4 +293,4 @@ class RotationHistory:
         Returns:
           The history.
         """
-        return cls._load(path, _parse_csv, "RotationHistory.load_csv")
+        return cls._load(path, parse_csv, "RotationHistory.load_csv")

@@ -40,6 +40,7 @@ def _map_layers(leaf_fn, new, old, mask, axis, caller: str, names: tuple):
     :func:`_sums.per_leaf` (one cached trace per shape), as a tree like
     ``new`` with ``None`` at the leaves that are not layers."""
     nx.check_axis(axis, caller)
+    treedef: Any
     flat, treedef = jax.tree_util.tree_flatten_with_path(new)
     try:
         olds = treedef.flatten_up_to(old)
@@ -129,7 +130,8 @@ def layer_rotation(
         between ``params`` and ``init_params``, or a bad ``mask``/``axis``.
 
     Example:
-      >>>       >>> import layca_optax
+      >>> import jax.numpy as jnp
+      >>> import layca_optax
       >>> w0 = {"kernel": jnp.array([[1.0, 0.0]]), "bias": jnp.zeros(2)}
       >>> w1 = {"kernel": jnp.array([[0.0, 2.0]]), "bias": jnp.ones(2)}
       >>> layca_optax.layer_rotation(w1, w0)
@@ -139,7 +141,7 @@ def layer_rotation(
 
       >>> stack0 = jnp.stack([jnp.eye(2), jnp.eye(2)])
       >>> stack1 = jnp.stack([jnp.eye(2), jnp.eye(2)[::-1]])
-      >>> layca_optax.layer_rotation(stack1, stack0, axis=(-2, -1))
+      >>> layca_optax.layer_rotation(stack1, stack0, axis=(-2, -1)).round(4)
       Array([0., 1.], dtype=float32)
 
     References:
@@ -210,7 +212,7 @@ def rotation_metrics(
       >>> h0 = {"h": {"kernel": jnp.stack([jnp.eye(2), jnp.eye(2)])}}
       >>> h1 = {"h": {"kernel": jnp.stack([jnp.eye(2), jnp.eye(2)[::-1]])}}
       >>> metrics = layca_optax.rotation_metrics(h1, h0, axis=(-2, -1))
-      >>> {k: float(v) for k, v in metrics.items()}
+      >>> {k: round(float(v), 4) for k, v in metrics.items()}
       {'rotation/h/kernel/0': 0.0, 'rotation/h/kernel/1': 1.0}
 
     References:
@@ -268,7 +270,8 @@ def rotation_rate(
         between ``new_params`` and ``old_params``, or a bad ``mask``/``axis``.
 
     Example:
-      >>>       >>> import layca_optax
+      >>> import jax.numpy as jnp
+      >>> import layca_optax
       >>> old = jnp.array([[1.0, 0.0]])
       >>> new = jnp.array([[1.0, 0.5]])
       >>> layca_optax.rotation_rate(new, old)

@@ -69,7 +69,15 @@ def test_append_errors():
         (4, {1: 1.0}, "other than 'step', got 1"),
         (4, {**good, "x": 1.0}, r"missing \[\], extra \['x'\]"),
         (4, {"rotation/a": 1.0}, r"missing \['rotation/Conv_0/kernel'"),
-        (4, {**good, "rotation/Conv_0/kernel": np.ones(3)}, "real scalar"),
+        (4, {**good, "rotation/Conv_0/kernel": np.array("x")}, "real scalar"),
+        (
+            4,  # an array is split into per-entry keys
+            {**good, "rotation/Conv_0/kernel": np.ones(2)},
+            r"missing \['rotation/Conv_0/kernel'\], extra "
+            r"\['rotation/Conv_0/kernel/0', 'rotation/Conv_0/kernel/1'\]",
+        ),
+        (4, {"a": np.ones(1), "a/0": 1.0}, "names 'a/0' twice"),
+        (4, {"a": np.ones((0, 2))}, "only empty arrays"),
     ]
     for step, metrics, match in bad:
         with pytest.raises(ValueError, match=match):

@@ -1,0 +1,142 @@
+"""The rotation metrics' per-layer formulas, and their per-slice names.
+
+The functions here turn a layer's one-pass sums (see :mod:`._sums`) into
+the cosine distance and the tangent of the angle turned, and name the
+per-slice values of a leaf for logging. :mod:`._metrics` and
+:mod:`._tracking` call them once per leaf, inside :func:`_sums.per_leaf`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from layca_optax import _numerics as nx, _sums as sm
+
+
+# Inputs (old, new - old, new): <old, old>, <d, d>, <new, new>.
+_COSINE_PAIRS = ((0, 0), (1, 1), (2, 2))
+
+
+def metric_sums(
+    new: jax.Array, old: jax.Array, axes: tuple[int, ...], tan: bool = False
+) -> tuple[jax.Array, ...]:
+    """Per layer: ``<old, old>``, (with ``tan``: ``<d, old>``,) ``<d, d>``
+    and ``<new, new>``, with ``d = new - old``, in at least float32;
+    scalars when a layer is the whole leaf (see :func:`_sums.layer_sums`)."""
+    dtype = nx.reduction_dtype(jnp.result_type(new, old))
+    a, b = jnp.asarray(new).astype(dtype), jnp.asarray(old).astype(dtype)
+    pairs = ((0, 0), (1, 0), (1, 1), (2, 2)) if tan else _COSINE_PAIRS
+    return sm.layer_sums((b, a - b, a), pairs, axes)
+
+
+def cosine_from_sums(bb, dd, aa):
+    """1 - cos of the angle between ``old`` and ``new`` from the sums of
+    :func:`metric_sums`; NaN for non-finite sums."""
+    na, nb = jnp.sqrt(aa), jnp.sqrt(bb)
+    # 1 - cos = (||w - w0||^2 - (||w|| - ||w0||)^2) / (2 ||w|| ||w0||): exact
+    # and free of the cancellation in 1 - <w, w0> / (||w|| ||w0||).
+    gap = na - nb
+    den = (na * nb) * 2
+    both = den > 0
+    dist = (dd - gap * gap) / sm.where(both, den, 1)
+    # Degenerate: 0 when both are zero, 1 when only one is.
+    total = aa + bb
+    one = (total > 0).astype(dist.dtype)
+    lo, hi = (np.asarray(x, dist.dtype) for x in (0, 2))
+    out = jax.lax.clamp(lo, sm.where(both, dist, one), hi)
+    return out + (total + dd) * 0  # NaN for a non-finite sum
+
+
+def tan_from_sums(bb, db, dd, aa):
+    """tan of the angle from ``old`` to ``new = old + d``, from one-pass sums.
+
+    Takes ``||old||^2, <d, old>, ||d||^2, ||new||^2``; 0 when either is 0,
+    ``inf`` at 90 degrees, NaN for non-finite sums.
+    """
+    return tan_from_parts(*tangent_parts(bb, db, dd), bb, dd, aa)
+
+
+def tangent_parts(bb, db, dd) -> tuple[Any, Any, Any]:
+    """``||old||``, ``k = <d, old> / ||old||^2`` (0 for a zero ``old``) and
+    the norm of the part of ``d`` across ``old``."""
+    k = sm.ratio(db, bb)
+    return jnp.sqrt(bb), k, jnp.sqrt(jnp.maximum(dd - k * db, 0))
+
+
+def tan_from_parts(nb, k, across, bb, dd, aa):
+    """:func:`tan_from_sums` from :func:`tangent_parts`' values."""
+    # With d = new - old, `new` has ||old|| (1 + k) along `old`, and across
+    # it the part of d across `old`.
+    along = nb * (1 + k)
+    tan = sm.where(along == 0, jnp.inf, sm.ratio(across, along))
+    out = sm.where((bb > 0) & (aa > 0), tan, 0.0)
+    return out + sm.nan_if_nonfinite(bb, dd, aa)
+
+
+def drop_reduced(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """A per-layer value with the reduced dims dropped: the kept axes'
+    shape (``(L,)`` for ``axes=(1, 2)`` on ``(L, d_in, d_out)``), a scalar
+    when the layer is the whole leaf."""
+    return jnp.squeeze(x, axes) if axes and jnp.ndim(x) else x
+
+
+def cosine_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
+    """The cosine distance of each layer (slice) of one leaf."""
+    return drop_reduced(cosine_from_sums(*metric_sums(new, old, axes)), axes)
+
+
+def tan_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
+    """The tangent of the angle each layer (slice) of one leaf turned."""
+    sums = metric_sums(new, old, axes, tan=True)
+    return drop_reduced(tan_from_sums(*sums), axes)
+
+
+def slice_items(name: str, value: Any) -> Iterator[tuple[str, Any]]:
+    """``(name, value)`` for a scalar; for an array, one item per entry,
+    named ``name/i`` (one axis) or ``name/i/j`` (two), in C order.
+
+    Works on traced values (static shapes) and on NumPy arrays.
+
+    Example:
+      >>> import numpy as np
+      >>> dict(slice_items("h/kernel", np.array([0.1, 0.2])))
+      {'h/kernel/0': np.float64(0.1), 'h/kernel/1': np.float64(0.2)}
+    """
+    shape = np.shape(value)
+    if not shape:
+        yield name, value
+        return
+    for index in np.ndindex(*shape):
+        yield name + "".join(f"/{i}" for i in index), value[index]
+
+
+def check_prefix(prefix: Any, caller: str) -> None:
+    """``ValueError`` naming ``caller(prefix=...)`` unless a str."""
+    if not isinstance(prefix, str):
+        raise ValueError(
+            f"`{caller}(prefix=...)` must be a str (prepended to every "
+            f"key), got {prefix!r}."
+        )
+
+
+def _mix(x: jax.Array) -> jax.Array:
+    """lowbias32 (C. Wellons): a full-avalanche hash of uint32 words."""
+    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
+    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def sketch(x: jax.Array, seed: jax.Array, dim: int) -> jax.Array:
+    """CountSketch of the flattened ``x``: each entry goes, with a random
+    sign, to one of ``dim`` buckets, both hashed from its index and the
+    two-word ``seed``."""
+    x = jnp.ravel(x).astype(nx.reduction_dtype(x.dtype))
+    h = _mix(_mix(jnp.arange(x.size, dtype=jnp.uint32) ^ seed[0]) + seed[1])
+    sign = jnp.where(h >> 31 == 0, 1.0, -1.0).astype(x.dtype)
+    bucket = ((h & 0x7FFFFFFF) % dim).astype(jnp.int32)
+    return jax.ops.segment_sum(sign * x, bucket, num_segments=dim)
