@@ -14,6 +14,7 @@ from layca_optax._adaptcopy import (
 )
 from layca_optax._adaptive import adam_nu_percentiles
 from layca_optax._alias import layca
+from layca_optax._direction import muon_dimension_numbers
 from layca_optax._equilibrium import (
     equilibrium_layca_learning_rate,
     equilibrium_rotation,
@@ -91,6 +92,7 @@ __all__ = (
     "layca",
     "layca_lars",
     "layer_rotation",
+    "muon_dimension_numbers",
     "normalize_to_param_norm",
     "param_shardings",
     "path_str",

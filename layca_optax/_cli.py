@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from layca_optax._interrupt import message, stop_on_signals
+
+
+PROG = "layca-optax"
 
 DEMO_EPOCHS = 40
 """The demo's default epochs; ``layca_optax.examples.DEFAULT_EPOCHS`` too
@@ -36,6 +42,17 @@ TASKS = ("mnist1d", "cifar10", "cifar100")
 """``reproduce --task`` (``layca_optax.examples._runner.TASKS``)."""
 
 
+def _version() -> str:
+    """The installed distribution's version (``layca_optax.__version__``
+    when it is not installed, e.g. run from a source tree)."""
+    try:
+        return importlib.metadata.version("layca-optax")
+    except importlib.metadata.PackageNotFoundError:
+        from layca_optax import __version__
+
+        return __version__
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -53,9 +70,12 @@ def _positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``layca-optax``."""
     parser = argparse.ArgumentParser(
-        prog="layca-optax",
+        prog=PROG,
         description="Layca (layer-level controlled amount of weight "
         "rotation) for Optax: demo and tools.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {_version()}"
     )
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True
@@ -337,8 +357,24 @@ def _report(parser: argparse.ArgumentParser, args: argparse.Namespace):
     return 0
 
 
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command in ("demo", "reproduce", "report") and args.out:
+        _check_out(parser, args.out)
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "reproduce":
+        return _reproduce(parser, args)
+    if args.command == "report":
+        return _report(parser, args)
+    raise AssertionError(f"unknown command {args.command!r}")  # unreachable
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``layca-optax``.
+
+    SIGINT (Ctrl-C) and SIGTERM stop it within seconds, worker processes
+    included: it prints one line (``layca-optax: interrupted (SIGINT)``)
+    and returns 130 (SIGINT) or 143 (SIGTERM), leaving only complete files.
 
     Args:
       argv: the arguments after the program name; default ``sys.argv[1:]``.
@@ -350,12 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    if args.command in ("demo", "reproduce", "report") and args.out:
-        _check_out(parser, args.out)
-    if args.command == "demo":
-        return _demo(args)
-    if args.command == "reproduce":
-        return _reproduce(parser, args)
-    if args.command == "report":
-        return _report(parser, args)
-    raise AssertionError(f"unknown command {args.command!r}")  # unreachable
+    try:
+        with stop_on_signals(PROG):
+            return _run(parser, args)
+    except KeyboardInterrupt as e:  # Interrupted, or a SIGINT before it
+        signum = getattr(e, "signum", signal.SIGINT)
+        newline = "\n" if sys.stderr.isatty() else ""
+        print(newline + message(PROG, signum), file=sys.stderr, flush=True)
+        return 128 + signum

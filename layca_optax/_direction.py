@@ -90,7 +90,7 @@ def _probe_sign(base: Any, params: Any) -> float | None:
         state = base.init(w)
         dots = []
         for _ in range(2):
-            u, state = base.update(w, state, w)
+            u, state = base.update(w, state, w)  # extra args: TypeError
             dots.append(_inner(u, w))
     except Exception:  # noqa: BLE001 (a stand-in the base cannot take)
         return None
@@ -121,13 +121,13 @@ def checked_base(
     base: optax.GradientTransformation, caller: str
 ) -> optax.GradientTransformationExtraArgs:
     """``base`` whose ``init`` first runs :func:`check_direction`."""
-    base = optax.with_extra_args_support(base)
+    wrapped = optax.with_extra_args_support(base)
 
     def init_fn(params):
         check_direction(base, params, caller)
-        return base.init(params)
+        return wrapped.init(params)
 
-    return optax.GradientTransformationExtraArgs(init_fn, base.update)
+    return optax.GradientTransformationExtraArgs(init_fn, wrapped.update)
 
 
 def muon_dimension_numbers(axis: Axis = None) -> Any:

@@ -7,8 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from layca_optax import _plot_order as po
 from layca_optax._history import RotationHistory
-from layca_optax._masks import KeyPathLike, path_str
+from layca_optax._masks import KeyPathLike
+
+
+_LEGEND_MAX = 8  # curves; more get no legend unless legend=True
 
 
 def _matplotlib(caller: str):
@@ -30,6 +34,7 @@ def _layer_names(
     history: Any,
     prefix: str,
     layers: Sequence[KeyPathLike] | None,
+    layer_order: Sequence[KeyPathLike] | None,
 ) -> list[str]:
     if not isinstance(history, RotationHistory):
         raise ValueError(
@@ -41,20 +46,45 @@ def _layer_names(
             f"`{caller}(history=...)`: the history is empty; append records "
             "first."
         )
+    if not isinstance(prefix, str):
+        raise ValueError(f"`{caller}(prefix=...)` must be a str, got {prefix!r}.")
     known = [k[len(prefix) :] for k in history.keys if k.startswith(prefix)]
     if not known:
         raise ValueError(
             f"`{caller}(prefix=...)`: no key of the history starts with "
             f"{prefix!r}; its keys are {list(history.keys)}."
         )
-    names = known if layers is None else [path_str(p) for p in layers]
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise ValueError(
-            f"`{caller}(layers=...)`: no layer {unknown[:1] or names} under "
-            f"{prefix!r}; the layers are {known}."
-        )
+    names = po.select(caller, prefix, known, layers)
+    if layer_order is not None:
+        names = po.order(caller, names, layer_order)
     return names
+
+
+def _legend(caller: str, ax: Any, legend: Any, n: int, by_name: bool) -> None:
+    if legend is not None and not isinstance(legend, bool):
+        raise ValueError(
+            f"`{caller}(legend=...)` must be None (automatic), True or "
+            f"False, got {legend!r}."
+        )
+    if legend or (legend is None and n <= _LEGEND_MAX):
+        title = "Layer (name order)" if by_name else "Layer"
+        ax.legend(title=title, fontsize="small", title_fontsize="small")
+
+
+def _y_axis(caller: str, ax: Any, ylim: Any, curves: bool, positive: bool):
+    limits = po.check_ylim(caller, ylim)
+    log = not curves and positive  # a log scale needs a positive value
+    if log:
+        ax.set_yscale("log")
+    if limits is not None and log and limits[0] <= 0:
+        raise ValueError(
+            f"`{caller}(ylim=...)` must have a positive bottom on the log "
+            f"scale of the rates, got {ylim!r}."
+        )
+    if limits is None and curves:
+        limits = po.curves_ylim(ax)
+    if limits is not None:
+        ax.set_ylim(*limits)
 
 
 def _plot(
@@ -62,14 +92,17 @@ def _plot(
     history: Any,
     prefix: str,
     layers: Sequence[KeyPathLike] | None,
-    ax: Any,
-    title: str | None,
-    x_label: str,
-    y_label: str,
+    options: dict[str, Any],
+    labels: tuple[str, str],
     curves: bool,
 ) -> Any:
-    names = _layer_names(caller, history, prefix, layers)
+    """Draws the curves; ``options`` holds ``layer_order``, ``ax``,
+    ``title``, ``ylim`` and ``legend``, ``labels`` the axes' labels."""
+    order = options["layer_order"]
+    names = _layer_names(caller, history, prefix, layers, order)
+    by_name = layers is None and order is None
     cmap, ScalarMappable, Normalize, Figure = _matplotlib(caller)
+    ax = options["ax"]
     if ax is None:
         fig = Figure(figsize=(6.4, 4.0), layout="constrained")
         ax = fig.add_subplot()
@@ -85,17 +118,19 @@ def _plot(
         ax.plot(xs, ys, color=cmap(depth), lw=1.5, label=name)
     colors = ScalarMappable(norm=Normalize(0, 1), cmap=cmap)
     bar = fig.colorbar(colors, ax=ax, ticks=[0, 1], aspect=30)
-    bar.ax.set_yticklabels(["First layer", "Last layer"])
-    if curves:
-        ax.set_ylim(0, 1)
-    elif positive:  # a log scale needs a positive value
-        ax.set_yscale("log")
+    if by_name:  # the colours follow the names, not the depth: say so
+        bar.ax.set_yticklabels(["First name", "Last name"])
+        bar.set_label("Name order (pass layer_order= for depth)")
+    else:
+        bar.ax.set_yticklabels(["First layer", "Last layer"])
+    _y_axis(caller, ax, options["ylim"], curves, positive)
+    _legend(caller, ax, options["legend"], len(names), by_name)
     ax.margins(x=0)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
     ax.grid(alpha=0.3)
-    if title is not None:
-        ax.set_title(title)
+    if options["title"] is not None:
+        ax.set_title(options["title"])
     return fig
 
 

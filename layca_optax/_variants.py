@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import optax
 
 from layca_optax import _numerics as nx
-from layca_optax._alias import check_partition_args, partition_layers
+from layca_optax._direction import checked_base
 from layca_optax._normalization import normalize_to_param_norm
 from layca_optax._numerics import Axis
+from layca_optax._partition import check_partition_args, partition_layers
 from layca_optax._reprojection import reproject_to_sphere
 
 
@@ -189,11 +190,12 @@ def layca_lars(
       You, Gitman & Ginsburg, `Large batch training of convolutional networks
       <https://arxiv.org/abs/1708.03888>`_, 2017 (LARS).
     """
+    nx.check_not_scheduled("layca_lars")
     _check("layca_lars", learning_rate, base, other, mask, axis)
     if max_growth is not None:
         nx.check_scalar(max_growth, "layca_lars", "max_growth", low=0.0)
     layer_tx = optax.chain(
-        optax.identity() if base is None else base,
+        optax.identity() if base is None else checked_base(base, "layca_lars"),
         normalize_to_param_norm(axis=axis, eps=0.0),
         optax.scale_by_learning_rate(learning_rate),
         optax.identity()
@@ -279,10 +281,11 @@ def hyperball(
       Wen, Dang, Lyu, Ma & Liang, Hyperball (AdamH/MuonH), arXiv:2606.16899;
       ``marin-community/marin``, ``levanter/optim/adamh.py``.
     """
+    nx.check_not_scheduled("hyperball")
     _check("hyperball", learning_rate, base, other, mask, axis)
     nx.check_scalar(eps, "hyperball", "eps", low=0.0)
     layer_tx = optax.chain(
-        optax.identity() if base is None else base,
+        optax.identity() if base is None else checked_base(base, "hyperball"),
         normalize_to_param_norm(axis=axis, eps=eps),
         optax.scale_by_learning_rate(learning_rate),
         reproject_to_sphere(axis=axis),

@@ -1,0 +1,363 @@
+"""Configurations a user tries first: each trains correctly or says why not.
+
+Written as users call the library (Flax NNX with a scanned stack, plain
+dicts, MoE trees); each case failed silently, or with an error from deep
+inside jax or optax, before these checks existed.
+"""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import layca_optax
+
+
+LR = 0.1
+
+
+class Block(nnx.Module):
+    def __init__(self, d, rngs):
+        self.mlp = nnx.Linear(d, d, rngs=rngs)
+        self.norm = nnx.LayerNorm(d, rngs=rngs)
+
+    def __call__(self, x):
+        return x + self.mlp(self.norm(x))
+
+
+class ScannedModel(nnx.Module):
+    """An embedding, ``L`` stacked blocks run with ``nnx.scan``, a head."""
+
+    def __init__(self, d=4, num_layers=3, *, rngs):
+        self.embed = nnx.Embed(10, d, rngs=rngs)
+
+        @nnx.split_rngs(splits=num_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make(rngs):
+            return Block(d, rngs)
+
+        self.h = make(rngs)
+        self.head = nnx.Linear(d, 3, rngs=rngs)
+
+    def __call__(self, tokens):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def body(x, block):
+            return block(x)
+
+        return self.head(body(self.embed(tokens), self.h).mean(0))
+
+
+def _flat(tree):
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {layca_optax.path_str(p): x for p, x in flat}
+
+
+def _scanned_params():
+    return nnx.state(ScannedModel(rngs=nnx.Rngs(0)), nnx.Param)
+
+
+def _moe_params():
+    keys = jax.random.split(jax.random.key(0), 4)
+    return {
+        "moe": {
+            "experts": {"kernel": jax.random.normal(keys[0], (2, 3, 4, 5))},
+            "bias": jax.random.normal(keys[1], (2, 3, 5)),
+        },
+        "conv": {"kernel": jax.random.normal(keys[2], (3, 3, 4, 5))},
+        "ln": {"scale": jnp.ones((2, 4))},
+        "embedding": jax.random.normal(keys[3], (7, 4)),
+    }
+
+
+def _grads_like(params, seed=1):
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return treedef.unflatten(
+        [jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)]
+    )
+
+
+def _slice_tangents(new, old, axes):
+    """NumPy: tan of the angle between ``new`` and ``old`` per slice, and the
+    ratio of their norms (``axes`` reduced)."""
+    new, old = np.asarray(new, np.float64), np.asarray(old, np.float64)
+    dot = np.sum(new * old, axis=axes)
+    nn_, no = (
+        np.sqrt(np.sum(new**2, axis=axes)),
+        np.sqrt(np.sum(old**2, axis=axes)),
+    )
+    cos = np.clip(dot / (nn_ * no), -1, 1)
+    return np.tan(np.arccos(cos)), nn_ / no
+
+
+# 1. A full optimizer as `base`.
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        optax.adam(1e-3),
+        optax.sgd(0.1),
+        optax.sgd(0.1, momentum=0.9),
+        optax.adamw(1e-3, weight_decay=1e-4),
+        optax.lion(1e-4),
+        optax.adam(optax.linear_schedule(0.0, 1e-3, 100)),
+        optax.inject_hyperparams(optax.adam)(learning_rate=1e-3),
+    ],
+    ids=["adam", "sgd", "sgd-momentum", "adamw", "lion", "warmup", "inject"],
+)
+@pytest.mark.parametrize("make", [layca_optax.layca, layca_optax.hyperball])
+def test_full_optimizer_as_base_raises(base, make):
+    tx = make(LR, base=base, mask=None, other=optax.adam(1e-3))
+    with pytest.raises(ValueError, match=r"base=\.\.\.\)` got a full optim"):
+        tx.init(_scanned_params())
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        optax.scale_by_adam(),
+        optax.trace(0.9),
+        optax.scale_by_rms(),
+        optax.scale_by_lion(),
+        optax.ema(0.9, debias=False),
+        optax.chain(optax.add_decayed_weights(1e-4), optax.scale_by_adam()),
+    ],
+    ids=["adam", "trace", "rms", "lion", "ema", "wd-adam"],
+)
+def test_directions_as_base_train(base):
+    params = {"w": jax.random.normal(jax.random.key(0), (4, 4))}
+    target = jnp.eye(4)
+
+    def loss(p):
+        return jnp.sum((p["w"] / jnp.linalg.norm(p["w"]) - target / 2) ** 2)
+
+    tx = layca_optax.layca(0.05, base=base)
+    state = tx.init(params)
+    start = loss(params)
+    for _ in range(30):
+        updates, state = tx.update(jax.grad(loss)(params), state, params)
+        params = optax.apply_updates(params, updates)
+    assert loss(params) < 0.5 * start
+
+
+# 2. optax.inject_hyperparams and callables.
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"axis": layca_optax.fan_in_axes},
+        {"mask": layca_optax.default_layer_mask},
+        {"multipliers": lambda p: jax.tree.map(lambda _: 1.0, p)},
+    ],
+    ids=["axis", "mask", "multipliers"],
+)
+def test_inject_hyperparams_callables_need_static_args(kwargs):
+    params = {"w": jnp.eye(3)}
+    name = next(iter(kwargs))
+    tx = optax.inject_hyperparams(layca_optax.layca)(LR, **kwargs)
+    with pytest.raises(ValueError, match=rf"static_args=\('{name}',\)"):
+        tx.init(params)
+
+
+def test_inject_hyperparams_int_axis_names_static_args():
+    tx = optax.inject_hyperparams(layca_optax.layca)(LR, axis=0)
+    with pytest.raises(ValueError, match=r"layca\(axis=\.\.\.\).*static_args"):
+        tx.init({"w": jnp.eye(3)})
+
+
+def test_inject_hyperparams_static_callables_match_plain():
+    params = _moe_params()
+    grads = _grads_like(params)
+    kwargs = {"axis": layca_optax.fan_in_axes, "other": optax.sgd(0.1)}
+    plain = layca_optax.layca(LR, **kwargs)
+    injected = optax.inject_hyperparams(
+        layca_optax.layca, static_args=("axis",)
+    )(learning_rate=LR, **kwargs)
+    want, _ = plain.update(grads, plain.init(params), params)
+    got, _ = jax.jit(injected.update)(grads, injected.init(params), params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), got, want
+    )
+
+
+# 3. The default layer mask and the split warning.
+
+
+def test_default_mask_follows_flax_names_on_a_scanned_model():
+    mask = _flat(layca_optax.default_layer_mask(_scanned_params()))
+    assert {k for k, v in mask.items() if v} == {"h/mlp/kernel", "head/kernel"}
+
+
+def test_init_warns_once_listing_layers_and_frozen_leaves():
+    params = _scanned_params()
+    tx = layca_optax.layca(LR)
+    with pytest.warns(UserWarning, match="leaves are layers") as record:
+        tx.init(params)
+    message = str(record[0].message)
+    assert "2 leaves are layers (rotated): h/mlp/kernel, head/kernel" in message
+    assert "stay frozen" in message and "h/norm/scale" in message
+    assert "embed/embedding" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tx.init(params)  # once per optimizer
+        layca_optax.layca(
+            LR, mask=layca_optax.default_layer_mask, other=optax.sgd(0.1)
+        ).init(params)
+
+
+def test_init_warning_names_other_when_given():
+    tx = layca_optax.layca(LR, other=optax.adam(1e-3))
+    with pytest.warns(UserWarning, match="go to `other`: embed/embedding"):
+        tx.init(_scanned_params())
+
+
+def test_false_mask_raises():
+    with pytest.raises(ValueError, match=r"mask=False\)` makes no leaf"):
+        layca_optax.layca(LR, mask=False)
+
+
+# 4. Per-leaf axis: stacked layers, experts, conv kernels.
+
+
+def _moe_axis(path, leaf):
+    return (-2, -1) if path.startswith("moe/") else None
+
+
+@pytest.mark.parametrize(
+    "axis",
+    [
+        _moe_axis,
+        {"moe": (-2, -1), "conv": None, "ln": None, "embedding": None},
+    ],
+    ids=["callable", "prefix-tree"],
+)
+@pytest.mark.parametrize("fused", [True, False])
+def test_per_leaf_axis_turns_each_expert_by_arctan_lr(axis, fused):
+    params = _moe_params()
+    mask = {
+        "moe": {"experts": True, "bias": False},
+        "conv": True,
+        "ln": False,
+        "embedding": False,
+    }
+    tx = layca_optax.layca(
+        LR, axis=axis, mask=mask, other=optax.sgd(0.1), fused=fused
+    )
+    grads = _grads_like(params)
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    tan, ratio = _slice_tangents(
+        new["moe"]["experts"]["kernel"],
+        params["moe"]["experts"]["kernel"],
+        (2, 3),
+    )
+    assert tan.shape == (2, 3)
+    np.testing.assert_allclose(tan, LR, rtol=1e-4)
+    np.testing.assert_allclose(ratio, 1, rtol=1e-6)
+    tan, ratio = _slice_tangents(
+        new["conv"]["kernel"], params["conv"]["kernel"], (0, 1, 2, 3)
+    )
+    np.testing.assert_allclose(tan, LR, rtol=1e-4)
+
+
+def test_per_leaf_axis_on_a_scanned_nnx_model():
+    model = ScannedModel(rngs=nnx.Rngs(0))
+    axis = lambda path, leaf: (-2, -1) if path.startswith("h/") else None  # noqa: E731
+    tx = layca_optax.layca(
+        LR,
+        base=optax.scale_by_adam(),
+        axis=axis,
+        mask=layca_optax.default_layer_mask,
+        other=optax.adam(1e-3),
+    )
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    old = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+
+    @nnx.jit
+    def step(model, optimizer):
+        def loss(m):
+            return jnp.sum(m(jnp.arange(5)) ** 2)
+
+        optimizer.update(model, nnx.grad(loss)(model))
+
+    step(model, optimizer)
+    new = _flat(nnx.state(model, nnx.Param))
+    old = _flat(old)
+    tan, ratio = _slice_tangents(
+        new["h/mlp/kernel"], old["h/mlp/kernel"], (1, 2)
+    )
+    assert tan.shape == (3,)
+    np.testing.assert_allclose(tan, LR, rtol=1e-4)
+    np.testing.assert_allclose(ratio, 1, rtol=1e-6)
+
+
+def test_axis_callable_returning_garbage_names_the_leaf():
+    tx = layca_optax.layca(LR, axis=lambda path, x: "rows")
+    with pytest.raises(ValueError, match=r"returned 'rows' for the leaf 'w'"):
+        tx.update(
+            {"w": jnp.eye(2)}, tx.init({"w": jnp.eye(2)}), {"w": jnp.eye(2)}
+        )
+
+
+# 6. Muon as base.
+
+
+def test_muon_without_dimension_numbers_says_how():
+    tx = layca_optax.layca(LR, base=optax.contrib.scale_by_muon())
+    with pytest.raises(ValueError, match="muon_dimension_numbers"):
+        tx.init({"a": {"kernel": jnp.eye(3)}, "b": {"kernel": jnp.eye(3)}})
+
+
+def test_muon_with_dimension_numbers_turns_stacked_layers():
+    params = {"h": {"kernel": jax.random.normal(jax.random.key(0), (3, 4, 5))}}
+    axis = (-2, -1)
+    muon = optax.contrib.scale_by_muon(
+        weight_dimension_numbers=layca_optax.muon_dimension_numbers(axis)
+    )
+    tx = layca_optax.layca(LR, base=muon, axis=axis)
+    grads = _grads_like(params)
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    tan, ratio = _slice_tangents(
+        new["h"]["kernel"], params["h"]["kernel"], (1, 2)
+    )
+    np.testing.assert_allclose(tan, LR, rtol=1e-4)
+    np.testing.assert_allclose(ratio, 1, rtol=1e-6)
+
+
+# 9 and 11. Arguments accepted that should not be, and errors from deep inside.
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"learning_rate": "0.1"}, r"layca\(learning_rate=\.\.\.\)"),
+        ({"learning_rate": True}, r"layca\(learning_rate=\.\.\.\)"),
+        ({"alpha": "0.5", "layer_order": "leaves"}, r"layca\(alpha=\.\.\.\)"),
+        ({"alpha": 0.5, "layer_order": {"a", "b"}}, r"a set has no order"),
+        ({"alpha": 0.5, "layer_order": 42}, r"layca\(layer_order=\.\.\.\)"),
+        ({"axis": "x"}, r"layca\(axis=\.\.\.\)"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(kwargs, match):
+    kwargs = {"learning_rate": LR, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        layca_optax.layca(**kwargs)
+
+
+def test_update_argument_errors_name_the_argument():
+    params = {"a": jnp.eye(3), "b": jnp.ones((2, 3))}
+    tx = layca_optax.layca(LR)
+    state = tx.init(params)
+    with pytest.raises(ValueError, match="state=None"):
+        tx.update(params, None, params)
+    with pytest.raises(ValueError, match="different structures"):
+        tx.update({"a": params["a"]}, state, params)
+    with pytest.raises(ValueError, match=r"different shapes at 'b': \(3, 2\)"):
+        tx.update({"a": params["a"], "b": jnp.ones((3, 2))}, state, params)
