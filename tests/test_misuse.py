@@ -77,7 +77,10 @@ def _grads_like(params, seed=1):
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
     return treedef.unflatten(
-        [jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)]
+        [
+            jax.random.normal(k, x.shape)
+            for k, x in zip(keys, leaves, strict=True)
+        ]
     )
 
 
