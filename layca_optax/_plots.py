@@ -47,7 +47,9 @@ def _layer_names(
             "first."
         )
     if not isinstance(prefix, str):
-        raise ValueError(f"`{caller}(prefix=...)` must be a str, got {prefix!r}.")
+        raise ValueError(
+            f"`{caller}(prefix=...)` must be a str, got {prefix!r}."
+        )
     known = [k[len(prefix) :] for k in history.keys if k.startswith(prefix)]
     if not known:
         raise ValueError(
@@ -60,19 +62,22 @@ def _layer_names(
     return names
 
 
-def _legend(caller: str, ax: Any, legend: Any, n: int, by_name: bool) -> None:
+def _check_legend(caller: str, legend: Any) -> None:
     if legend is not None and not isinstance(legend, bool):
         raise ValueError(
             f"`{caller}(legend=...)` must be None (automatic), True or "
             f"False, got {legend!r}."
         )
+
+
+def _legend(ax: Any, legend: bool | None, n: int, by_name: bool) -> None:
     if legend or (legend is None and n <= _LEGEND_MAX):
         title = "Layer (name order)" if by_name else "Layer"
         ax.legend(title=title, fontsize="small", title_fontsize="small")
 
 
 def _y_axis(caller: str, ax: Any, ylim: Any, curves: bool, positive: bool):
-    limits = po.check_ylim(caller, ylim)
+    limits = po.check_ylim(caller, ylim)  # checked before drawing too
     log = not curves and positive  # a log scale needs a positive value
     if log:
         ax.set_yscale("log")
@@ -100,6 +105,8 @@ def _plot(
     ``title``, ``ylim`` and ``legend``, ``labels`` the axes' labels."""
     order = options["layer_order"]
     names = _layer_names(caller, history, prefix, layers, order)
+    po.check_ylim(caller, options["ylim"])
+    _check_legend(caller, options["legend"])
     by_name = layers is None and order is None
     cmap, ScalarMappable, Normalize, Figure = _matplotlib(caller)
     ax = options["ax"]
@@ -124,7 +131,7 @@ def _plot(
     else:
         bar.ax.set_yticklabels(["First layer", "Last layer"])
     _y_axis(caller, ax, options["ylim"], curves, positive)
-    _legend(caller, ax, options["legend"], len(names), by_name)
+    _legend(ax, options["legend"], len(names), by_name)
     ax.margins(x=0)
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
@@ -139,9 +146,12 @@ def plot_rotation_curves(
     *,
     prefix: str = "rotation/",
     layers: Sequence[KeyPathLike] | None = None,
+    layer_order: Sequence[KeyPathLike] | None = None,
     ax: Any = None,
     title: str | None = None,
     x_label: str = "Epoch",
+    ylim: tuple[float, float] | None = None,
+    legend: bool | None = None,
 ) -> Any:
     """Plots the layer rotation curves: cosine distance to init over time.
 
@@ -149,44 +159,80 @@ def plot_rotation_curves(
     depth (the first layer dark purple, the last yellow; layer ``l`` of
     ``L`` at ``linspace(0, 1, L)[l]``), a colour bar labelled "First layer"
     / "Last layer", the recorded steps or epochs on x and the cosine
-    distance on y, from 0 to 1 (values up to 2 are cut, as in the paper).
-    As in the paper, each curve starts at (0, 0), the initialization, when
-    the first record is after step 0.
+    distance on y. As in the paper, each curve starts at (0, 0), the
+    initialization, when the first record is after step 0.
+
+    **Order.** The colours follow ``layer_order`` (a forward order, input
+    side first, e.g. :func:`forward_order`'s result) or the order of
+    ``layers``. With neither, the depth is unknown: the curves follow the
+    names in natural order (``dense2`` before ``dense10``, ``kernel/2``
+    before ``kernel/10``), and the figure says so (colour bar "First name"
+    / "Last name", legend title "Layer (name order)") rather than warn.
+    Per-slice names (``"h/mlp/kernel/3"``, from ``axis=...``) take the
+    place of their leaf (``"h/mlp/kernel"``) in ``layer_order`` and
+    ``layers``, slices in index order.
+
+    **Range.** By default y spans 0 to 1 as in the paper (values up to 2
+    are cut), unless every value lies below 0.5: then 0 to 1.1 times the
+    largest, so that small curves (AdamW's 0.005 to 0.06) are visible. On
+    axes sharing y (``sharey=True``) the rule reads the curves of all of
+    them. Pass ``ylim=(0, 1)`` for the paper's range whatever the data.
 
     Args:
       history: the records, e.g. of :func:`rotation_metrics` per epoch.
       prefix: the keys' prefix; ``"track/cosine/"`` for
         :func:`tracked_metrics`.
-      layers: the layers (names after ``prefix``) in **forward order**,
-        input side first. The default is the history's key order, which
-        is the params' leaf order (sorted keys: ``Conv_10`` before
-        ``Conv_2``), not necessarily the depth.
+      layers: the curves to draw (names after ``prefix``, or a leaf's path
+        for all its slices), in forward order unless ``layer_order`` is
+        given; default all.
+      layer_order: the layers' forward order (paths), which orders the
+        curves and colours; it must list every drawn layer (or its leaf).
       ax: a matplotlib ``Axes`` to draw in; default a new figure.
       title: the axes' title.
       x_label: the x-axis label.
+      ylim: ``(bottom, top)`` of the y-axis; default the rule above.
+      legend: draw a legend (entries in curve order); default when there
+        are at most 8 curves.
 
     Returns:
       The matplotlib ``Figure``; a new one is not registered with pyplot,
       so save it with ``fig.savefig(path)`` (or pass ``ax=plt.gca()``).
 
+    Raises:
+      ValueError: a bad ``history``, ``prefix``, ``layers``, ``layer_order``,
+        ``ylim`` or ``legend``, named in the message.
+
     Example:
       >>> import layca_optax
       >>> history = layca_optax.RotationHistory()
       >>> for epoch in range(1, 4):
-      ...     history.append(epoch, {"rotation/a": 0.1 * epoch,
-      ...                            "rotation/b": 0.2 * epoch})
-      >>> fig = layca_optax.plot_rotation_curves(history, layers=["b", "a"])
-      >>> len(fig.axes[0].get_lines())
-      2
+      ...     history.append(epoch, {"rotation/dense10": 0.01 * epoch,
+      ...                            "rotation/dense2": 0.02 * epoch})
+      >>> fig = layca_optax.plot_rotation_curves(history)
+      >>> [line.get_label() for line in fig.axes[0].get_lines()]
+      ['dense2', 'dense10']
+      >>> [round(float(v), 3) for v in fig.axes[0].get_ylim()]  # fitted
+      [0.0, 0.066]
+      >>> fig = layca_optax.plot_rotation_curves(
+      ...     history, layer_order=["dense10", "dense2"], ylim=(0, 1))
+      >>> [line.get_label() for line in fig.axes[0].get_lines()]
+      ['dense10', 'dense2']
 
     References:
       Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019, Figure 1.
     """
-    caller = "plot_rotation_curves"
-    args = (history, prefix, layers, ax, title, x_label, "Cosine distance")
-    return _plot(caller, *args, curves=True)
+    options = {
+        "layer_order": layer_order,
+        "ax": ax,
+        "title": title,
+        "ylim": ylim,
+        "legend": legend,
+    }
+    labels = (x_label, "Cosine distance")
+    args = (history, prefix, layers, options, labels)
+    return _plot("plot_rotation_curves", *args, curves=True)
 
 
 def plot_rotation_rates(
@@ -194,27 +240,39 @@ def plot_rotation_rates(
     *,
     prefix: str = "track/rate/",
     layers: Sequence[KeyPathLike] | None = None,
+    layer_order: Sequence[KeyPathLike] | None = None,
     ax: Any = None,
     title: str | None = None,
     x_label: str = "Step",
+    ylim: tuple[float, float] | None = None,
+    legend: bool | None = None,
 ) -> Any:
     r"""Plots each layer's per-step rotation rate, :math:`\tan\theta`.
 
     As :func:`plot_rotation_curves` (viridis by depth, a first/last layer
-    colour bar), with a log y scale (zero rates are left out; linear if no
-    rate is positive).
+    colour bar, the same ``layers``/``layer_order`` rules and natural name
+    order without them), with a log y scale (zero rates are left out;
+    linear if no rate is positive), autoscaled unless ``ylim`` is given.
 
     Args:
       history: the records, e.g. of :func:`tracked_metrics` per step.
       prefix: the keys' prefix.
-      layers: the layers (names after ``prefix``) in forward order; the
-        default is the history's key order (the params' leaf order).
+      layers: the curves to draw (names after ``prefix``, or a leaf's path
+        for all its slices); default all.
+      layer_order: the layers' forward order (paths), e.g. from
+        :func:`forward_order`.
       ax: a matplotlib ``Axes`` to draw in; default a new figure.
       title: the axes' title.
       x_label: the x-axis label.
+      ylim: ``(bottom, top)`` of the y-axis (bottom positive on the log
+        scale); default matplotlib's autoscaling.
+      legend: draw a legend; default when there are at most 8 curves.
 
     Returns:
       The matplotlib ``Figure``.
+
+    Raises:
+      ValueError: as :func:`plot_rotation_curves`.
 
     Example:
       >>> import layca_optax
@@ -230,7 +288,13 @@ def plot_rotation_rates(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
     """
-    caller = "plot_rotation_rates"
-    label = r"Rotation rate $\tan\theta$"
-    args = (history, prefix, layers, ax, title, x_label, label)
-    return _plot(caller, *args, curves=False)
+    options = {
+        "layer_order": layer_order,
+        "ax": ax,
+        "title": title,
+        "ylim": ylim,
+        "legend": legend,
+    }
+    labels = (x_label, r"Rotation rate $\tan\theta$")
+    args = (history, prefix, layers, options, labels)
+    return _plot("plot_rotation_rates", *args, curves=False)

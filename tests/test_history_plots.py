@@ -252,7 +252,7 @@ def test_rotation_rates_artists_and_a_given_axes():
     assert layca_optax.plot_rotation_rates(history, ax=ax) is fig
     fig.savefig(os.devnull, format="png")
     lines = ax.get_lines()
-    assert [line.get_label() for line in lines] == LAYERS  # key order
+    assert [line.get_label() for line in lines] == LAYERS  # natural order
     for line, depth in zip(lines, np.linspace(0, 1, 4), strict=True):
         np.testing.assert_allclose(
             matplotlib.colors.to_rgba(line.get_color()), VIRIDIS(depth)
@@ -263,7 +263,10 @@ def test_rotation_rates_artists_and_a_given_axes():
         "Step",
         r"Rotation rate $\tan\theta$",
     )
-    assert _colorbar_labels(fig) == ["First layer", "Last layer"]
+    # No order given: the colours follow the names, and the figure says so.
+    assert _colorbar_labels(fig) == ["First name", "Last name"]
+    assert "Name order" in fig.axes[1].get_ylabel()
+    assert ax.get_legend().get_title().get_text() == "Layer (name order)"
 
 
 def test_rates_that_are_all_zero_plot_on_a_linear_scale():

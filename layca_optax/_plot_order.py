@@ -1,0 +1,139 @@
+"""Which curves the rotation plots draw, in which order, and their y-range."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from layca_optax._masks import KeyPathLike, path_str
+
+
+SMALL = 0.5
+"""Cosine-distance curves whose values all lie below this get a y-axis
+fitted to them (0 to 1.1 times the largest) instead of the paper's 0 to 1."""
+
+_SLICE = re.compile(r"\d+(?:/\d+)*")
+_LAST_INDEX = re.compile(r"(.*)/\d+")
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that compares digit runs as numbers: ``dense2`` before
+    ``dense10``, ``h/kernel/2`` before ``h/kernel/10``.
+
+    Example:
+      >>> sorted(["dense10", "dense2", "conv"], key=natural_key)
+      ['conv', 'dense2', 'dense10']
+    """
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
+
+
+def _is_slice_of(name: str, leaf: str) -> bool:
+    """Whether ``name`` is ``leaf/i`` or ``leaf/i/j``... (a per-slice key)."""
+    rest = name[len(leaf) + 1 :]
+    return name.startswith(leaf + "/") and bool(_SLICE.fullmatch(rest))
+
+
+def _paths(caller: str, arg: str, value: Any) -> list[str]:
+    """``value`` (a sequence of paths) as strings, or ``ValueError``."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ValueError(
+            f"`{caller}({arg}=...)` must be a list of layer names (paths "
+            f"such as 'h/mlp/kernel'), got {value!r}."
+        )
+    return [path_str(p) for p in value]
+
+
+def select(
+    caller: str,
+    prefix: str,
+    known: list[str],
+    layers: Sequence[KeyPathLike] | None,
+) -> list[str]:
+    """The curves to draw: ``layers`` in their order, a leaf's path standing
+    for all its slices (``h/kernel`` for ``h/kernel/0``...), else every
+    known name in natural order."""
+    if layers is None:
+        return sorted(known, key=natural_key)
+    names: list[str] = []
+    for name in _paths(caller, "layers", layers):
+        slices = [k for k in known if _is_slice_of(k, name)]
+        if name not in known and not slices:
+            raise ValueError(
+                f"`{caller}(layers=...)`: no layer [{name!r}] under "
+                f"{prefix!r}; the layers are {known}."
+            )
+        names += [name] if name in known else sorted(slices, key=natural_key)
+    if not names:
+        raise ValueError(
+            f"`{caller}(layers=...)`: no layer [] under {prefix!r}; the "
+            f"layers are {known}."
+        )
+    return names
+
+
+def order(
+    caller: str, names: list[str], layer_order: Sequence[KeyPathLike]
+) -> list[str]:
+    """``names`` sorted by their layer's rank in ``layer_order`` (a per-slice
+    name ``leaf/i/j`` takes its leaf's), slices of a leaf by index."""
+    given = _paths(caller, "layer_order", layer_order)
+    rank: dict[str, int] = {}
+    for i, name in enumerate(given):
+        rank.setdefault(name, i)
+
+    def leaf_rank(name: str) -> int | None:
+        while name not in rank:
+            match = _LAST_INDEX.fullmatch(name)
+            if match is None:
+                return None
+            name = match.group(1)
+        return rank[name]
+
+    missing = [n for n in names if leaf_rank(n) is None]
+    if missing:
+        raise ValueError(
+            f"`{caller}(layer_order=...)` must list every plotted layer (or "
+            f"the leaf of a per-slice name), e.g. as `forward_order` "
+            f"returns it; it does not list {missing[:4]}"
+            f"{' ...' if len(missing) > 4 else ''}. It lists {given[:8]}"
+            f"{' ...' if len(given) > 8 else ''}."
+        )
+    return sorted(names, key=lambda n: (leaf_rank(n), natural_key(n)))
+
+
+def check_ylim(caller: str, ylim: Any) -> tuple[float, float] | None:
+    """``ylim`` as two floats (or None), or ``ValueError``."""
+    if ylim is None:
+        return None
+    try:
+        low, high = (float(v) for v in ylim)
+    except (TypeError, ValueError):
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(
+            f"`{caller}(ylim=...)` must be None (automatic) or a pair "
+            f"(bottom, top) of finite numbers with bottom < top, got {ylim!r}."
+        )
+    return low, high
+
+
+def curves_ylim(ax: Any) -> tuple[float, float]:
+    """The automatic y-range of the rotation curves: the paper's 0 to 1,
+    or 0 to 1.1 times the largest value when all lie below :data:`SMALL`.
+    Reads every line of ``ax`` and of the axes sharing its y-axis, so that
+    panels with ``sharey=True`` end with one range fitting them all."""
+    siblings = ax.get_shared_y_axes().get_siblings(ax)
+    values = [
+        np.asarray(line.get_ydata(), np.float64).ravel()
+        for a in siblings
+        for line in a.get_lines()
+    ]
+    y = np.concatenate(values) if values else np.zeros(0)
+    y = y[np.isfinite(y)]
+    top = float(y.max()) if y.size else 0.0
+    return (0.0, 1.1 * top) if 0 < top < SMALL else (0.0, 1.0)
