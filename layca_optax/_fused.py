@@ -16,6 +16,7 @@ from layca_optax._multipliers import (
     layer_factors,
 )
 from layca_optax._numerics import Axis
+from layca_optax._partition import check_learning_rate
 from layca_optax._projection import parallel_rtol
 
 
@@ -154,8 +155,7 @@ def scale_by_layca(
     """
     nx.check_axis(axis, "scale_by_layca")
     nx.check_scalar(eps, "scale_by_layca", "eps", low=0.0)
-    if not callable(learning_rate):
-        nx.check_scalar(learning_rate, "scale_by_layca", "learning_rate", low=0)
+    check_learning_rate(learning_rate, "scale_by_layca")
     check_multipliers(multipliers, None, "scale_by_layca")
 
     def init_fn(params):

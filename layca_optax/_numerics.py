@@ -252,6 +252,7 @@ def check_scalar(
     high: float | None = None,
     low_open: bool = False,
     high_open: bool = False,
+    what: str = "",
 ) -> None:
     """Raises ``ValueError`` naming ``caller(name=...)`` for a bad number.
 
@@ -280,9 +281,9 @@ def check_scalar(
         hi = "inf" if high is None else high
         bounds = f"{'(' if low_open or low is None else '['}{lo}, {hi}"
         bounds += ")" if high_open or high is None else "]"
+        subject = f"`{caller}({name}=...)`" + (f" ({what})" if what else "")
         raise ValueError(
-            f"`{caller}({name}=...)` must be finite and in {bounds}, "
-            f"got {value!r}."
+            f"{subject} must be finite and in {bounds}, got {value!r}."
         )
 
 

@@ -29,9 +29,26 @@ def _check_transformation(tx: Any, name: str, caller: str = "layca") -> None:
 
 def check_learning_rate(learning_rate: Any, caller: str = "layca") -> None:
     """``ValueError`` for a learning rate that is not a non-negative real
-    number or a callable (schedule)."""
+    number or a schedule, or a schedule whose value at step 0 is not.
+
+    (A schedule that turns negative later gives no update from then on:
+    Layca's step has no sign to flip. This is documented, not checked.)
+    """
     if not callable(learning_rate):
         nx.check_scalar(learning_rate, caller, "learning_rate", low=0.0)
+        return
+    try:
+        first = learning_rate(0)
+    except Exception:  # noqa: BLE001 (a schedule of another signature)
+        return
+    if jnp.ndim(first) == 0:
+        nx.check_scalar(
+            first,
+            caller,
+            "learning_rate",
+            low=0.0,
+            what="the schedule's value at step 0",
+        )
 
 
 def _labels_fn(mask: optax.MaskOrFn, caller: str = "layca"):
