@@ -364,3 +364,66 @@ def test_update_argument_errors_name_the_argument():
         tx.update({"a": params["a"]}, state, params)
     with pytest.raises(ValueError, match=r"different shapes at 'b': \(3, 2\)"):
         tx.update({"a": params["a"], "b": jnp.ones((3, 2))}, state, params)
+
+
+# 5. Transforms after layca; the plateau recipe of docs/howto/schedules.md.
+
+
+def test_scaling_after_layca_breaks_its_guarantee():
+    params = {"w": jax.random.normal(jax.random.key(0), (4, 4))}
+    grads = _grads_like(params)
+    tx = optax.chain(layca_optax.layca(0.2), optax.scale(0.5))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    tan, ratio = _slice_tangents(new["w"], params["w"], (0, 1))
+    assert abs(float(ratio) - 1) > 1e-3  # what the docs warn about
+    assert abs(float(tan) - 0.1) > 5e-4
+
+
+def test_plateau_recipe_cuts_the_angle_and_keeps_the_norm():
+    params = _moe_params()
+    grads = _grads_like(params)
+    lr0 = 0.2
+    tx = optax.inject_hyperparams(layca_optax.layca, static_args=("mask",))(
+        learning_rate=lr0,
+        base=optax.scale_by_adam(),
+        mask=layca_optax.default_layer_mask,
+        other=optax.sgd(0.1),
+    )
+    plateau = optax.contrib.reduce_on_plateau(factor=0.5, patience=2)
+    state, plateau_state = tx.init(params), plateau.init(params)
+    for value in [1.0, 0.9, 0.9, 0.9, 0.9]:
+        _, plateau_state = plateau.update(params, plateau_state, value=value)
+    assert float(plateau_state.scale) == 0.5
+    state = optax.tree.set(state, learning_rate=lr0 * plateau_state.scale)
+    updates, _ = jax.jit(tx.update)(grads, state, params)
+    new = optax.apply_updates(params, updates)
+    tan, ratio = _slice_tangents(
+        new["conv"]["kernel"], params["conv"]["kernel"], (0, 1, 2, 3)
+    )
+    np.testing.assert_allclose(tan, 0.1, rtol=1e-4)
+    np.testing.assert_allclose(ratio, 1, rtol=1e-6)
+
+
+# 9. Smaller traps.
+
+
+def test_layca_step_count_by_state_name():
+    state = layca_optax.layca(0.1, base=optax.scale_by_adam()).init(
+        {"w": jnp.eye(2)}
+    )
+    with pytest.raises(KeyError, match="multiple values for 'count'"):
+        optax.tree.get(state, "count")
+    count = optax.tree.get(
+        state,
+        "count",
+        filtering=lambda path, _: (
+            getattr(path[-1], "tuple_name", None) == "ScaleByLaycaState"
+        ),
+    )
+    assert int(count) == 0
+
+
+def test_schedule_negative_at_step_zero_raises():
+    with pytest.raises(ValueError, match="value at step 0"):
+        layca_optax.layca(optax.linear_schedule(-0.1, 0.1, 10))
