@@ -181,6 +181,8 @@ def rotation_metrics(
     ``(L, d_in, d_out)`` kernel with ``axis=(-2, -1)``,
     ``"rotation/moe/experts/3/5"`` for layer 3, expert 5 of an
     ``(L, E, d_in, d_out)`` tensor. A leaf that is one layer keeps its name.
+    (One key per slice: for thousands of slices, e.g. per neuron with
+    ``axis=fan_in_axes``, log :func:`layer_rotation`'s arrays instead.)
 
     Args:
       params: the current parameters.

@@ -87,7 +87,8 @@ def test_per_slice_rotation_with_axis():
     want = [
         distance.cosine(params[i].ravel(), init[i].ravel()) for i in range(3)
     ]
-    np.testing.assert_allclose(np.ravel(got), want, rtol=1e-9)
+    assert got.shape == (3,)  # the kept axis, not keepdims (3, 1, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
 def test_degenerate_values():
