@@ -171,6 +171,7 @@ def muon_dimension_numbers(axis: Axis = None) -> Any:
     nx.check_axis(axis, caller)
 
     def fn(params: Any) -> Any:
+        treedef: Any
         flat, treedef = jax.tree_util.tree_flatten_with_path(params)
         out = []
         for (path, x), axes in zip(

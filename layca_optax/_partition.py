@@ -159,6 +159,7 @@ def _check_update_args(updates: Any, state: Any, params: Any, caller: str):
     if params is None:
         raise nx.no_params_error(caller)
     ups = jax.tree_util.tree_flatten_with_path(updates)[0]
+    pdef: Any
     ps, pdef = jax.tree.flatten(params)
     if jax.tree.structure(updates) != pdef:
         raise ValueError(
@@ -193,7 +194,7 @@ def partition_layers(
     tx = optax.partition(
         {_LAYER: layer_tx, _OTHER: other_tx}, _labels_fn(mask, caller)
     )
-    warned = []
+    warned: list[bool] = []
 
     def init_fn(params):
         if not warned and jax.tree.leaves(params):

@@ -98,6 +98,7 @@ def cap_norm_growth(
     def update_fn(updates, state, params=None):
         if params is None:
             raise nx.no_params_error("cap_norm_growth")
+        treedef: Any
         us, treedef = jax.tree.flatten(updates)
         axes = nx.axes_per_leaf(updates, axis, "cap_norm_growth")
         ws = treedef.flatten_up_to(params)

@@ -183,8 +183,11 @@ def check(case):
         w = slices(np.asarray(params[k], np.float64), axes)
         w1 = slices(np.asarray(new[k], np.float64), axes)
         g = slices(np.asarray(grads[k], np.float64), axes)
+        kept = [1 if a in axes else n for a, n in enumerate(params[k].shape)]
         rates = [
-            np.broadcast_to(np.asarray(r, np.float64), params[k].shape)
+            np.broadcast_to(
+                np.asarray(r, np.float64).reshape(kept), params[k].shape
+            )
             for r in (rate[k], tracked[k])
         ]
         rates = [slices(r, axes)[:, :1] for r in rates] if w.size else []
