@@ -106,7 +106,7 @@ def figure(results: Mapping[str, Any]) -> Any:
     for ax, (name, run) in zip(axes, runs.items(), strict=False):
         title = f"{name}: test acc {run['test_accuracy']:.1%}"
         layca_optax.plot_rotation_curves(
-            history(run), layers=layers, ax=ax, title=title
+            history(run), layers=layers, ax=ax, title=title, ylim=(0, 1)
         )
     fig.suptitle(
         f"Layer rotation curves, MNIST-1D CNN, {results['epochs']} epochs"

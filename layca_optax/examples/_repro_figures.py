@@ -50,7 +50,12 @@ def _title(config: Mapping[str, Any]) -> str:
 def _curves(ax: Any, config: Mapping[str, Any], layers: Sequence[str]) -> None:
     history = _report.history(config["runs"][0])
     layca_optax.plot_rotation_curves(
-        history, layers=list(layers), ax=ax, title=_title(config)
+        history,
+        layers=list(layers),
+        ax=ax,
+        title=_title(config),
+        ylim=(0, 1),  # the paper's range, the same for every panel
+        legend=False,
     )
     ax.title.set_fontsize(8)
 
