@@ -5,9 +5,10 @@ a direction (``optax.scale_by_adam()``), not a full optimizer
 (``optax.adam(1e-3)``), whose update already includes the learning rate and
 the sign flip. The two cannot be told apart from their types (both are
 ``GradientTransformation``\\ s), so :func:`checked_base` probes: at ``init``
-it runs two updates of a fresh copy of ``base`` on a tiny stand-in of the
-layers (every leaf cut to at most 2 entries per axis, weights and gradients
-all ones) and raises ``ValueError`` if they point against the gradient. A
+it runs two updates of a fresh state of ``base`` on a tiny stand-in layer
+(the first leaf cut to at most 2 entries per axis, weights and gradients all
+ones: a few operations, whatever the model's size) and raises
+``ValueError`` if they point against the gradient. A
 direction transformation has a positive inner product with a positive
 gradient (momentum, Adam, RMS scaling, Lion's sign, Muon's
 orthogonalization, added weight decay); a full optimizer a negative one.
@@ -83,9 +84,10 @@ def _check_structure(base: Any, params: Any, caller: str) -> None:
 
 
 def _probe_sign(base: Any, params: Any) -> float | None:
-    """The smallest inner product of two probe updates with the gradient;
-    None when the probe cannot run (extra arguments, shape rules)."""
-    w = jax.tree.map(lambda x: _stand_in(x, 1.0), params)
+    """The smaller inner product of two probe updates with the gradient, on
+    one stand-in layer (cut from the first leaf); None when ``base`` cannot
+    take a single array (a structure-dependent mask, extra arguments)."""
+    w = _stand_in(jax.tree.leaves(params)[0], 1.0)
     try:
         state = base.init(w)
         dots = []
