@@ -104,7 +104,7 @@ class RotationRecording:
                 f"{self.paths!r}; for one layer write ({self.paths!r},)."
             )
         try:
-            paths = tuple(self.paths)
+            paths: tuple[Any, ...] = tuple(self.paths)
         except TypeError:  # not iterable
             paths = (self.paths,)
         strings = all(isinstance(p, str) for p in paths)

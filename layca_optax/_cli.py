@@ -7,13 +7,12 @@ import importlib.metadata
 import importlib.util
 import os
 import shlex
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from layca_optax._interrupt import message, stop_on_signals
+from layca_optax._interrupt import run_interruptible
 
 
 PROG = "layca-optax"
@@ -374,7 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     SIGINT (Ctrl-C) and SIGTERM stop it within seconds, worker processes
     included: it prints one line (``layca-optax: interrupted (SIGINT)``)
-    and returns 130 (SIGINT) or 143 (SIGTERM), leaving only complete files.
+    and exits with 130 (SIGINT) or 143 (SIGTERM), leaving only complete
+    files (called with ``argv``, it returns the status instead).
 
     Args:
       argv: the arguments after the program name; default ``sys.argv[1:]``.
@@ -383,14 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       The exit status: 0 on success.
     """
     parser = build_parser()
+    program = argv is None  # not a call from Python: may end the process
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    try:
-        with stop_on_signals(PROG):
-            return _run(parser, args)
-    except KeyboardInterrupt as e:  # Interrupted, or a SIGINT before it
-        signum = getattr(e, "signum", signal.SIGINT)
-        newline = "\n" if sys.stderr.isatty() else ""
-        print(newline + message(PROG, signum), file=sys.stderr, flush=True)
-        return 128 + signum
+    command = lambda: _run(parser, args)
+    return run_interruptible(PROG, command, exit_now=program)

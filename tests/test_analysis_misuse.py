@@ -25,7 +25,11 @@ def adam_state():
     return tx.update(grads, tx.init(PARAMS))[1]
 
 
-@pytest.mark.parametrize("percentiles", ["50", "10", b"50", [10, "50"], 50])
+@pytest.mark.parametrize(
+    "percentiles",
+    ["50", "10", b"50", [10, "50"], 50],
+    ids=["str", "str10", "bytes", "list_with_str", "int"],
+)
 def test_adam_nu_percentiles_refuses_strings_and_scalars(percentiles):
     with pytest.raises(
         ValueError,

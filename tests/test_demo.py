@@ -141,6 +141,13 @@ def test_cli_help(capsys):
         assert option in printed
 
 
+def test_cli_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"layca-optax {layca_optax.__version__}\n"
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [

@@ -3,10 +3,8 @@ in this process or spread over worker processes (``--jobs``)."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -34,6 +32,7 @@ from layca_optax.examples._experiments import (
     experiments,
 )
 from layca_optax.examples._models import CNN
+from layca_optax.examples._workers import run_parallel
 from layca_optax.examples._zoo import C10CNN1, MLP, ResNet32
 
 
@@ -250,12 +249,6 @@ def run_unit(settings: Settings, unit: Unit) -> dict[str, Any]:
     return entry
 
 
-def _worker_init() -> None:
-    # Each worker process gets one XLA CPU thread pool of its own; keep the
-    # parent's flags (device count etc.).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def run_all(
     settings: Settings,
     jobs: int = 1,
@@ -267,6 +260,9 @@ def run_all(
       settings: what to train.
       jobs: worker processes (1: in this process). Each worker compiles
         the optimizer families it meets; results do not depend on ``jobs``.
+        If the caller stops (``KeyboardInterrupt``, or the iteration
+        closed early), the workers are killed at once (see
+        :func:`~layca_optax.examples._workers.run_parallel`).
       on_done: called with each finished unit as soon as it finishes.
     """
     todo = units(settings)
@@ -277,16 +273,9 @@ def run_all(
                 on_done(unit, entry)
             yield unit, entry
         return
-    context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
-    with concurrent.futures.ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_worker_init
-    ) as pool:
-        futures = {pool.submit(run_unit, settings, u): u for u in todo}
-        if on_done is not None:
-            for future in concurrent.futures.as_completed(futures):
-                on_done(futures[future], future.result())
-        for future, unit in futures.items():
-            yield unit, future.result()
+    yield from run_parallel(
+        functools.partial(run_unit, settings), todo, jobs, on_done
+    )
 
 
 def describe(settings: Settings) -> dict[str, Any]:
