@@ -87,13 +87,14 @@ def _probe_sign(base: Any, params: Any) -> float | None:
     """The smaller inner product of two probe updates with the gradient, on
     one stand-in layer (cut from the first leaf); None when ``base`` cannot
     take a single array (a structure-dependent mask, extra arguments)."""
-    w = _stand_in(jax.tree.leaves(params)[0], 1.0)
+    dots = []
     try:
-        state = base.init(w)
-        dots = []
-        for _ in range(2):
-            u, state = base.update(w, state, w)  # extra args: TypeError
-            dots.append(_inner(u, w))
+        with jax.ensure_compile_time_eval():  # eager, also inside a jit
+            w = _stand_in(jax.tree.leaves(params)[0], 1.0)
+            state = base.init(w)
+            for _ in range(2):
+                u, state = base.update(w, state, w)  # extra args: TypeError
+                dots.append(_inner(u, w))
     except Exception:  # noqa: BLE001 (a stand-in the base cannot take)
         return None
     return min(dots)

@@ -68,12 +68,13 @@ def zero_layers(params: Any, axis: Axis, caller: str) -> list[str]:
         return []
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     axes = nx.axes_per_leaf(params, axis, caller)
-    flags = jax.device_get(
-        [
-            jnp.any(jnp.all(w == 0, axis=a)) if jnp.size(w) else False
-            for (_, w), a in zip(flat, axes, strict=True)
-        ]
-    )
+    with jax.ensure_compile_time_eval():  # concrete params inside a jit
+        flags = jax.device_get(
+            [
+                jnp.any(jnp.all(w == 0, axis=a)) if jnp.size(w) else False
+                for (_, w), a in zip(flat, axes, strict=True)
+            ]
+        )
     return [path_str(p) for (p, _), f in zip(flat, flags, strict=True) if f]
 
 

@@ -427,3 +427,22 @@ def test_layca_step_count_by_state_name():
 def test_schedule_negative_at_step_zero_raises():
     with pytest.raises(ValueError, match="value at step 0"):
         layca_optax.layca(optax.linear_schedule(-0.1, 0.1, 10))
+
+
+def test_init_inside_jit_with_captured_params():
+    params = {"w": jnp.eye(3), "z": {"kernel": jnp.zeros((2, 2))}}
+
+    @jax.jit
+    def init_full():
+        tx = layca_optax.layca(LR, base=optax.adam(1e-3))
+        return tx.init({"w": params["w"]})
+
+    with pytest.raises(ValueError, match="got a full optimizer"):
+        init_full()
+
+    @jax.jit
+    def init_zero():
+        return layca_optax.layca(LR).init(params)
+
+    with pytest.warns(UserWarning, match="these layers are zero: z/kernel"):
+        init_zero()
