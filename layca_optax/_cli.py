@@ -27,7 +27,10 @@ DEMO_QUICK_EPOCHS = 3
 DEMO_OPTIMIZERS = ("layca", "sgd", "sgd-wd", "adam", "adam-layca")
 """The demo's optimizers (``layca_optax.examples.OPTIMIZERS``)."""
 
-_EXTRA_HINT = "It needs the examples extra: pip install 'layca-optax[examples]'"
+_EXTRA_HINT = (
+    "It needs the examples extra: pip install '.[examples]' in a clone of "
+    "the repository"
+)
 
 REPRODUCE_EPOCHS = 40
 """``reproduce``'s CNN epochs (the MLP's: 100), before ``--scale``."""
@@ -165,7 +168,7 @@ def _add_reproduce(commands: Any) -> None:
         "CNN and MLP. Writes results.json, one CSV history per run, the "
         "figures and report.md (the verdict on each claim, mean and spread "
         "over seeds) into --out. The default scale (177 runs) took 18 "
-        "minutes with --jobs 2 on 2 idle CPU cores.",
+        "minutes with --jobs 2 on 2 idle CPU cores, 36 on 2 loaded ones.",
     )
     reproduce.add_argument(
         "--out",
