@@ -95,13 +95,17 @@ def stop_on_signals(prog: str) -> Iterator[None]:
     """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread, and
     end the process (printing :func:`message`) if it does not unwind.
 
-    Outside the main thread (where handlers cannot be set) this does
-    nothing. The previous handlers are restored on exit.
+    Outside the main thread (where handlers cannot be set), and on
+    platforms other than POSIX, this does nothing. The previous handlers
+    are restored on exit.
 
     Args:
       prog: the program's name, for the message.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if (
+        os.name != "posix"
+        or threading.current_thread() is not threading.main_thread()
+    ):
         yield
         return
     watch = _Watch(prog)

@@ -25,7 +25,8 @@ def _worker_init(parent: int) -> None:
     kills the workers), and an exit as soon as the parent is gone."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # see _spawning
+    if hasattr(signal, "pthread_sigmask"):  # POSIX; see _spawning
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     threading.Thread(
         target=_exit_with_parent, args=(parent,), daemon=True
     ).start()
@@ -46,7 +47,8 @@ def _spawning() -> Iterator[None]:
     is dropped instead of printing a traceback. This process still gets
     both: Python runs the handler in the main thread whichever thread
     received the signal."""
-    if threading.current_thread() is not threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if not main or not hasattr(signal, "pthread_sigmask"):
         yield
         return
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
