@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from layca_optax import _numerics as nx, _sums as sm
-from layca_optax._metrics import flat_metrics
+from layca_optax._masks import path_str
 from layca_optax._numerics import Axis
 from layca_optax._rotation_sums import check_prefix, drop_reduced, sketch
 from layca_optax._tracking_parts import (
@@ -220,11 +220,14 @@ def tracked_metrics(
     ``plot_rotation_curves(history, prefix="track/cosine/")``). Metrics come
     in that order, layers in leaf order. Pure and jit-able.
 
-    With ``track_rotation(axis=...)`` keeping some axes of a leaf, each
-    slice gets its own scalar, named as in :func:`rotation_metrics`:
-    ``"track/rate/h/mlp/kernel/3"`` for stacked layer 3 of an
-    ``(L, d_in, d_out)`` kernel with ``axis=(-2, -1)``, ``.../3/5`` for
-    layer 3, expert 5 of an ``(L, E, d_in, d_out)`` tensor.
+    With ``track_rotation(axis=...)`` keeping some axes of a leaf, that
+    leaf's value is an array of the kept axes' shape (``(L,)`` for an
+    ``(L, d_in, d_out)`` kernel with ``axis=(-2, -1)``, ``(L, E)`` for
+    experts): splitting it into scalars inside a jitted step would cost one
+    slice per layer (and, with the layers sharded, communication), so
+    :meth:`RotationHistory.append` splits it on the host instead, into
+    ``"track/rate/h/mlp/kernel/3"`` (``.../3/5`` for layer 3, expert 5),
+    the names of :func:`rotation_metrics`.
 
     Args:
       state: a :class:`TrackRotationState`, or any optimizer state holding
@@ -232,7 +235,8 @@ def tracked_metrics(
       prefix: a str prepended to every key.
 
     Returns:
-      A ``dict[str, jax.Array]`` of float scalars.
+      A ``dict[str, jax.Array]`` of float scalars (arrays for leaves with
+      several layers).
 
     Raises:
       ValueError: a ``state`` without exactly one
@@ -253,8 +257,13 @@ def tracked_metrics(
 
       >>> stacked = {"h": {"kernel": jnp.ones((2, 3, 4))}}
       >>> tx = layca_optax.track_rotation(axis=(-2, -1))
-      >>> list(layca_optax.tracked_metrics(tx.init(stacked)))[:2]
-      ['track/rate/h/kernel/0', 'track/rate/h/kernel/1']
+      >>> metrics = layca_optax.tracked_metrics(tx.init(stacked))
+      >>> metrics["track/rate/h/kernel"].shape
+      (2,)
+      >>> history = layca_optax.RotationHistory()
+      >>> history.append(0, metrics)
+      >>> history.keys[:2]
+      ('track/rate/h/kernel/0', 'track/rate/h/kernel/1')
 
     References:
       Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
@@ -281,5 +290,6 @@ def tracked_metrics(
     }
     out: dict[str, jax.Array] = {}
     for name, tree in fields.items():
-        out |= flat_metrics(tree, f"{prefix}{name}/", "tracked_metrics")
+        for path, value in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            out[f"{prefix}{name}/{path_str(path)}"] = value
     return out

@@ -197,17 +197,22 @@ def test_mask_and_axis():
     want = jax.jit(rate)(new, params)
     assert jnp.shape(want["Conv_0"]["kernel"]) == (3, 2, 4)
     got = layca_optax.tracked_metrics(state, prefix="t_")
-    kernel = [f"kernel/{i}/{j}/{k}" for i, j, k in np.ndindex(3, 2, 4)]
     for m in ("rate", "radial_ratio", "norm", "cosine"):
         names = [k for k in got if k.startswith(f"t_{m}/")]
-        assert names == [f"t_{m}/Conv_0/{leaf}" for leaf in ["bias", *kernel]]
-    assert all(v.shape == () for v in got.values())
+        assert names == [f"t_{m}/Conv_0/{leaf}" for leaf in ["bias", "kernel"]]
+    assert got["t_rate/Conv_0/kernel"].shape == (3, 2, 4)  # split on host:
+    history = layca_optax.RotationHistory()
+    history.append(0, jax.device_get(got))
+    kernel = [f"kernel/{i}/{j}/{k}" for i, j, k in np.ndindex(3, 2, 4)]
+    assert history.layers("t_rate/") == ["Conv_0/bias"] + [
+        f"Conv_0/{leaf}" for leaf in kernel
+    ]
     np.testing.assert_allclose(
         got["t_rate/Conv_0/bias"], want["Conv_0"]["bias"], rtol=1e-4
     )
     for i, j, k in np.ndindex(3, 2, 4):
         np.testing.assert_allclose(
-            got[f"t_rate/Conv_0/kernel/{i}/{j}/{k}"],
+            history.as_array(f"t_rate/Conv_0/kernel/{i}/{j}/{k}")[0],
             want["Conv_0"]["kernel"][i, j, k],
             rtol=1e-4,
         )

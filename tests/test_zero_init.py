@@ -58,7 +58,10 @@ def test_warns_at_init_and_leaves_the_zero_layer_unchanged(fused):
 
 
 def test_no_warning_for_traced_or_nonzero_params():
-    tx = layca_optax.layca(0.1)
+    # The split explicit (no layer/other warning): only the zero check here.
+    tx = layca_optax.layca(
+        0.1, mask=layca_optax.default_layer_mask, other=optax.set_to_zero()
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         jax.jit(tx.init)(params())  # nothing to inspect under jit
