@@ -12,11 +12,12 @@ import numpy as np
 import optax
 
 from layca_optax import _numerics as nx
-from layca_optax._alias import check_partition_args, partition_layers
+from layca_optax._direction import checked_base
 from layca_optax._io import atomic_write
 from layca_optax._masks import leaf_paths, path_str
 from layca_optax._metrics import rotation_rate
 from layca_optax._normalization import normalize_to_param_norm
+from layca_optax._partition import check_partition_args, partition_layers
 from layca_optax._projection import project_to_tangent
 from layca_optax._reprojection import reproject_to_sphere
 
@@ -344,11 +345,12 @@ def adapt_copy(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
     """
+    nx.check_not_scheduled("adapt_copy", ("mask",))
     scaled = _scale_by_recorded_rates(recording, "adapt_copy")  # validates
     nx.check_scalar(eps, "adapt_copy", "eps", low=0.0)
     check_partition_args(base, other, mask, "adapt_copy")
     layer_tx = optax.chain(
-        optax.identity() if base is None else base,
+        optax.identity() if base is None else checked_base(base, "adapt_copy"),
         scaled,  # the lr-scaled step, which eps is compared with
         project_to_tangent(),
         normalize_to_param_norm(eps=eps),

@@ -24,7 +24,8 @@ def _matplotlib(caller: str):
         from matplotlib.figure import Figure
     except ImportError as err:
         raise ImportError(
-            f"`{caller}` needs matplotlib: pip install layca-optax[plot]"
+            f"`{caller}` needs matplotlib: pip install matplotlib "
+            "(or '.[plot]' in a clone)"
         ) from err
     return matplotlib.colormaps["viridis"], ScalarMappable, Normalize, Figure
 

@@ -69,7 +69,7 @@ def plot_reinit_robustness(
     except ImportError:
         raise ImportError(
             "`plot_reinit_robustness` needs matplotlib: "
-            "pip install layca-optax[plot]"
+            "pip install matplotlib (or '.[plot]' in a clone)"
         ) from None
     data = np.asarray(result.reinit, np.float64)
     labels = list(result.checkpoint_labels)

@@ -301,7 +301,7 @@ def test_plot_errors_and_missing_matplotlib(monkeypatch):
         layca_optax.plot_rotation_curves({"rotation/a": [0.1]})
     monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
     with pytest.raises(
-        ImportError, match=r"needs matplotlib: pip install layca-optax\[plot\]"
+        ImportError, match=r"needs matplotlib: pip install matplotlib"
     ):
         layca_optax.plot_rotation_curves(history)
 

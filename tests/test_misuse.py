@@ -113,7 +113,9 @@ def _slice_tangents(new, old, axes):
     ],
     ids=["adam", "sgd", "sgd-momentum", "adamw", "lion", "warmup", "inject"],
 )
-@pytest.mark.parametrize("make", [layca_optax.layca, layca_optax.hyperball])
+@pytest.mark.parametrize(
+    "make", [layca_optax.layca, layca_optax.hyperball, layca_optax.layca_lars]
+)
 def test_full_optimizer_as_base_raises(base, make):
     tx = make(LR, base=base, mask=None, other=optax.adam(1e-3))
     with pytest.raises(ValueError, match=r"base=\.\.\.\)` got a full optim"):

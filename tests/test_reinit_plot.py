@@ -75,7 +75,7 @@ def test_heatmap(tmp_path):
 def test_heatmap_without_matplotlib(monkeypatch):
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.colors"):
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(ImportError, match=r"pip install layca-optax\[plot\]"):
+    with pytest.raises(ImportError, match=r"pip install matplotlib"):
         layca_optax.plot_reinit_robustness(RESULT)
 
 

@@ -41,8 +41,9 @@ from layca_optax.examples._train import (
 
 
 DEFAULT_EPOCHS = 40
-"""Epochs of the demo: about a minute for the five runs on two CPU cores
-(64 s wall, 106 s CPU, compilation included)."""
+"""Epochs of the demo: 64 s wall (106 s CPU, compilation included) for the
+five runs on an idle 2-core AMD EPYC machine; 3 min on the same machine
+under a load average of 6-7 (docs/getting_started.md)."""
 
 QUICK_EPOCHS = 3
 """Epochs of ``layca-optax demo --quick``, a smoke test."""
