@@ -69,7 +69,11 @@ def layca_coefficients(ww, dw, dd, thresh, neg_a_eta, a_minus_1) -> tuple:
     k = sm.where(nonzero, dw / sm.where(nonzero, ww, 1), 0)
     perp2 = jnp.maximum(dd - k * dw, 0)
     ok = (perp2 > thresh) & (perp2 > rtol2 * dd) & nonzero
-    a_d = neg_a_eta * jnp.sqrt(sm.where(ok, ww, 1) / sm.where(ok, perp2, 1))
+    # sqrt(ww) / sqrt(perp2), not sqrt(ww / perp2): the ratio of squares
+    # leaves float32's range (1e-38) for a tiny layer and a huge direction.
+    a_d = neg_a_eta * (
+        jnp.sqrt(sm.where(ok, ww, 1)) / jnp.sqrt(sm.where(ok, perp2, 1))
+    )
     nan = sm.nan_if_nonfinite(ww, dd)
     a_w = sm.where(ok, a_minus_1 - a_d * k, 0) + nan
     return a_w, sm.where(ok, a_d, 0) + nan

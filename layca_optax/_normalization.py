@@ -16,7 +16,8 @@ _PAIRS = ((0, 0), (1, 1))  # <u, u>, <w, w>
 def _coefficients(uu, ww, *, eps: jax.typing.ArrayLike) -> tuple:
     """``||w|| / ||u||`` per layer, 0 when ``||u|| <= eps``."""
     ok = (uu > eps * eps) & (ww > 0)  # roots of 1 elsewhere: finite grads
-    ratio = jnp.sqrt(sm.where(ok, ww, 1) / sm.where(ok, uu, 1))
+    # A ratio of roots: the ratio of squares can leave the float range.
+    ratio = jnp.sqrt(sm.where(ok, ww, 1)) / jnp.sqrt(sm.where(ok, uu, 1))
     return (sm.where(ok, ratio, 0) + sm.nan_if_nonfinite(uu, ww),)
 
 

@@ -419,3 +419,26 @@ def test_fused_step_matches_the_primitive_chain(base, axis):
             a = np.asarray(fused_p[name]["kernel"], np.float64)
             b = np.asarray(chain_p[name]["kernel"], np.float64)
             assert np.linalg.norm(a - b) <= 1e-6 * np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize(
+    ("w_scale", "g_scale"), [(1e-6, 1e13), (1e-15, 1e4), (1e-12, 1e7)]
+)
+def test_tiny_layer_huge_direction_in_float32(w_scale, g_scale, fused):
+    """Within the documented range, though ||w||^2 / ||d_perp||^2 is below
+    float32's smallest normal number (the step once lost 3% of the norm:
+    found by tests/test_fuzz.py)."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(2, 2, 3, 2)) * w_scale
+    g = rng.normal(size=(2, 2, 3, 2)) * g_scale
+    tx = layca_optax.layca(0.25, fused=fused)
+    params, grads = {"w": jnp.asarray(w, jnp.float32)}, {"w": jnp.asarray(g)}
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    new = np.asarray(optax.apply_updates(params, updates)["w"], np.float64)
+    old = np.asarray(params["w"], np.float64)
+    np.testing.assert_allclose(
+        np.linalg.norm(new), np.linalg.norm(old), rtol=1e-6
+    )
+    cos = np.vdot(new, old) / np.linalg.norm(new) / np.linalg.norm(old)
+    np.testing.assert_allclose(np.tan(np.arccos(cos)), 0.25, rtol=1e-4)
