@@ -14,6 +14,7 @@ from layca_optax._adaptcopy import (
 )
 from layca_optax._adaptive import adam_nu_percentiles
 from layca_optax._alias import layca
+from layca_optax._axes import Axis, fan_in_axes
 from layca_optax._direction import muon_dimension_numbers
 from layca_optax._equilibrium import (
     equilibrium_layca_learning_rate,
@@ -39,7 +40,6 @@ from layca_optax._multipliers import (
     scale_by_layer_multipliers,
 )
 from layca_optax._normalization import normalize_to_param_norm
-from layca_optax._numerics import Axis, fan_in_axes
 from layca_optax._plots import (
     plot_rotation_curves,
     plot_rotation_rates,

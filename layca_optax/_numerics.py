@@ -2,207 +2,26 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from layca_optax._masks import path_str
+# The axis rules live in _axes; these names are used as nx.* across modules.
+from layca_optax._axes import (  # noqa: F401
+    Axis,
+    axes_per_leaf,
+    axis_rules,
+    check_axis,
+    fan_in_axes,
+    resolve_axes,
+)
+from layca_optax._masks import path_str  # noqa: F401
 from layca_optax._shard_map import complete_sum
-
-
-Axis: TypeAlias = None | int | Sequence[int] | Callable[..., Any] | Any
-"""Axes a layer's norm reduces over, for every leaf or per leaf.
-
-``None`` reduces over the whole leaf (one norm per leaf, as in the paper). An
-int or a tuple of ints reduces over those axes only, so that each slice along
-the remaining axes is a layer of its own: ``axis=0`` on a ``(fan_in, fan_out)``
-Dense kernel gives one norm per output unit (as Nero does); ``axis=(-2, -1)``
-on a stacked ``(num_layers, fan_in, fan_out)`` kernel (a scanned model) or an
-``(num_layers, experts, fan_in, fan_out)`` expert tensor gives one norm per
-stacked layer (and expert). The same value applies to every leaf, so its axes
-must exist in each.
-
-Per leaf:
-
-- a callable of one argument receives each leaf and returns one of the above,
-  e.g. :func:`layca_optax.fan_in_axes`;
-- a callable of two arguments receives each leaf's path (``"h/mlp/kernel"``,
-  as :func:`layca_optax.path_str` writes it) and the leaf, so that a 4-D expert
-  tensor and a 4-D conv kernel can be told apart;
-- a pytree that is a prefix of the params (e.g. a dict for Flax Linen
-  params) whose leaves are any of the above (``None`` included).
-"""
-
-
-def _is_axes(value: Any) -> bool:
-    """An int or a tuple/list of ints (bools excluded)."""
-    items = (value,) if isinstance(value, int) else value
-    if not isinstance(items, tuple | list):
-        return False
-    return all(isinstance(a, int) and not isinstance(a, bool) for a in items)
-
-
-def _is_spec(value: Any) -> bool:
-    """One leaf's axis rule: None, an int, a tuple of ints or a callable."""
-    return value is None or callable(value) or _is_axes(value)
-
-
-def _takes_path(fn: Callable[..., Any]) -> bool:
-    """Whether the axis callable ``fn`` takes ``(path, leaf)``."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):  # builtins without a signature
-        return False
-    positional = (
-        inspect.Parameter.POSITIONAL_ONLY,
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    )
-    required = [
-        p for p in params if p.kind in positional and p.default is p.empty
-    ]
-    return len(required) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
-
-
-def fan_in_axes(leaf: Any) -> tuple[int, ...]:
-    """Axis rule giving one norm per output unit: reduce all but the last axis.
-
-    Flax kernels store the output features last (``(fan_in, fan_out)`` for
-    ``Dense``, ``(*window, in_features, out_features)`` for ``Conv``), so this
-    treats each output unit (neuron, filter) as a layer of its own.
-
-    Args:
-      leaf: an array (only its ``ndim`` is used).
-
-    Returns:
-      The tuple ``(0, ..., ndim - 2)``; ``()`` for scalars and vectors, so
-      each entry of a vector is its own slice.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> import layca_optax
-      >>> layca_optax.fan_in_axes(jnp.zeros((3, 3, 8, 16)))
-      (0, 1, 2)
-      >>> tx = layca_optax.layca(0.1, axis=layca_optax.fan_in_axes)
-
-    References:
-      Liu et al., `Learning by turning: neural architecture aware
-      optimisation <https://arxiv.org/abs/2102.07227>`_, 2021 (per-neuron
-      norms, as ``axis=fan_in_axes`` gives); Carbonnelle & De
-      Vleeschouwer, `Layer rotation: a surprisingly powerful indicator of
-      generalization in deep networks? <https://arxiv.org/abs/1806.01603>`_,
-      2019 (per-layer norms, the default).
-    """
-    return tuple(range(max(np.ndim(leaf) - 1, 0)))
-
-
-def resolve_axes(
-    x: jax.Array, axis: Axis, caller: str, path: Any = ()
-) -> tuple[int, ...]:
-    """The non-negative axes of ``x`` (at ``path``) that ``axis`` reduces
-    over; ``axis`` is one leaf's rule (see :func:`axes_per_leaf` for trees).
-    """
-    if callable(axis):
-        if _takes_path(axis):
-            axis = axis(path_str(path), x)
-        else:
-            axis = axis(x)
-        if not _is_spec(axis) or callable(axis):
-            raise ValueError(
-                f"`{caller}(axis=...)`: the axis callable returned {axis!r} "
-                f"for the leaf {_where(path)}of shape {np.shape(x)}; it must "
-                "return None, an int or a tuple of ints."
-            )
-    ndim = np.ndim(x)  # also for jax.ShapeDtypeStruct, on any jax version
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    out = []
-    for a in axes:
-        if not -ndim <= a < ndim:
-            raise ValueError(
-                f"`{caller}(axis=...)` got axis {a} for the leaf "
-                f"{_where(path)}of shape {np.shape(x)}; it must lie in "
-                f"[-{ndim}, {ndim}). A per-leaf rule (a callable of path and "
-                "leaf, or a prefix tree) fits leaves of different ranks."
-            )
-        out.append(a % ndim)
-    return tuple(sorted(set(out)))
-
-
-def _where(path: Any) -> str:
-    if not path:
-        return ""
-    return f"{path_str(path)!r} "
-
-
-class _Rule:
-    """One leaf's axis rule, wrapped so that a pytree map keeps it whole."""
-
-    def __init__(self, spec: Any):
-        self.spec = spec
-
-
-def axis_rules(tree: Any, axis: Axis, caller: str) -> list[Any]:
-    """The axis rule of each leaf of ``tree``, in leaf order: ``axis`` for
-    every leaf, or its entries broadcast when it is a prefix tree."""
-    if _is_spec(axis):
-        return [axis] * len(jax.tree.leaves(tree))
-    try:
-        rules = jax.tree.map(
-            lambda spec, sub: jax.tree.map(lambda _: _Rule(spec), sub),
-            axis,
-            tree,
-            is_leaf=_is_spec,
-        )
-    except ValueError as err:
-        raise ValueError(
-            f"`{caller}(axis=...)`: a tree of axes must have the structure "
-            f"of the params or a prefix of it (Flax NNX states: use a "
-            f"callable of path and leaf instead), got {axis!r}: {err}"
-        ) from None
-    return [r.spec for r in jax.tree.leaves(rules)]
-
-
-def axes_per_leaf(tree: Any, axis: Axis, caller: str) -> list[tuple[int, ...]]:
-    """The reduction axes of each leaf of ``tree`` (leaf order) for
-    ``axis``: one rule for every leaf, a callable of the leaf or of its path
-    and the leaf, or a prefix tree of those (see :data:`Axis`)."""
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    rules = axis_rules(tree, axis, caller)
-    return [
-        resolve_axes(x, rule, caller, path)
-        for (path, x), rule in zip(flat, rules, strict=True)
-    ]
-
-
-def check_axis(axis: Axis, caller: str) -> None:
-    """Raises ``ValueError`` unless ``axis`` is a valid :data:`Axis`."""
-    if isinstance(axis, jax.Array | np.ndarray | np.generic):
-        raise ValueError(
-            f"`{caller}(axis=...)` must be None, an int, a tuple of ints, a "
-            f"callable or a prefix tree of these, got the array {axis!r}. "
-            "Under optax.inject_hyperparams, pass it as static: "
-            f"optax.inject_hyperparams({caller}, static_args=('axis',))."
-        )
-    if _is_spec(axis):
-        return
-    bad = [
-        spec
-        for spec in jax.tree.leaves(axis, is_leaf=_is_spec)
-        if not _is_spec(spec)
-    ]
-    if bad or isinstance(axis, str | bytes | float | bool):
-        raise ValueError(
-            f"`{caller}(axis=...)` must be None, an int, a tuple of ints, a "
-            "callable of the leaf (or of its path and the leaf), or a prefix "
-            f"tree of the params with these at its leaves, got {axis!r}."
-        )
 
 
 def reduction_dtype(dtype: Any) -> jnp.dtype:
