@@ -10,24 +10,26 @@ from layca_optax import _numerics as nx, _sums as sm
 from layca_optax._numerics import Axis
 
 
-_PAIRS = ((0, 0), (1, 1))  # <w + u, w + u>, <w, w>
+_PAIRS = ((0, 0), (1, 1), (2, 2))  # <w + u, w + u>, <w, w>, <u, u>
 
 
-def _coefficients(vv, ww) -> tuple:
+def _coefficients(vv, ww, uu) -> tuple:
     """``(a_v, a_w)`` with ``u' = a_v (w + u) + a_w w``, per layer: ``||w||
-    / ||w + u||`` and -1, or 0 and 0 when ``w + u = 0``."""
-    moved = vv > 0
+    / ||w + u||`` and -1, or 0 and 0 when ``w + u = 0`` or ``u = 0`` (then
+    exactly no update: ``||w + u||`` and ``||w||``, summed in different
+    fusions, may differ in the last bit)."""
+    moved = (vv > 0) & (uu > 0)
     ok = moved & (ww > 0)  # roots of 1 elsewhere: finite gradients
-    nan = sm.nan_if_nonfinite(vv, ww)
+    nan = sm.nan_if_nonfinite(vv, ww, uu)
     ratio = jnp.sqrt(sm.where(ok, ww, 1) / sm.where(ok, vv, 1))
     return sm.where(ok, ratio, 0) + nan, sm.where(moved, -1.0, 0) + nan
 
 
 def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> jax.Array:
     dtype = nx.reduction_dtype(u.dtype)
-    wf = w.astype(dtype)
-    v = wf + u.astype(dtype)
-    a_v, a_w = _coefficients(*sm.layer_sums((v, wf), _PAIRS, axes))
+    wf, uf = w.astype(dtype), u.astype(dtype)
+    v = wf + uf
+    a_v, a_w = _coefficients(*sm.layer_sums((v, wf, uf), _PAIRS, axes))
     return (a_v * v + a_w * wf).astype(u.dtype)
 
 
