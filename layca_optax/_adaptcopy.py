@@ -36,7 +36,8 @@ def rotation_rate_row(
     Args:
       new_params: parameters after the step.
       old_params: parameters before it.
-      mask: which leaves are layers; default ``ndim >= 2``.
+      mask: which leaves are layers; default :func:`default_layer_mask`
+        (kernels).
 
     Returns:
       A float32 (float64 with x64) vector with one entry per layer.
@@ -316,8 +317,8 @@ def adapt_copy(
         path). Must be finite and non-negative (a turn beyond 90 degrees
         records a negative tangent and cannot be replayed).
       base: the direction; ``None``: the gradient.
-      mask: which leaves are layers (default ``ndim >= 2``); use the mask
-        of the recording.
+      mask: which leaves are layers (default :func:`default_layer_mask`:
+        kernels); use the mask of the recording.
       other: the transformation of the other leaves; default: unchanged.
       eps: the zero-step threshold.
 

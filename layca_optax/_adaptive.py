@@ -107,7 +107,7 @@ def adam_nu_percentiles(
         Without it, leaves are met in the state's order.
       percentiles: in [0, 100]; ``50`` is the median.
       mask: which leaves are layers (an ``optax.MaskOrFn`` over
-        ``params``); default :func:`default_layer_mask` (``ndim >= 2``).
+        ``params``); default :func:`default_layer_mask` (kernels).
       b2: Adam's ``b2``: when given, the bias-corrected
         :math:`\hat v_t = v_t / (1 - b_2^t)` (0 before the first step) is
         summarized instead, with :math:`t` the state's ``count``. With

@@ -44,8 +44,9 @@ def layca(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Layca: layer-level controlled amount of weight rotation.
 
-    Each layer :math:`w` (by default every leaf with ``ndim >= 2``) is rotated
-    by exactly :math:`\arctan(\eta_l)` per step, with
+    Each layer :math:`w` (by default the kernels: see
+    :func:`default_layer_mask`) is rotated by exactly
+    :math:`\arctan(\eta_l)` per step, with
     :math:`\eta_l = \rho(t)\, m_l` (``learning_rate`` times the layer's
     multiplier), and keeps its norm. With :math:`d` the ``base`` direction
     (the gradient when ``base`` is None), per layer:
@@ -73,7 +74,10 @@ def layca(
       **Leaves that are not layers are left unchanged by default**, as in the
       authors' code (biases and BatchNorm scales stay at their initial value;
       the paper's models have none). To train them, pass e.g.
-      ``other=optax.sgd(0.1)`` or ``other=optax.adam(1e-3)``.
+      ``other=optax.sgd(0.1)`` or ``other=optax.adam(1e-3)``. ``init``
+      warns once, listing them, until both ``mask`` and ``other`` are
+      given. ``base`` is a direction, not a full optimizer:
+      ``base=optax.adam(1e-3)`` raises at ``init`` (it would step uphill).
 
     Layer order for ``alpha``: pytree leaves are sorted by key, so
     ``Conv_10`` comes before ``Conv_2`` and leaf order is generally *not*
@@ -118,7 +122,10 @@ def layca(
       mask: which leaves are layers: an ``optax.MaskOrFn``; a tree with the
         same structure as (or a prefix of) the params, or a callable that
         returns one given the params, with Python bools at the leaves, True
-        for layers. Default :func:`default_layer_mask` (``ndim >= 2``).
+        for layers. Default :func:`default_layer_mask` (leaves named
+        ``kernel``; never ``bias``, ``scale``, ``embedding``; other names
+        with ``ndim >= 2``). ``init`` warns once, listing the split, unless
+        both ``mask`` and ``other`` are given.
       other: the transformation for the leaves that are not layers. Default:
         none, they are left unchanged (:func:`optax.set_to_zero`).
       axis: axes each layer norm reduces over; ``None`` (default) makes each

@@ -211,7 +211,7 @@ def forward_order(
         are, so flags such as ``train=False`` stay static.
       mask: which leaves of ``params`` are layers, as in :func:`layca` (pass
         the same one to both). Default :func:`default_layer_mask`
-        (``ndim >= 2``).
+        (kernels).
       strict: raise if a layer is never used, instead of appending it.
       **kwargs: keyword arguments of ``fn``, as ``args``. ``fn``'s own
         ``mask`` or ``strict`` arguments must be bound with a ``lambda`` or

@@ -109,7 +109,7 @@ def layer_rotation(
       params: the current parameters.
       init_params: the parameters at initialization (same structure).
       mask: which leaves are layers (``optax.MaskOrFn``, Python bools);
-        default :func:`default_layer_mask` (``ndim >= 2``).
+        default :func:`default_layer_mask` (kernels).
       axis: axes each norm reduces over (see :data:`Axis`: one rule, a
         callable of the leaf or of its path and the leaf, or a prefix
         tree); ``None`` gives a scalar per layer. With axes left unreduced,
@@ -188,7 +188,8 @@ def rotation_metrics(
       params: the current parameters.
       init_params: the parameters at initialization (same structure and
         shapes).
-      mask: which leaves are layers; default ``ndim >= 2``.
+      mask: which leaves are layers; default :func:`default_layer_mask`
+        (kernels).
       axis: axes each norm reduces over (see :data:`Axis`); default the
         whole leaf.
       prefix: a str prepended to every key.
@@ -258,7 +259,8 @@ def rotation_rate(
     Args:
       new_params: parameters after the step(s).
       old_params: parameters before (same structure).
-      mask: which leaves are layers; default ``ndim >= 2``.
+      mask: which leaves are layers; default :func:`default_layer_mask`
+        (kernels).
       axis: axes each norm reduces over (see :data:`Axis`).
 
     Returns:

@@ -250,7 +250,7 @@ def reinit_robustness(
       init_fn: ``init_fn(key, path, shape, dtype) -> array``, one fresh draw
         of the layer at ``path``; default: see above.
       layers: which leaves to probe: an ``optax.MaskOrFn`` (default
-        :func:`default_layer_mask`, ``ndim >= 2``) or a list of paths
+        :func:`default_layer_mask`: kernels) or a list of paths
         (``"Dense_0/kernel"`` or key paths); rows follow this list's order,
         so pass it input side first (a mask gives pytree leaf order).
       num_draws: re-randomized draws per layer, at least 1.

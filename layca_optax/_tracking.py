@@ -110,7 +110,7 @@ def track_rotation(
 
     Args:
       mask: which leaves are layers (``optax.MaskOrFn``, Python bools);
-        default :func:`default_layer_mask` (``ndim >= 2``).
+        default :func:`default_layer_mask` (kernels).
       axis: axes each norm reduces over (see :data:`Axis`); must be ``None``
         with ``reference="sketch"``.
       reference: ``None`` (no cosine distance), ``"exact"``, ``"bfloat16"``

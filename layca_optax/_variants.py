@@ -162,8 +162,8 @@ def layca_lars(
         ...); ``None``: the gradient.
       max_growth: the cap :math:`c` of :func:`cap_norm_growth`; ``None``
         for no cap.
-      mask: which leaves are layers (default ``ndim >= 2``). The authors
-        applied it to every parameter: pass
+      mask: which leaves are layers (default :func:`default_layer_mask`:
+        kernels). The authors applied it to every parameter: pass
         ``mask=lambda p: jax.tree.map(lambda _: True, p)``.
       other: the transformation of the other leaves; default: unchanged.
       axis: axes each norm reduces over (see :data:`Axis`).
@@ -250,7 +250,8 @@ def hyperball(
       base: the direction: ``optax.scale_by_adam()`` (AdamH),
         ``optax.contrib.scale_by_muon(...)`` (MuonH), ...; ``None``: the
         gradient.
-      mask: which leaves are layers (default ``ndim >= 2``).
+      mask: which leaves are layers (default
+        :func:`default_layer_mask`: kernels).
       other: the transformation of the other leaves; default: unchanged.
       axis: axes each norm reduces over (see :data:`Axis`); Marin takes one
         norm per leading-axis entry of stacked kernels: ``axis=(1, 2)``.
