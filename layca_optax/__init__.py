@@ -22,8 +22,8 @@ from layca_optax._equilibrium import (
     equilibrium_weight_decay,
 )
 from layca_optax._forward_order import forward_order
-from layca_optax._fused import ScaleByLaycaState, scale_by_layca
 from layca_optax._history import RotationHistory
+from layca_optax._layca import ScaleByLaycaState, scale_by_layca
 from layca_optax._masks import (
     KeyPathLike,
     default_layer_mask,

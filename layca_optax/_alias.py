@@ -9,7 +9,7 @@ import optax
 
 from layca_optax import _numerics as nx
 from layca_optax._direction import checked_base
-from layca_optax._fused import scale_by_layca
+from layca_optax._layca import scale_by_layca
 from layca_optax._masks import KeyPathLike
 from layca_optax._multipliers import (
     Multipliers,
