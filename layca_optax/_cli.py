@@ -18,14 +18,15 @@ from layca_optax._interrupt import run_interruptible
 PROG = "layca-optax"
 
 DEMO_EPOCHS = 40
-"""The demo's default epochs; ``layca_optax.examples.DEFAULT_EPOCHS`` too
+"""The demo's default epochs; ``layca_optax.experiments.DEFAULT_EPOCHS`` too
 (a test checks), kept here so that ``--help`` does not import JAX."""
 
 DEMO_QUICK_EPOCHS = 3
-"""``demo --quick``'s epochs (``layca_optax.examples.mnist1d.QUICK_EPOCHS``)."""
+"""``demo --quick``'s epochs
+(``layca_optax.experiments.mnist1d.QUICK_EPOCHS``)."""
 
 DEMO_OPTIMIZERS = ("layca", "sgd", "sgd-wd", "adam", "adam-layca")
-"""The demo's optimizers (``layca_optax.examples.OPTIMIZERS``)."""
+"""The demo's optimizers (``layca_optax.experiments.OPTIMIZERS``)."""
 
 _EXTRA_HINT = (
     "It needs the examples extra: pip install '.[examples]' in a clone of "
@@ -41,7 +42,7 @@ REPRODUCE_QUICK = {"epochs": 2, "mlp_epochs": 3, "seeds": 2}
 """``reproduce --quick``: epochs, MLP epochs and seeds of the smoke test."""
 
 TASKS = ("mnist1d", "cifar10", "cifar100")
-"""``reproduce --task`` (``layca_optax.examples._runner.TASKS``)."""
+"""``reproduce --task`` (``layca_optax.experiments._runner.TASKS``)."""
 
 
 def _version() -> str:
@@ -250,8 +251,8 @@ def _demo(args: argparse.Namespace) -> int:
     needed = ["flax", "mnist1d"] + (["matplotlib"] if args.out else [])
     if _missing("demo", needed):
         return 1
-    from layca_optax.examples import mnist1d
-    from layca_optax.examples._report import format_report
+    from layca_optax.experiments import mnist1d
+    from layca_optax.experiments._report import format_report
 
     epochs = args.epochs
     if epochs is None:
@@ -300,9 +301,9 @@ def _reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace):
         return 1
     if args.data_dir is not None and not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a folder")
-    from layca_optax.examples._datasets import DatasetError
-    from layca_optax.examples._runner import Settings, check_data
-    from layca_optax.examples.reproduce import run_reproduce
+    from layca_optax.experiments._datasets import DatasetError
+    from layca_optax.experiments._runner import Settings, check_data
+    from layca_optax.experiments.reproduce import run_reproduce
 
     quick = REPRODUCE_QUICK if args.quick else {}
     seeds = args.seeds or quick.get("seeds", 3)
@@ -348,7 +349,7 @@ def _reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace):
 def _report(parser: argparse.ArgumentParser, args: argparse.Namespace):
     if _missing("report", ["matplotlib"]):
         return 1
-    from layca_optax.examples.reproduce import load_results, write_report
+    from layca_optax.experiments.reproduce import load_results, write_report
 
     try:
         results = load_results(args.out)

@@ -11,8 +11,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from layca_optax.examples._cifar import load_cifar, safe_unpickle
-from layca_optax.examples._datasets import (
+from layca_optax.experiments._cifar import load_cifar, safe_unpickle
+from layca_optax.experiments._datasets import (
     ENV_VAR,
     Dataset,
     DatasetError,

@@ -15,7 +15,7 @@ pytest.importorskip("tqdm")
 
 import layca_optax  # noqa: E402
 from layca_optax import _cli  # noqa: E402
-from layca_optax.examples import _report, mnist1d  # noqa: E402
+from layca_optax.experiments import _report, mnist1d  # noqa: E402
 
 
 EPOCHS = _cli.DEMO_QUICK_EPOCHS

@@ -16,15 +16,15 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
 import layca_optax  # noqa: E402
-import layca_optax.examples  # noqa: E402
+import layca_optax.experiments  # noqa: E402
 from layca_optax import _cli  # noqa: E402
-from layca_optax.examples import _claims, _runner, reproduce  # noqa: E402
-from layca_optax.examples._experiments import (  # noqa: E402
+from layca_optax.experiments import _claims, _runner, reproduce  # noqa: E402
+from layca_optax.experiments._experiments import (  # noqa: E402
     LAYCA_DEFAULT,
     Optimizer,
     experiments,
 )
-from layca_optax.examples._repro_figures import FIGURES  # noqa: E402
+from layca_optax.experiments._repro_figures import FIGURES  # noqa: E402
 from tests.test_datasets import (  # noqa: E402
     write_cifar10,
     write_cifar100,
@@ -222,13 +222,13 @@ def test_cifar_runs_train_end_to_end(
 
 
 def test_sweep_runs_do_not_depend_on_each_other():
-    from layca_optax.examples import load_mnist1d, train_sweep
+    from layca_optax.experiments import load_mnist1d, train_sweep
 
     data = load_mnist1d()
     small = data._replace(
         x_train=data.x_train[:512], y_train=data.y_train[:512]
     )
-    build = Optimizer("layca", layca_optax.examples.CNN().layer_names)
+    build = Optimizer("layca", layca_optax.experiments.CNN().layer_names)
     hp = {"learning_rate": [3**-3, 3**-2], "alpha": [0.0, 0.0]}
     both = train_sweep(build, small, 2, [0, 1], hp)
     alone = train_sweep(build, small, 2, [1], {k: v[1:] for k, v in hp.items()})

@@ -1,7 +1,7 @@
 """Multi-seed reproduction of the Layca paper's findings, offline.
 
 ``layca-optax reproduce`` trains, for every seed, the paper's experiments
-at laptop scale (see :func:`~layca_optax.examples._experiments.experiments`)
+at laptop scale (see :func:`~layca_optax.experiments._experiments.experiments`)
 on MNIST-1D (generated locally) and scikit-learn's 8x8 digits (bundled), or
 on CIFAR-10/100 and MNIST from local files; then writes ``results.json``,
 one CSV history per run, the figures and ``report.md``, which states claim
@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from layca_optax._io import atomic_write, atomic_write_text
-from layca_optax.examples import _repro_figures as figures
-from layca_optax.examples._claims import (
+from layca_optax.experiments import _repro_figures as figures
+from layca_optax.experiments._claims import (
     MATCH_POINTS,
     T_THRESHOLD,
     check_claims,
     stats,
 )
-from layca_optax.examples._experiments import experiments
-from layca_optax.examples._report import history, write_json
-from layca_optax.examples._runner import Settings, Unit, describe, run_all
+from layca_optax.experiments._experiments import experiments
+from layca_optax.experiments._report import history, write_json
+from layca_optax.experiments._runner import Settings, Unit, describe, run_all
 
 
 RESULTS_NAME = "results.json"

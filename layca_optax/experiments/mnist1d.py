@@ -1,7 +1,7 @@
 """The demo: Layca against tuned SGD and Adam on MNIST-1D, with the
 layer-rotation curves.
 
-A small 1-D CNN (:class:`~layca_optax.examples.CNN`; no biases, BatchNorm
+A small 1-D CNN (:class:`~layca_optax.experiments.CNN`; no biases, BatchNorm
 without affine parameters, so every parameter is a layer) is trained on
 MNIST-1D from the same initialization, for the same epochs and the same
 step-decay schedule shape, with five optimizers (:data:`OPTIMIZERS`):
@@ -27,10 +27,10 @@ import jax
 import optax
 
 import layca_optax
-from layca_optax.examples import _report
-from layca_optax.examples._data import DATA_SEED, load_mnist1d
-from layca_optax.examples._models import CNN
-from layca_optax.examples._train import (
+from layca_optax.experiments import _report
+from layca_optax.experiments._data import DATA_SEED, load_mnist1d
+from layca_optax.experiments._models import CNN
+from layca_optax.experiments._train import (
     BATCH_SIZE,
     DECAY_AT,
     DECAY_FACTOR,
@@ -121,7 +121,7 @@ def _optimizer(
     name: str, learning_rate: float, total_steps: int
 ) -> optax.GradientTransformation:
     """One optimizer, the same object for the same arguments (so that
-    :func:`~layca_optax.examples.train` reuses its compiled run)."""
+    :func:`~layca_optax.experiments.train` reuses its compiled run)."""
     schedule = step_decay(learning_rate, total_steps)
     if name == "layca":
         return layca_optax.layca(schedule)
@@ -159,7 +159,7 @@ def optimizers(
       ``{name: (initial learning rate, description, transformation)}``.
 
     Example:
-      >>> from layca_optax.examples import mnist1d
+      >>> from layca_optax.experiments import mnist1d
       >>> list(mnist1d.optimizers(100, names=["adam-layca", "sgd"]))
       ['adam-layca', 'sgd']
     """
@@ -209,7 +209,7 @@ def run_demo(
       out: if given, a directory (created if needed) that receives, each
         written atomically, ``results.json``, ``layer_rotation.png`` (the
         layer-rotation curves, one panel per optimizer, see
-        :func:`~layca_optax.examples._report.figure`), ``report.md`` and
+        :func:`~layca_optax.experiments._report.figure`), ``report.md`` and
         one ``history_<optimizer>.csv`` per run (per epoch: each layer's
         rotation, the train loss, the test accuracy; a
         :class:`layca_optax.RotationHistory` reads it back).

@@ -21,8 +21,8 @@ import numpy as np
 import optax
 
 import layca_optax
-from layca_optax.examples._datasets import Dataset
-from layca_optax.examples._models import CNN
+from layca_optax.experiments._datasets import Dataset
+from layca_optax.experiments._models import CNN
 
 
 BATCH_SIZE = 128

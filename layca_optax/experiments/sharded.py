@@ -10,7 +10,7 @@ the loss curves are apart.
 
 On CPU, try it with eight virtual devices::
 
-    python -m layca_optax.examples.sharded --cpu-devices 8 --compare
+    python -m layca_optax.experiments.sharded --cpu-devices 8 --compare
 
 See ``docs/multihost.md`` for TPU pods and GPU clusters.
 """
@@ -31,7 +31,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import layca_optax
-from layca_optax.examples import CNN, Dataset, load_mnist1d, step_decay
+from layca_optax.experiments import CNN, Dataset, load_mnist1d, step_decay
 
 
 def make_step(model: nn.Module, tx: optax.GradientTransformation) -> Any:
@@ -78,8 +78,8 @@ def train(
     Args:
       epochs: passes over the training set.
       devices: the devices of the mesh; default all local devices.
-      model: default the demo's :class:`~layca_optax.examples.CNN`.
-      data: default MNIST-1D (:func:`~layca_optax.examples.load_mnist1d`).
+      model: default the demo's :class:`~layca_optax.experiments.CNN`.
+      data: default MNIST-1D (:func:`~layca_optax.experiments.load_mnist1d`).
       batch_size: the global batch; the device count must divide it.
       learning_rate: Layca's initial rate, step-decayed (x0.2 at 80% and
         90% of the run).
@@ -212,7 +212,7 @@ def _gap(run: dict[str, Any], reference: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command line: ``python -m layca_optax.examples.sharded --help``."""
+    """Command line: ``python -m layca_optax.experiments.sharded --help``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)

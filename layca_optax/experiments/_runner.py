@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import layca_optax
-from layca_optax.examples import _report
-from layca_optax.examples._cifar import load_cifar
-from layca_optax.examples._data import load_mnist1d
-from layca_optax.examples._datasets import (
+from layca_optax.experiments import _report
+from layca_optax.experiments._cifar import load_cifar
+from layca_optax.experiments._data import load_mnist1d
+from layca_optax.experiments._datasets import (
     Dataset,
     DatasetError,
     load_digits,
@@ -26,14 +26,14 @@ from layca_optax.examples._datasets import (
     resolve_data_dir,
     take_per_class,
 )
-from layca_optax.examples._experiments import (
+from layca_optax.experiments._experiments import (
     LAYCA_DEFAULT,
     Optimizer,
     experiments,
 )
-from layca_optax.examples._models import CNN
-from layca_optax.examples._workers import run_parallel
-from layca_optax.examples._zoo import C10CNN1, MLP, ResNet32
+from layca_optax.experiments._models import CNN
+from layca_optax.experiments._workers import run_parallel
+from layca_optax.experiments._zoo import C10CNN1, MLP, ResNet32
 
 
 TASKS = ("mnist1d", "cifar10", "cifar100")
@@ -206,12 +206,12 @@ def _reinit(task: Task, result: Any, seed: int, draws: int) -> dict:
 def run_unit(settings: Settings, unit: Unit) -> dict[str, Any]:
     """Trains one run; returns its ``results.json`` entry.
 
-    The entry is :func:`~layca_optax.examples._report.summary`'s, with the
+    The entry is :func:`~layca_optax.experiments._report.summary`'s, with the
     seed, plus ``"reinit"`` for the runs the reinit study probes (Layca's
     default on the CNN, the first rate on the MLP) and ``"features"`` (the
     first 16 hidden units' input weights as images) for the MLP's runs.
     """
-    from layca_optax.examples import train_sweep
+    from layca_optax.experiments import train_sweep
 
     experiment = {e.name: e for e in experiments(settings.quick)}[
         unit.experiment
@@ -262,7 +262,7 @@ def run_all(
         the optimizer families it meets; results do not depend on ``jobs``.
         If the caller stops (``KeyboardInterrupt``, or the iteration
         closed early), the workers are killed at once (see
-        :func:`~layca_optax.examples._workers.run_parallel`).
+        :func:`~layca_optax.experiments._workers.run_parallel`).
       on_done: called with each finished unit as soon as it finishes.
     """
     todo = units(settings)

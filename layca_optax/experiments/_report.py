@@ -25,7 +25,7 @@ def format_report(results: Mapping[str, Any]) -> str:
     """The summary table and each layer's final rotation, as text.
 
     Args:
-      results: what :func:`~layca_optax.examples.mnist1d.run_demo` returns.
+      results: what :func:`~layca_optax.experiments.mnist1d.run_demo` returns.
 
     Returns:
       The two tables and the optimizers' definitions, ready to print.
@@ -86,7 +86,7 @@ def figure(results: Mapping[str, Any]) -> Any:
     state is left alone.
 
     Args:
-      results: what :func:`~layca_optax.examples.mnist1d.run_demo` returns.
+      results: what :func:`~layca_optax.experiments.mnist1d.run_demo` returns.
 
     Returns:
       The matplotlib ``Figure``, three panels per row.
@@ -145,7 +145,7 @@ def summary(result: Any, **settings: Any) -> dict[str, Any]:
     """One optimizer's entry of ``results.json``.
 
     Args:
-      result: its :class:`~layca_optax.examples.TrainResult`.
+      result: its :class:`~layca_optax.experiments.TrainResult`.
       **settings: put first (the optimizer's description, learning rate).
 
     Returns:

@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 
-from layca_optax.examples._datasets import Dataset, make_dataset
+from layca_optax.experiments._datasets import Dataset, make_dataset
 
 
 DATA_SEED = 42
@@ -29,7 +29,7 @@ def load_mnist1d(data_seed: int = DATA_SEED) -> Dataset:
       data_seed: the seed of MNIST-1D's generator; 42 is the published one.
 
     Returns:
-      A :class:`~layca_optax.examples.Dataset` named ``"mnist1d"`` with
+      A :class:`~layca_optax.experiments.Dataset` named ``"mnist1d"`` with
       inputs of shape ``(n, 40, 1)`` (NWC).
 
     Example:

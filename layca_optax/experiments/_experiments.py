@@ -3,7 +3,7 @@
 Each experiment of :func:`experiments` is a list of configurations (an
 optimizer and its hyperparameters), each trained with every seed. The
 optimizers are :class:`Optimizer` objects: hashable ``build`` callables for
-:func:`~layca_optax.examples.train_sweep`, whose hyperparameters (learning
+:func:`~layca_optax.experiments.train_sweep`, whose hyperparameters (learning
 rate, alpha, weight decay) are arguments of the compiled run, so a whole
 grid compiles once.
 """

@@ -1,18 +1,20 @@
-"""Examples for ``layca_optax``; they need the ``examples`` extra.
+"""The experiment application behind ``layca-optax demo/reproduce/report``.
 
-:mod:`layca_optax.examples.mnist1d` trains a small CNN on MNIST-1D with
+It needs the ``examples`` extra (``pip install '.[examples]'`` in a clone).
+
+:mod:`layca_optax.experiments.mnist1d` trains a small CNN on MNIST-1D with
 Layca, tuned SGD (with and without weight decay), Adam and Adam + Layca and
 plots the layer-rotation curves (``layca-optax demo``);
-:mod:`layca_optax.examples.reproduce` checks the paper's findings with
+:mod:`layca_optax.experiments.reproduce` checks the paper's findings with
 several seeds (``layca-optax reproduce``). The data loaders read MNIST-1D
 (generated), scikit-learn's digits (bundled), and MNIST and CIFAR-10/100
 from local files; :class:`C10CNN1`, :class:`ResNet32` and :class:`MLP` are
 the paper's models.
 """
 
-from layca_optax.examples._cifar import load_cifar
-from layca_optax.examples._data import load_mnist1d
-from layca_optax.examples._datasets import (
+from layca_optax.experiments._cifar import load_cifar
+from layca_optax.experiments._data import load_mnist1d
+from layca_optax.experiments._datasets import (
     Dataset,
     DatasetError,
     load_digits,
@@ -20,9 +22,9 @@ from layca_optax.examples._datasets import (
     take_per_class,
     validation_split,
 )
-from layca_optax.examples._models import CNN, conv1d_as_matmul
-from layca_optax.examples._report import format_report
-from layca_optax.examples._train import (
+from layca_optax.experiments._models import CNN, conv1d_as_matmul
+from layca_optax.experiments._report import format_report
+from layca_optax.experiments._train import (
     SweepResult,
     TrainResult,
     step_decay,
@@ -30,8 +32,8 @@ from layca_optax.examples._train import (
     train,
     train_sweep,
 )
-from layca_optax.examples._zoo import C10CNN1, MLP, ResNet32
-from layca_optax.examples.mnist1d import (
+from layca_optax.experiments._zoo import C10CNN1, MLP, ResNet32
+from layca_optax.experiments.mnist1d import (
     DEFAULT_EPOCHS,
     OPTIMIZERS,
     optimizers,

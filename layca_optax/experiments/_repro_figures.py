@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 import layca_optax
-from layca_optax.examples import _report
-from layca_optax.examples._claims import stats
+from layca_optax.experiments import _report
+from layca_optax.experiments._claims import stats
 
 
 FIGURES = {

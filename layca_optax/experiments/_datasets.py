@@ -1,7 +1,7 @@
 """Image datasets from local files or scikit-learn, never downloaded.
 
 Every loader (:func:`load_digits`, :func:`load_mnist`, and ``load_cifar``
-in :mod:`layca_optax.examples._cifar`) returns a :class:`Dataset` of
+in :mod:`layca_optax.experiments._cifar`) returns a :class:`Dataset` of
 read-only NumPy arrays: float32 inputs in NHWC layout, int32 labels. Files
 are looked for in an explicit ``data_dir``, else in the folder named by the
 ``LAYCA_DATA_DIR`` environment variable (:func:`resolve_data_dir`). A
