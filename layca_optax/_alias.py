@@ -9,13 +9,14 @@ import optax
 
 from layca_optax import _numerics as nx
 from layca_optax._direction import checked_base
-from layca_optax._layca import scale_by_layca
+from layca_optax._layca import layca_step
 from layca_optax._masks import KeyPathLike
 from layca_optax._multipliers import (
     Multipliers,
+    check_multipliers,
+    multipliers_step,
     ordered_depth_multipliers,
     product,
-    scale_by_layer_multipliers,
 )
 from layca_optax._normalization import normalize_to_param_norm
 from layca_optax._numerics import Axis
@@ -200,27 +201,28 @@ def layca(
             )
 
     factors: Multipliers = 1.0 if multipliers is None else multipliers
+    check_multipliers(factors, None, "layca")
     if layer_order is not None:
         depth = ordered_depth_multipliers(
             0.0 if alpha is None else alpha, layer_order, "layca"
         )
-        factors = product(depth, factors)
+        factors = product(depth, factors, "layca")
     direction = (
         optax.identity() if base is None else checked_base(base, "layca")
     )
     if fused:
-        step = scale_by_layca(learning_rate, factors, axis=axis, eps=eps)
+        step = layca_step(learning_rate, factors, axis, eps, "layca")
         layer_tx = optax.chain(direction, step)
     else:
         layer_tx = optax.chain(
             direction,
             # The authors' "step": the direction scaled by eta_l, which the
             # zero-step threshold of the normalization compares with eps.
-            scale_by_layer_multipliers(factors),
+            multipliers_step(factors, "layca"),
             optax.scale_by_learning_rate(learning_rate, flip_sign=False),
             project_to_tangent(axis=axis),
             normalize_to_param_norm(axis=axis, eps=eps),
-            scale_by_layer_multipliers(factors),
+            multipliers_step(factors, "layca"),
             optax.scale_by_learning_rate(learning_rate),
             reproject_to_sphere(axis=axis),
         )

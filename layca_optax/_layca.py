@@ -157,23 +157,35 @@ def scale_by_layca(
       Eq. 1). The single-reduction, single-pass form is this library's; it
       agrees with the four chained operations to rounding.
     """
-    nx.check_axis(axis, "scale_by_layca")
-    nx.check_scalar(eps, "scale_by_layca", "eps", low=0.0)
-    check_learning_rate(learning_rate, "scale_by_layca")
-    check_multipliers(multipliers, None, "scale_by_layca")
+    return layca_step(learning_rate, multipliers, axis, eps, "scale_by_layca")
+
+
+def layca_step(
+    learning_rate: optax.ScalarOrSchedule,
+    multipliers: Multipliers,
+    axis: Axis,
+    eps: jax.typing.ArrayLike,
+    caller: str,
+) -> optax.GradientTransformation:
+    """:func:`scale_by_layca` whose errors name ``caller``, the function
+    the user called (``layca`` builds its step with this)."""
+    nx.check_axis(axis, caller)
+    nx.check_scalar(eps, caller, "eps", low=0.0)
+    check_learning_rate(learning_rate, caller)
+    check_multipliers(multipliers, None, caller)
 
     def init_fn(params):
-        check_multipliers(multipliers, params, "scale_by_layca")
+        check_multipliers(multipliers, params, caller)
         return ScaleByLaycaState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
         if params is None:
-            raise nx.no_params_error("scale_by_layca")
+            raise nx.no_params_error(caller)
         if callable(learning_rate):
             lr = learning_rate(state.count)
         else:
             lr = learning_rate
-        factors = layer_factors(multipliers, updates, params, "layca")
+        factors = layer_factors(multipliers, updates, params, caller)
         terms: dict[Any, tuple] = {}  # per static factor: computed once
 
         def rate(m):
@@ -185,7 +197,7 @@ def scale_by_layca(
         new = sm.map_layers(
             _leaf,
             axis,
-            "layca",
+            caller,
             updates,
             params,
             jax.tree.map(rate, factors),

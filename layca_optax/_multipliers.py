@@ -112,9 +112,12 @@ def _broadcast(multipliers: Any, tree: Any, caller: str) -> Any:
         ) from None
 
 
-def resolve_multipliers(multipliers: Multipliers, params: Any) -> Any:
-    """A factor for every leaf of ``params``."""
-    caller = "scale_by_layer_multipliers"
+def resolve_multipliers(
+    multipliers: Multipliers,
+    params: Any,
+    caller: str = "scale_by_layer_multipliers",
+) -> Any:
+    """A factor for every leaf of ``params``; errors name ``caller``."""
     tree = multipliers(params) if callable(multipliers) else multipliers
     _check_factors(tree, caller)
     return _broadcast(tree, params, caller)
@@ -160,7 +163,13 @@ def scale_by_layer_multipliers(
       <https://arxiv.org/abs/1806.01603>`_, 2019 (Algorithm 1's
       layerwise rates; Eq. 1 via :func:`depth_multipliers`).
     """
-    caller = "scale_by_layer_multipliers"
+    return multipliers_step(multipliers, "scale_by_layer_multipliers")
+
+
+def multipliers_step(
+    multipliers: Multipliers, caller: str
+) -> optax.GradientTransformation:
+    """:func:`scale_by_layer_multipliers` whose errors name ``caller``."""
     check_multipliers(multipliers, None, caller)
 
     def init_fn(params):
@@ -194,7 +203,7 @@ def layer_factors(
         return _broadcast(multipliers, updates, caller)
     if params is None:
         raise nx.no_params_error(caller)
-    return resolve_multipliers(multipliers, params)
+    return resolve_multipliers(multipliers, params, caller)
 
 
 def ordered_depth_multipliers(
@@ -248,12 +257,14 @@ def ordered_depth_multipliers(
     return fn
 
 
-def product(a: Callable[[Any], Any], b: Multipliers) -> Callable[[Any], Any]:
+def product(
+    a: Callable[[Any], Any], b: Multipliers, caller: str
+) -> Callable[[Any], Any]:
     """The callable multipliers ``a(params) * b`` (``b`` broadcast)."""
 
     def fn(params):
-        fa = resolve_multipliers(a, params)
-        fb = resolve_multipliers(b, params)
+        fa = resolve_multipliers(a, params, caller)
+        fb = resolve_multipliers(b, params, caller)
         return jax.tree.map(lambda x, y: x * y, fa, fb)
 
     return fn

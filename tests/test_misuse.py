@@ -448,3 +448,21 @@ def test_init_inside_jit_with_captured_params():
 
     with pytest.warns(UserWarning, match="these layers are zero: z/kernel"):
         init_zero()
+
+
+# Issue 15: every message names the function the user called.
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_callable_multipliers_errors_name_layca(fused):
+    params = {"w": jnp.eye(3)}
+    tx = layca_optax.layca(LR, multipliers=lambda p: -1.0, fused=fused)
+    with pytest.raises(ValueError, match=r"^`layca\(multipliers=\.\.\.\)`"):
+        tx.update(params, tx.init(params), params)
+
+
+def test_scale_by_layca_axis_error_names_scale_by_layca():
+    w = jnp.eye(3)
+    tx = layca_optax.scale_by_layca(LR, axis=5)
+    with pytest.raises(ValueError, match=r"^`scale_by_layca\(axis=\.\.\.\)`"):
+        tx.update(w, tx.init(w), w)
