@@ -102,3 +102,16 @@ def test_docs_page_code_cells_run(page, tmp_path, monkeypatch):
         for i, source in enumerate(cells):
             code = compile(source, f"{page.name}[cell {i}]", "exec")
             exec(code, namespace)
+
+
+def test_public_namespaces_reexport_top_level_names():
+    """``layca_optax.monitor``, ``.analysis`` and ``.sharding`` (like
+    ``optax.tree``): each name is the top-level object, so documented."""
+    from layca_optax import analysis, monitor, sharding
+
+    seen = set()
+    for namespace in (monitor, analysis, sharding):
+        for name in namespace.__all__:
+            assert getattr(namespace, name) is getattr(layca_optax, name), name
+            seen.add(name)
+    assert seen <= set(layca_optax.__all__)

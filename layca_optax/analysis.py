@@ -1,0 +1,50 @@
+"""The seed papers' analyses: equilibrium rates, AdaptCopy, Adam, re-init.
+
+``from layca_optax import analysis``: the rotational-equilibrium formulas
+(Kosson et al.), AdaptCopy's recordings (Section 5.4 of the Layca paper),
+Adam's second-moment diagnostics, and re-initialization robustness ("Are
+All Layers Created Equal?"). Every name here is also importable from
+``layca_optax``.
+
+Example:
+  >>> from layca_optax import analysis
+  >>> rho = analysis.equilibrium_layca_learning_rate(
+  ...     "sgdm", learning_rate=0.1, weight_decay=5e-4, momentum=0.9)
+  >>> round(rho, 6)
+  0.007255
+"""
+
+from layca_optax._adaptcopy import (
+    RotationRecording,
+    ScaleByRecordedRatesState,
+    adapt_copy,
+    rotation_rate_row,
+    scale_by_recorded_rates,
+)
+from layca_optax._adaptive import adam_nu_percentiles
+from layca_optax._equilibrium import (
+    equilibrium_layca_learning_rate,
+    equilibrium_rotation,
+    equilibrium_weight_decay,
+)
+from layca_optax._reinit import InitFn, reinit_robustness, rerandom_draws
+from layca_optax._reinit_plot import plot_reinit_robustness
+from layca_optax._reinit_result import ReinitResult
+
+
+__all__ = (
+    "InitFn",
+    "ReinitResult",
+    "RotationRecording",
+    "ScaleByRecordedRatesState",
+    "adam_nu_percentiles",
+    "adapt_copy",
+    "equilibrium_layca_learning_rate",
+    "equilibrium_rotation",
+    "equilibrium_weight_decay",
+    "plot_reinit_robustness",
+    "reinit_robustness",
+    "rerandom_draws",
+    "rotation_rate_row",
+    "scale_by_recorded_rates",
+)
