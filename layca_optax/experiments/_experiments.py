@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import optax
@@ -29,10 +28,6 @@ ADAPTIVE = {
 
 KINDS = ("layca", "sgd", "sgd-wd", *ADAPTIVE, *(f"{a}-layca" for a in ADAPTIVE))
 """Every optimizer kind :class:`Optimizer` builds."""
-
-
-def _kernels(params: Any) -> Any:
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +70,9 @@ class Optimizer:
         if kind == "sgd":
             return optax.sgd(schedule)
         if kind == "sgd-wd":
-            decayed = optax.add_decayed_weights(hp["weight_decay"], _kernels)
+            decayed = optax.add_decayed_weights(
+                hp["weight_decay"], layca_optax.default_layer_mask
+            )
             return optax.chain(decayed, optax.sgd(schedule))
         if kind in ADAPTIVE:
             return optax.chain(

@@ -111,11 +111,6 @@ def history_name(optimizer: str) -> str:
     return f"history_{optimizer}.csv"
 
 
-def _kernels(params: Any) -> Any:
-    """The weight-decay mask: the kernels (``ndim >= 2``)."""
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
-
-
 @functools.lru_cache(maxsize=16)
 def _optimizer(
     name: str, learning_rate: float, total_steps: int
@@ -128,7 +123,9 @@ def _optimizer(
     if name == "sgd":
         return optax.sgd(schedule)
     if name == "sgd-wd":
-        decay = optax.add_decayed_weights(SGD_WD_WEIGHT_DECAY, mask=_kernels)
+        decay = optax.add_decayed_weights(
+            SGD_WD_WEIGHT_DECAY, mask=layca_optax.default_layer_mask
+        )
         return optax.chain(decay, optax.sgd(schedule))
     if name == "adam":
         return optax.adam(schedule)
