@@ -140,7 +140,10 @@ def check_not_scheduled(caller: str, names: Sequence[str] = _STATIC_ONLY):
     ``optax.schedules._inject``); with another optax layout it checks
     nothing.
     """
-    frame = sys._getframe(2)  # caller's caller: the code building `caller`
+    try:
+        frame = sys._getframe(2)  # caller's caller: the code building it
+    except ValueError:  # called from outside Python code: nothing to read
+        return
     if not frame.f_globals.get("__name__", "").startswith("optax.schedules"):
         return
     scheduled = frame.f_locals.get("sched_hps")
