@@ -7,6 +7,7 @@ from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -50,6 +51,16 @@ def path_str(path: KeyPathLike) -> str:
     if keys and keys[-1] == jax.tree_util.GetAttrKey("value"):
         keys = keys[:-1]
     return jax.tree_util.keystr(keys, simple=True, separator="/")
+
+
+def shape_mismatch(flat: list, others: list) -> tuple | None:
+    """The first ``(path, shape, other_shape)`` where a leaf of ``flat``
+    (``(key path, leaf)`` pairs) and its partner in ``others`` differ in
+    shape, the path written by :func:`path_str`; None if none do."""
+    for (path, a), b in zip(flat, others, strict=True):
+        if np.shape(a) != np.shape(b):
+            return path_str(path), np.shape(a), np.shape(b)
+    return None
 
 
 def leaf_paths(tree: Any) -> list[str]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import numpy as np
 import optax
 
 from layca_optax import _numerics as nx, _sums as sm
-from layca_optax._masks import path_str, resolve_mask
+from layca_optax._masks import path_str, resolve_mask, shape_mismatch
 from layca_optax._numerics import Axis
 from layca_optax._rotation_sums import (
     check_prefix,
@@ -26,13 +25,14 @@ _RATE_ARGS = ("new_params", "old_params")
 def _check_shapes(flat: list, olds: list, caller: str, names: tuple) -> None:
     """``ValueError`` naming ``caller``, the argument ``names[1]``, the leaf
     and both shapes for the first leaf whose shapes differ."""
-    for (path, a), b in zip(flat, olds, strict=True):
-        if np.shape(a) != np.shape(b):
-            raise ValueError(
-                f"`{caller}({names[1]}=...)`: the leaf {path_str(path)!r} has "
-                f"shape {np.shape(b)} in `{names[1]}` but {np.shape(a)} in "
-                f"`{names[0]}`; each leaf must have the same shape in both."
-            )
+    bad = shape_mismatch(flat, olds)
+    if bad:
+        path, shape, old_shape = bad
+        raise ValueError(
+            f"`{caller}({names[1]}=...)`: the leaf {path!r} has "
+            f"shape {old_shape} in `{names[1]}` but {shape} in "
+            f"`{names[0]}`; each leaf must have the same shape in both."
+        )
 
 
 def _map_layers(leaf_fn, new, old, mask, axis, caller: str, names: tuple):

@@ -7,11 +7,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from layca_optax import _numerics as nx
-from layca_optax._masks import path_str, resolve_mask
+from layca_optax._masks import path_str, resolve_mask, shape_mismatch
 from layca_optax._numerics import Axis
 
 
@@ -159,22 +158,22 @@ def _check_update_args(updates: Any, state: Any, params: Any, caller: str):
         )
     if params is None:
         raise nx.no_params_error(caller)
-    ups = jax.tree_util.tree_flatten_with_path(updates)[0]
+    udef: Any
     pdef: Any
+    ups, udef = jax.tree_util.tree_flatten_with_path(updates)
     ps, pdef = jax.tree.flatten(params)
-    if jax.tree.structure(updates) != pdef:
+    if udef != pdef:
         raise ValueError(
             f"`{caller}`'s update got `updates` (the gradients) and `params` "
-            f"of different structures: {jax.tree.structure(updates)} and "
-            f"{pdef}."
+            f"of different structures: {udef} and {pdef}."
         )
-    for (path, u), w in zip(ups, ps, strict=True):
-        if np.shape(u) != np.shape(w):
-            raise ValueError(
-                f"`{caller}`'s update got `updates` and `params` of different "
-                f"shapes at {path_str(path)!r}: {np.shape(u)} and "
-                f"{np.shape(w)}."
-            )
+    bad = shape_mismatch(ups, ps)
+    if bad:
+        path, shape, param_shape = bad
+        raise ValueError(
+            f"`{caller}`'s update got `updates` and `params` of different "
+            f"shapes at {path!r}: {shape} and {param_shape}."
+        )
 
 
 def partition_layers(

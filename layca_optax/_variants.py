@@ -12,7 +12,11 @@ from layca_optax import _numerics as nx
 from layca_optax._direction import checked_base
 from layca_optax._normalization import normalize_to_param_norm
 from layca_optax._numerics import Axis
-from layca_optax._partition import check_partition_args, partition_layers
+from layca_optax._partition import (
+    check_learning_rate,
+    check_partition_args,
+    partition_layers,
+)
 from layca_optax._reprojection import reproject_to_sphere
 
 
@@ -113,8 +117,7 @@ def cap_norm_growth(
 
 
 def _check(caller, learning_rate, base, other, mask, axis):
-    if not callable(learning_rate):
-        nx.check_scalar(learning_rate, caller, "learning_rate", low=0.0)
+    check_learning_rate(learning_rate, caller)
     nx.check_axis(axis, caller)
     check_partition_args(base, other, mask, caller)
 

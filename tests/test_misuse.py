@@ -426,9 +426,12 @@ def test_layca_step_count_by_state_name():
     assert int(count) == 0
 
 
-def test_schedule_negative_at_step_zero_raises():
+@pytest.mark.parametrize(
+    "make", [layca_optax.layca, layca_optax.hyperball, layca_optax.layca_lars]
+)
+def test_schedule_negative_at_step_zero_raises(make):
     with pytest.raises(ValueError, match="value at step 0"):
-        layca_optax.layca(optax.linear_schedule(-0.1, 0.1, 10))
+        make(optax.linear_schedule(-0.1, 0.1, 10))
 
 
 def test_init_inside_jit_with_captured_params():
