@@ -78,7 +78,7 @@ pygments_style = "sphinx"
 def _escape_bars(app, what, name, obj, options, lines):
     """Workaround: ``TrackRotationState``'s docstring writes ``|radial|``,
     which reST reads as an undefined substitution. Remove once the
-    docstring in ``layca_optax/_tracking.py`` says ``:math:`|r|```."""
+    docstring in ``layca_optax/monitor/_tracking.py`` says ``:math:`|r|```."""
     del app, what, obj, options
     if name == "layca_optax.TrackRotationState":
         lines[:] = [line.replace("|radial|", r"\|radial\|") for line in lines]

@@ -5,34 +5,14 @@ Vleeschouwer, arXiv:1806.01603) as composable optax transformations, and pure,
 jit-able layer-rotation metrics.
 """
 
-from layca_optax._adaptcopy import (
-    RotationRecording,
-    ScaleByRecordedRatesState,
-    adapt_copy,
-    rotation_rate_row,
-    scale_by_recorded_rates,
-)
-from layca_optax._adaptive import adam_nu_percentiles
 from layca_optax._alias import layca
 from layca_optax._axes import Axis, fan_in_axes
 from layca_optax._direction import muon_dimension_numbers
-from layca_optax._equilibrium import (
-    equilibrium_layca_learning_rate,
-    equilibrium_rotation,
-    equilibrium_weight_decay,
-)
-from layca_optax._forward_order import forward_order
-from layca_optax._history import RotationHistory
 from layca_optax._layca import ScaleByLaycaState, scale_by_layca
 from layca_optax._masks import (
     KeyPathLike,
     default_layer_mask,
     path_str,
-)
-from layca_optax._metrics import (
-    layer_rotation,
-    rotation_metrics,
-    rotation_rate,
 )
 from layca_optax._multipliers import (
     Multipliers,
@@ -40,28 +20,52 @@ from layca_optax._multipliers import (
     scale_by_layer_multipliers,
 )
 from layca_optax._normalization import normalize_to_param_norm
-from layca_optax._plots import (
-    plot_rotation_curves,
-    plot_rotation_rates,
-)
 from layca_optax._projection import project_to_tangent
-from layca_optax._reinit import InitFn, reinit_robustness, rerandom_draws
-from layca_optax._reinit_plot import plot_reinit_robustness
-from layca_optax._reinit_result import ReinitResult
 from layca_optax._reprojection import reproject_to_sphere
 from layca_optax._shard_map import psum_layer_sums, with_psum_layer_sums
-from layca_optax._sharding import param_shardings, state_shardings
-from layca_optax._tracking import (
-    TrackRotationState,
-    track_rotation,
-    tracked_metrics,
-)
 from layca_optax._variants import (
     CapNormGrowthState,
     cap_norm_growth,
     hyperball,
     layca_lars,
 )
+from layca_optax.analysis._adam import adam_nu_percentiles
+from layca_optax.analysis._adaptcopy import (
+    RotationRecording,
+    ScaleByRecordedRatesState,
+    adapt_copy,
+    rotation_rate_row,
+    scale_by_recorded_rates,
+)
+from layca_optax.analysis._equilibrium import (
+    equilibrium_layca_learning_rate,
+    equilibrium_rotation,
+    equilibrium_weight_decay,
+)
+from layca_optax.analysis._reinit import (
+    InitFn,
+    reinit_robustness,
+    rerandom_draws,
+)
+from layca_optax.analysis._reinit_plot import plot_reinit_robustness
+from layca_optax.analysis._reinit_result import ReinitResult
+from layca_optax.monitor._forward_order import forward_order
+from layca_optax.monitor._history import RotationHistory
+from layca_optax.monitor._metrics import (
+    layer_rotation,
+    rotation_metrics,
+    rotation_rate,
+)
+from layca_optax.monitor._plots import (
+    plot_rotation_curves,
+    plot_rotation_rates,
+)
+from layca_optax.monitor._tracking import (
+    TrackRotationState,
+    track_rotation,
+    tracked_metrics,
+)
+from layca_optax.sharding._shardings import param_shardings, state_shardings
 
 
 __version__ = "0.1.0"

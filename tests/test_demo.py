@@ -14,8 +14,11 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
 import layca_optax  # noqa: E402
-from layca_optax import _cli  # noqa: E402
-from layca_optax.experiments import _report, mnist1d  # noqa: E402
+from layca_optax.experiments import (  # noqa: E402
+    _cli,
+    _report,
+    mnist1d,
+)
 
 
 EPOCHS = _cli.DEMO_QUICK_EPOCHS

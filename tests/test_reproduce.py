@@ -17,8 +17,12 @@ pytest.importorskip("tqdm")
 
 import layca_optax  # noqa: E402
 import layca_optax.experiments  # noqa: E402
-from layca_optax import _cli  # noqa: E402
-from layca_optax.experiments import _claims, _runner, reproduce  # noqa: E402
+from layca_optax.experiments import (  # noqa: E402
+    _claims,
+    _cli,
+    _runner,
+    reproduce,
+)
 from layca_optax.experiments._experiments import (  # noqa: E402
     LAYCA_DEFAULT,
     Optimizer,

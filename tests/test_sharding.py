@@ -378,7 +378,7 @@ def _hook_installed():
 needs_hook = pytest.mark.skipif(
     not _hook_installed(),
     reason="the reductions in _numerics/_tracking do not call "
-    "layca_optax._sharding.complete_sum yet",
+    "layca_optax.sharding._shardings.complete_sum yet",
 )
 
 # sharding on the 2-D mesh, axis, the axes Layca's sums run over,

@@ -15,11 +15,11 @@ from layca_optax import _numerics as nx
 from layca_optax._direction import checked_base
 from layca_optax._io import atomic_write
 from layca_optax._masks import leaf_paths, path_str
-from layca_optax._metrics import rotation_rate
 from layca_optax._normalization import normalize_to_param_norm
 from layca_optax._partition import check_partition_args, partition_layers
 from layca_optax._projection import project_to_tangent
 from layca_optax._reprojection import reproject_to_sphere
+from layca_optax.monitor._metrics import rotation_rate
 
 
 def rotation_rate_row(

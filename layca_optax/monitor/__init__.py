@@ -15,11 +15,15 @@ Example:
   0.1835
 """
 
-from layca_optax._forward_order import forward_order
-from layca_optax._history import RotationHistory
-from layca_optax._metrics import layer_rotation, rotation_metrics, rotation_rate
-from layca_optax._plots import plot_rotation_curves, plot_rotation_rates
-from layca_optax._tracking import (
+from layca_optax.monitor._forward_order import forward_order
+from layca_optax.monitor._history import RotationHistory
+from layca_optax.monitor._metrics import (
+    layer_rotation,
+    rotation_metrics,
+    rotation_rate,
+)
+from layca_optax.monitor._plots import plot_rotation_curves, plot_rotation_rates
+from layca_optax.monitor._tracking import (
     TrackRotationState,
     track_rotation,
     tracked_metrics,

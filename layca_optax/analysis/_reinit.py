@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 from layca_optax._masks import KeyPathLike, path_str, resolve_mask
-from layca_optax._reinit_result import ReinitResult
+from layca_optax.analysis._reinit_result import ReinitResult
 
 
 InitFn = Callable[[jax.Array, str, tuple[int, ...], Any], jax.Array]

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from layca_optax._reinit_result import ReinitResult
+from layca_optax.analysis._reinit_result import ReinitResult
 
 
 def plot_reinit_robustness(

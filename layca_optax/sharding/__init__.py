@@ -17,7 +17,7 @@ Example:
 """
 
 from layca_optax._shard_map import psum_layer_sums, with_psum_layer_sums
-from layca_optax._sharding import param_shardings, state_shardings
+from layca_optax.sharding._shardings import param_shardings, state_shardings
 
 
 __all__ = (

@@ -12,7 +12,7 @@ import optax
 from layca_optax import _numerics as nx, _sums as sm
 from layca_optax._masks import resolve_mask
 from layca_optax._numerics import Axis
-from layca_optax._rotation_sums import (
+from layca_optax.monitor._rotation_sums import (
     cosine_from_sums,
     drop_reduced,
     metric_sums,

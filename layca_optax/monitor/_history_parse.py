@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from layca_optax._rotation_sums import slice_items
+from layca_optax.monitor._rotation_sums import slice_items
 
 
 FORMAT = "layca_optax.RotationHistory"

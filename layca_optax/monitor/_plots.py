@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from layca_optax import _plot_order as po
-from layca_optax._history import RotationHistory
 from layca_optax._masks import KeyPathLike
+from layca_optax.monitor import _plot_order as po
+from layca_optax.monitor._history import RotationHistory
 
 
 _LEGEND_MAX = 8  # curves; more get no legend unless legend=True

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from layca_optax._interrupt import run_interruptible
+from layca_optax.experiments._interrupt import run_interruptible
 
 
 PROG = "layca-optax"

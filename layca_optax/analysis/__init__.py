@@ -14,22 +14,26 @@ Example:
   0.007255
 """
 
-from layca_optax._adaptcopy import (
+from layca_optax.analysis._adam import adam_nu_percentiles
+from layca_optax.analysis._adaptcopy import (
     RotationRecording,
     ScaleByRecordedRatesState,
     adapt_copy,
     rotation_rate_row,
     scale_by_recorded_rates,
 )
-from layca_optax._adaptive import adam_nu_percentiles
-from layca_optax._equilibrium import (
+from layca_optax.analysis._equilibrium import (
     equilibrium_layca_learning_rate,
     equilibrium_rotation,
     equilibrium_weight_decay,
 )
-from layca_optax._reinit import InitFn, reinit_robustness, rerandom_draws
-from layca_optax._reinit_plot import plot_reinit_robustness
-from layca_optax._reinit_result import ReinitResult
+from layca_optax.analysis._reinit import (
+    InitFn,
+    reinit_robustness,
+    rerandom_draws,
+)
+from layca_optax.analysis._reinit_plot import plot_reinit_robustness
+from layca_optax.analysis._reinit_result import ReinitResult
 
 
 __all__ = (

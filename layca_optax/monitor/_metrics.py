@@ -10,7 +10,7 @@ import optax
 from layca_optax import _numerics as nx, _sums as sm
 from layca_optax._masks import path_str, resolve_mask, shape_mismatch
 from layca_optax._numerics import Axis
-from layca_optax._rotation_sums import (
+from layca_optax.monitor._rotation_sums import (
     check_prefix,
     cosine_leaf,
     slice_items,

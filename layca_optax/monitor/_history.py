@@ -13,14 +13,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from layca_optax._history_parse import (
+from layca_optax._io import atomic_write_text
+from layca_optax.monitor._history_parse import (
     FORMAT as _FORMAT,
     STEP as _STEP,
     flatten,
     parse_csv,
     parse_json,
 )
-from layca_optax._io import atomic_write_text
 
 
 PathLike = str | os.PathLike

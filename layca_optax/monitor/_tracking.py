@@ -11,8 +11,12 @@ import optax
 from layca_optax import _numerics as nx, _sums as sm
 from layca_optax._masks import path_str
 from layca_optax._numerics import Axis
-from layca_optax._rotation_sums import check_prefix, drop_reduced, sketch
-from layca_optax._tracking_parts import (
+from layca_optax.monitor._rotation_sums import (
+    check_prefix,
+    drop_reduced,
+    sketch,
+)
+from layca_optax.monitor._tracking_parts import (
     CALLER as _CALLER,
     EMPTY as _EMPTY,
     check_args,
