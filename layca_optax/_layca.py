@@ -20,9 +20,6 @@ from layca_optax._partition import check_learning_rate
 from layca_optax._projection import parallel_rtol
 
 
-_PAIRS = ((0, 0), (1, 0), (1, 1))  # <w, w>, <d, w>, <d, d>
-
-
 class ScaleByLaycaState(NamedTuple):
     """State of :func:`scale_by_layca`: the step count, for schedules."""
 
@@ -49,7 +46,7 @@ def rate_terms(eta: Any, eps: Any) -> tuple[Any, Any, Any]:
     return t, -eta / r, -(eta * eta) / (r * (1 + r))
 
 
-def layca_coefficients(ww, dw, dd, thresh, neg_a_eta, a_minus_1) -> tuple:
+def layca_coefficients(ww, dw, dd, terms: tuple) -> tuple:
     """``(a_w, a_d)`` with ``w_{t+1} - w = a_w w + a_d d``, per layer.
 
     The tangential part of ``d`` has norm^2 ``p = ||d||^2 - <d, w>^2 /
@@ -62,6 +59,7 @@ def layca_coefficients(ww, dw, dd, thresh, neg_a_eta, a_minus_1) -> tuple:
     ``d`` is parallel to ``w`` or when ``w`` is zero; NaN coefficients for
     a layer whose sums are not finite. See :func:`rate_terms`.
     """
+    thresh, neg_a_eta, a_minus_1 = terms
     rtol2 = parallel_rtol(jnp.result_type(ww)) ** 2
     # Each division and root sees 1 where its result is not used, so that
     # gradients through the update stay finite at degenerate layers.
@@ -85,9 +83,8 @@ def _leaf(axes: tuple[int, ...], d: jax.Array, w: jax.Array, terms: tuple):
     float32, and one elementwise pass; ``terms`` from :func:`rate_terms`."""
     dtype = nx.reduction_dtype(jnp.result_type(d, w))
     wf, df = w.astype(dtype), d.astype(dtype)
-    a_w, a_d = layca_coefficients(
-        *sm.layer_sums((wf, df), _PAIRS, axes), *terms
-    )
+    sums = sm.layer_sums(axes, ww=(wf, wf), dw=(df, wf), dd=(df, df))
+    a_w, a_d = layca_coefficients(**sums, terms=terms)
     return (a_w * wf + a_d * df).astype(w.dtype)
 
 

@@ -10,9 +10,6 @@ from layca_optax import _numerics as nx, _sums as sm
 from layca_optax._numerics import Axis
 
 
-_PAIRS = ((0, 0), (1, 1))  # <u, u>, <w, w>
-
-
 def _coefficients(uu, ww, *, eps: jax.typing.ArrayLike) -> tuple:
     """``||w|| / ||u||`` per layer, 0 when ``||u|| <= eps``."""
     ok = (uu > eps * eps) & (ww > 0)  # roots of 1 elsewhere: finite grads
@@ -24,7 +21,8 @@ def _coefficients(uu, ww, *, eps: jax.typing.ArrayLike) -> tuple:
 def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array, eps) -> jax.Array:
     dtype = nx.reduction_dtype(u.dtype)
     uf, wf = u.astype(dtype), w.astype(dtype)
-    (scale,) = _coefficients(*sm.layer_sums((uf, wf), _PAIRS, axes), eps=eps)
+    sums = sm.layer_sums(axes, uu=(uf, uf), ww=(wf, wf))
+    (scale,) = _coefficients(**sums, eps=eps)
     return (uf * scale).astype(u.dtype)
 
 

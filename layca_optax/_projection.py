@@ -23,7 +23,6 @@ def parallel_rtol(dtype: Any) -> float:
     return (32 * nx.machine_eps(dtype)) ** 0.5
 
 
-_PAIRS = ((0, 0), (1, 1), (0, 1))  # <u, u>, <w, w>, <u, w>
 _CALLER = "project_to_tangent"
 
 
@@ -44,7 +43,8 @@ def _coefficients(uu, ww, uw) -> tuple:
 def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> jax.Array:
     dtype = nx.reduction_dtype(u.dtype)
     uf, wf = u.astype(dtype), w.astype(dtype)
-    a_u, a_w = _coefficients(*sm.layer_sums((uf, wf), _PAIRS, axes))
+    sums = sm.layer_sums(axes, uu=(uf, uf), ww=(wf, wf), uw=(uf, wf))
+    a_u, a_w = _coefficients(**sums)
     return (a_u * uf + a_w * wf).astype(u.dtype)
 
 

@@ -10,9 +10,6 @@ from layca_optax import _numerics as nx, _sums as sm
 from layca_optax._numerics import Axis
 
 
-_PAIRS = ((0, 0), (1, 1), (2, 2))  # <w + u, w + u>, <w, w>, <u, u>
-
-
 def _coefficients(vv, ww, uu) -> tuple:
     """``(a_v, a_w)`` with ``u' = a_v (w + u) + a_w w``, per layer: ``||w||
     / ||w + u||`` and -1, or 0 and 0 when ``w + u = 0`` or ``u = 0`` (then
@@ -29,7 +26,8 @@ def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> jax.Array:
     dtype = nx.reduction_dtype(u.dtype)
     wf, uf = w.astype(dtype), u.astype(dtype)
     v = wf + uf
-    a_v, a_w = _coefficients(*sm.layer_sums((v, wf, uf), _PAIRS, axes))
+    sums = sm.layer_sums(axes, vv=(v, v), ww=(wf, wf), uu=(uf, uf))
+    a_v, a_w = _coefficients(**sums)
     return (a_v * v + a_w * wf).astype(u.dtype)
 
 

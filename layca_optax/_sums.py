@@ -25,7 +25,7 @@ and compiling 100 layers took 2.3 s instead of 0.4 s on XLA:CPU.)
 from __future__ import annotations
 
 import functools as ft
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -44,23 +44,25 @@ def keep_dims(axes: tuple[int, ...], ndim: int) -> bool:
 
 
 def layer_sums(
-    xs: Sequence[jax.Array],
-    pairs: Sequence[tuple[int, int]],
-    axes: tuple[int, ...],
-) -> tuple[jax.Array, ...]:
-    """``sum(xs[i] * xs[j])`` over ``axes`` for each ``(i, j)`` in ``pairs``.
+    axes: tuple[int, ...], **pairs: tuple[jax.Array, jax.Array]
+) -> dict[str, jax.Array]:
+    """Named per-layer sums: ``{name: sum(a * b)}`` over ``axes`` for each
+    ``name=(a, b)``, e.g. ``layer_sums(axes, ww=(w, w), dw=(d, w))``.
 
-    Plain reductions (one per pair) in the inputs' dtype: cast them to at
-    least float32 first. Scalars when ``axes`` cover the whole leaf, else
-    with kept dims (they broadcast against it). Inside
-    :func:`layca_optax.psum_layer_sums` the local sums are completed over
-    the mesh.
+    The names say which inner product each sum is (``ww`` for ``<w, w>``,
+    ``dw`` for ``<d, w>``...), and the coefficient functions take them as
+    keyword arguments, so no call depends on an order. Plain reductions
+    (one per pair) in the inputs' dtype: cast them to at least float32
+    first. Scalars when ``axes`` cover the whole leaf, else with kept dims
+    (they broadcast against it). Inside :func:`layca_optax.psum_layer_sums`
+    the local sums are completed over the mesh.
     """
-    keep = keep_dims(axes, jnp.ndim(xs[0]))
-    return tuple(
-        complete_sum(jnp.sum(xs[i] * xs[j], axis=axes, keepdims=keep))
-        for i, j in pairs
-    )
+    first = next(iter(pairs.values()))[0]
+    keep = keep_dims(axes, jnp.ndim(first))
+    return {
+        name: complete_sum(jnp.sum(a * b, axis=axes, keepdims=keep))
+        for name, (a, b) in pairs.items()
+    }
 
 
 def where(pred: jax.Array, a: Any, b: Any) -> jax.Array:

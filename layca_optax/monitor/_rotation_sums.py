@@ -18,26 +18,25 @@ import numpy as np
 from layca_optax import _numerics as nx, _sums as sm
 
 
-# Inputs (old, new - old, new): <old, old>, <d, d>, <new, new>.
-_COSINE_PAIRS = ((0, 0), (1, 1), (2, 2))
-
-
 def metric_sums(
     new: jax.Array, old: jax.Array, axes: tuple[int, ...], tan: bool = False
-) -> tuple[jax.Array, ...]:
-    """Per layer: ``<old, old>``, (with ``tan``: ``<d, old>``,) ``<d, d>``
-    and ``<new, new>``, with ``d = new - old``, in at least float32;
-    scalars when a layer is the whole leaf (see :func:`_sums.layer_sums`)."""
+) -> dict[str, jax.Array]:
+    """Per layer: ``oo = <old, old>``, (with ``tan``: ``do = <d, old>``,)
+    ``dd = <d, d>`` and ``nn = <new, new>``, with ``d = new - old``, in at
+    least float32; scalars when a layer is the whole leaf (see
+    :func:`_sums.layer_sums`)."""
     dtype = nx.reduction_dtype(jnp.result_type(new, old))
     a, b = jnp.asarray(new).astype(dtype), jnp.asarray(old).astype(dtype)
-    pairs = ((0, 0), (1, 0), (1, 1), (2, 2)) if tan else _COSINE_PAIRS
-    return sm.layer_sums((b, a - b, a), pairs, axes)
+    d = a - b
+    if tan:
+        return sm.layer_sums(axes, oo=(b, b), do=(d, b), dd=(d, d), nn=(a, a))
+    return sm.layer_sums(axes, oo=(b, b), dd=(d, d), nn=(a, a))
 
 
-def cosine_from_sums(bb, dd, aa):
+def cosine_from_sums(oo, dd, nn):
     """1 - cos of the angle between ``old`` and ``new`` from the sums of
     :func:`metric_sums`; NaN for non-finite sums."""
-    na, nb = jnp.sqrt(aa), jnp.sqrt(bb)
+    na, nb = jnp.sqrt(nn), jnp.sqrt(oo)
     # 1 - cos = (||w - w0||^2 - (||w|| - ||w0||)^2) / (2 ||w|| ||w0||): exact
     # and free of the cancellation in 1 - <w, w0> / (||w|| ||w0||).
     gap = na - nb
@@ -45,20 +44,20 @@ def cosine_from_sums(bb, dd, aa):
     both = den > 0
     dist = (dd - gap * gap) / sm.where(both, den, 1)
     # Degenerate: 0 when both are zero, 1 when only one is.
-    total = aa + bb
+    total = nn + oo
     one = (total > 0).astype(dist.dtype)
     lo, hi = (np.asarray(x, dist.dtype) for x in (0, 2))
     out = jax.lax.clamp(lo, sm.where(both, dist, one), hi)
     return out + (total + dd) * 0  # NaN for a non-finite sum
 
 
-def tan_from_sums(bb, db, dd, aa):
+def tan_from_sums(oo, do, dd, nn):
     """tan of the angle from ``old`` to ``new = old + d``, from one-pass sums.
 
     Takes ``||old||^2, <d, old>, ||d||^2, ||new||^2``; 0 when either is 0,
     ``inf`` at 90 degrees, NaN for non-finite sums.
     """
-    return tan_from_parts(*tangent_parts(bb, db, dd), bb, dd, aa)
+    return tan_from_parts(*tangent_parts(oo, do, dd), oo, dd, nn)
 
 
 def tangent_parts(bb, db, dd) -> tuple[Any, Any, Any]:
@@ -87,13 +86,13 @@ def drop_reduced(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
 
 def cosine_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
     """The cosine distance of each layer (slice) of one leaf."""
-    return drop_reduced(cosine_from_sums(*metric_sums(new, old, axes)), axes)
+    return drop_reduced(cosine_from_sums(**metric_sums(new, old, axes)), axes)
 
 
 def tan_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
     """The tangent of the angle each layer (slice) of one leaf turned."""
     sums = metric_sums(new, old, axes, tan=True)
-    return drop_reduced(tan_from_sums(*sums), axes)
+    return drop_reduced(tan_from_sums(**sums), axes)
 
 
 def slice_items(name: str, value: Any) -> Iterator[tuple[str, Any]]:

@@ -158,7 +158,7 @@ def track_rotation(
     def init_leaf(w: Any, axes: tuple, seed: Any) -> tuple:
         w = jnp.asarray(w)
         wf = w.astype(nx.reduction_dtype(w.dtype))
-        (ww,) = sm.layer_sums((wf,), ((0, 0),), axes)
+        ww = sm.layer_sums(axes, ww=(wf, wf))["ww"]
         norm = drop_reduced(jnp.sqrt(ww), axes)
         zero = jnp.zeros_like(norm)
         if reference is None:

@@ -32,15 +32,15 @@ def _applied(w: jax.Array, u: jax.Array) -> jax.Array:
     return jnp.asarray(w + u).astype(w.dtype)
 
 
-def _update_sums(w: jax.Array, u: jax.Array, new: jax.Array, axes) -> tuple:
-    """``<w, w>``, ``<u, w>``, ``<u, u>`` and ``<new, new>`` (``new = w + u``
-    as ``optax.apply_updates`` gives it), the arguments of tan_from_sums."""
+def _update_sums(w: jax.Array, u: jax.Array, new: jax.Array, axes) -> dict:
+    """``ww = <w, w>``, ``uw = <u, w>``, ``uu = <u, u>`` and ``nn = <new,
+    new>`` (``new = w + u`` as ``optax.apply_updates`` gives it)."""
     dtype = nx.reduction_dtype(jnp.result_type(u, w))
-    xs = (w.astype(dtype), u.astype(dtype), new.astype(dtype))
-    return sm.layer_sums(xs, ((0, 0), (1, 0), (1, 1), (2, 2)), axes)
+    w, u, new = w.astype(dtype), u.astype(dtype), new.astype(dtype)
+    return sm.layer_sums(axes, ww=(w, w), uw=(u, w), uu=(u, u), nn=(new, new))
 
 
-def _update_metrics(ww, uw, uu, nn, *ref_sums) -> tuple:
+def _update_metrics(ww, uw, uu, nn, ref_sums=None) -> tuple:
     """Per layer: rate, radial ratio, norm and (with ref sums) cosine."""
     nw, k, tangential = tangent_parts(ww, uw, uu)
     radial = jnp.abs(k) * nw  # |<u, w>| / ||w||
@@ -48,9 +48,9 @@ def _update_metrics(ww, uw, uu, nn, *ref_sums) -> tuple:
     ratio = sm.ratio(radial, jnp.maximum(tangential, floor))
     ratio = ratio + sm.nan_if_nonfinite(ww, uu)
     rate = tan_from_parts(nw, k, tangential, ww, uu, nn)
-    if not ref_sums:
+    if ref_sums is None:
         return rate, ratio, jnp.sqrt(nn)
-    return rate, ratio, jnp.sqrt(nn), cosine_from_sums(*ref_sums)
+    return rate, ratio, jnp.sqrt(nn), cosine_from_sums(**ref_sums)
 
 
 def track_leaf_fn(static: tuple, u: Any, w: Any, ref: Any, seed: Any) -> tuple:
@@ -61,11 +61,12 @@ def track_leaf_fn(static: tuple, u: Any, w: Any, ref: Any, seed: Any) -> tuple:
     new = _applied(w, u)
     sums = _update_sums(w, u, new, axes)
     if reference is None:
-        out = _update_metrics(*sums)
+        out = _update_metrics(**sums)
     else:
         if reference == "sketch":
             new = sketch(new, seed, sketch_dim)
-        out = _update_metrics(*sums, *metric_sums(new, ref, ref_axes))
+        ref_sums = metric_sums(new, ref, ref_axes)
+        out = _update_metrics(**sums, ref_sums=ref_sums)
     return tuple(drop_reduced(x, axes) for x in out)
 
 
