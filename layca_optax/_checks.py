@@ -1,0 +1,276 @@
+"""Argument checks of the public functions, and the name their errors give.
+
+Every public function is decorated with :func:`public`. While it runs, and
+while the ``init`` and ``update`` of a transformation it returns run,
+:func:`caller` is its name; the outermost public call wins, so
+``layca(axis=5)`` reports ``layca(axis=...)`` although ``layca`` builds its
+steps from other public functions, and ``scale_by_layca(axis=5)`` reports
+``scale_by_layca(axis=...)``. The checks here, and every error raised below
+a public function, read the name from :func:`caller`: no internal helper
+takes a ``caller`` argument.
+
+The checks raise ``ValueError`` with the argument and the value (a bad type
+included: one error type for every bad argument).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import math
+import operator
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from layca_optax._masks import shape_mismatch
+
+
+_CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "layca_optax_caller", default=None
+)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def caller() -> str:
+    """The public function the user called (``"layca_optax"`` outside one)."""
+    return _CALLER.get() or "layca_optax"
+
+
+def arg(name: str) -> str:
+    """```caller(name=...)```, the way every message names an argument."""
+    return f"`{caller()}({name}=...)`"
+
+
+@contextlib.contextmanager
+def calling(name: str) -> Iterator[None]:
+    """:func:`caller` is ``name`` inside, unless an outer public call runs."""
+    token = _CALLER.set(name) if _CALLER.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _CALLER.reset(token)
+
+
+def _named(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with calling(name):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def public(fn: _F) -> _F:
+    """Decorator of a public function: errors raised while it runs, and in
+    the ``init``/``update`` of a transformation it returns, name it."""
+    name = fn.__name__
+    named = _named(name, fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        out = named(*args, **kwargs)
+        if isinstance(out, optax.GradientTransformation):
+            out = out._replace(
+                init=_named(name, out.init), update=_named(name, out.update)
+            )
+        return out
+
+    return wrapper  # type: ignore[return-value]
+
+
+def is_concrete(x: Any) -> bool:
+    """True when ``x`` holds a value (not a tracer inside jit/grad)."""
+    return not any(
+        isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x)
+    )
+
+
+def check_scalar(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    what: str = "",
+) -> None:
+    """``ValueError`` naming ``caller(name=...)`` unless ``value`` is a
+    finite real number in the bounds. Traced values (inside
+    ``optax.inject_hyperparams``' update) are skipped: they were checked
+    when the optimizer was built."""
+    if not is_concrete(value):
+        return
+    number = f"{arg(name)} must be a real number, got {value!r}."
+    if isinstance(value, str | bytes | bool | np.bool_):
+        raise ValueError(number)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(number) from None
+    bad = not math.isfinite(v)
+    if low is not None:
+        bad |= v <= low if low_open else v < low
+    if high is not None:
+        bad |= v >= high if high_open else v > high
+    if bad:
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        bounds = f"{'(' if low_open or low is None else '['}{lo}, {hi}"
+        bounds += ")" if high_open or high is None else "]"
+        subject = arg(name) + (f" ({what})" if what else "")
+        raise ValueError(
+            f"{subject} must be finite and in {bounds}, got {value!r}."
+        )
+
+
+def check_bool(value: Any, name: str) -> None:
+    """``ValueError`` naming ``caller(name=...)`` unless a bool."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{arg(name)} must be True or False, got {value!r}.")
+
+
+def check_count(value: Any, name: str, *, what: str = "") -> None:
+    """``ValueError`` naming ``caller(name=...)`` unless an int >= 1."""
+    try:
+        ok = not isinstance(value, bool) and operator.index(value) > 0
+    except TypeError:  # not an integer
+        ok = False
+    if not ok:
+        extra = f" ({what})" if what else ""
+        raise ValueError(
+            f"{arg(name)} must be an int >= 1{extra}, got {value!r}."
+        )
+
+
+def check_key(key: Any, name: str = "key") -> None:
+    """``ValueError`` naming ``caller(key=...)`` unless ``key`` is one JAX
+    PRNG key: typed (``jax.random.key``) or raw uint32
+    (``jax.random.PRNGKey``)."""
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    if dtype is None or shape is None:
+        got = repr(key)
+    elif jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape == ():
+            return
+        got = f"an array of {shape} keys"
+    elif dtype == jnp.uint32 and tuple(shape) == (2,):
+        return
+    else:
+        got = f"an array of shape {shape} and dtype {dtype}"
+    raise ValueError(
+        f"{arg(name)} must be one JAX PRNG key, jax.random.key(seed) (or a "
+        f"legacy jax.random.PRNGKey(seed)), got {got}."
+    )
+
+
+def check_transformation(tx: Any, name: str) -> None:
+    """``ValueError`` unless ``tx`` is None or has ``init`` and ``update``."""
+    if tx is not None and not (hasattr(tx, "init") and hasattr(tx, "update")):
+        raise ValueError(
+            f"{arg(name)} must be an optax GradientTransformation or None, "
+            f"got {tx!r}."
+        )
+
+
+def check_learning_rate(learning_rate: Any) -> None:
+    """``ValueError`` for a learning rate that is not a non-negative real
+    number or a schedule, or a schedule whose value at step 0 is not.
+
+    (A schedule that turns negative later gives no update from then on:
+    Layca's step has no sign to flip. This is documented, not checked.)
+    """
+    if not callable(learning_rate):
+        check_scalar(learning_rate, "learning_rate", low=0.0)
+        return
+    try:
+        first = learning_rate(0)
+    except Exception:  # noqa: BLE001 (a schedule of another signature)
+        return
+    if jnp.ndim(first) == 0:
+        what = "the schedule's value at step 0"
+        check_scalar(first, "learning_rate", low=0.0, what=what)
+
+
+def no_params_error() -> ValueError:
+    """The error of a transformation that needs params and got None."""
+    return ValueError(
+        f"`{caller()}` needs the current parameters: call "
+        "`tx.update(updates, state, params)` with `params` set "
+        "(it was None)."
+    )
+
+
+def check_update_args(updates: Any, state: Any, params: Any) -> None:
+    """``ValueError`` for a missing state or params, or gradients whose
+    structure or shapes differ from the params'."""
+    if state is None:
+        raise ValueError(
+            f"`{caller()}`'s update got state=None: pass the state that "
+            "`tx.init(params)` returned (and then the one each update "
+            "returns)."
+        )
+    if params is None:
+        raise no_params_error()
+    udef: Any
+    pdef: Any
+    ups, udef = jax.tree_util.tree_flatten_with_path(updates)
+    ps, pdef = jax.tree.flatten(params)
+    if udef != pdef:
+        raise ValueError(
+            f"`{caller()}`'s update got `updates` (the gradients) and "
+            f"`params` of different structures: {udef} and {pdef}."
+        )
+    bad = shape_mismatch(ups, ps)
+    if bad:
+        path, shape, param_shape = bad
+        raise ValueError(
+            f"`{caller()}`'s update got `updates` and `params` of different "
+            f"shapes at {path!r}: {shape} and {param_shape}."
+        )
+
+
+_STATIC_ONLY = ("axis", "mask", "layer_order", "multipliers")
+
+
+def check_not_scheduled(names: Sequence[str] = _STATIC_ONLY) -> None:
+    """``ValueError`` when the optimizer is being built by
+    ``optax.inject_hyperparams`` with one of ``names`` outside
+    ``static_args``.
+
+    ``inject_hyperparams`` turns every callable argument that is not in
+    ``static_args`` into a schedule and passes its value at the step count
+    instead (a callable ``axis`` or ``mask`` then silently becomes a
+    constant computed from an integer). The optimizer cannot see that from
+    its arguments, so this reads ``inject_hyperparams``' record of the
+    schedules (``sched_hps`` of ``optax.schedules._inject``) from the
+    first frame up the stack outside this package (the code that builds the
+    optimizer); with another optax layout it checks nothing.
+    """
+    frame = sys._getframe(1)
+    while frame.f_globals.get("__name__", "").startswith("layca_optax"):
+        if frame.f_back is None:
+            return
+        frame = frame.f_back
+    if not frame.f_globals.get("__name__", "").startswith("optax.schedules"):
+        return
+    scheduled = frame.f_locals.get("sched_hps")
+    if not isinstance(scheduled, dict):
+        return
+    bad = [name for name in names if name in scheduled]
+    if bad:
+        listed = ", ".join(repr(n) for n in bad)
+        raise ValueError(
+            f"{arg(bad[0])} got a callable under optax.inject_hyperparams, "
+            "which calls it as a schedule of the step count. Pass it as "
+            f"static: optax.inject_hyperparams({caller()}, "
+            f"static_args=({listed},))."
+        )
