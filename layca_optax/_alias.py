@@ -7,21 +7,20 @@ from collections.abc import Sequence
 import jax
 import optax
 
-from layca_optax import _numerics as nx
+from layca_optax import _checks as checks, _numerics as nx
 from layca_optax._direction import checked_base
-from layca_optax._layca import layca_step
+from layca_optax._layca import scale_by_layca
 from layca_optax._masks import KeyPathLike
 from layca_optax._multipliers import (
     Multipliers,
     check_multipliers,
-    multipliers_step,
     ordered_depth_multipliers,
     product,
+    scale_by_layer_multipliers,
 )
 from layca_optax._normalization import normalize_to_param_norm
 from layca_optax._numerics import Axis
 from layca_optax._partition import (
-    check_learning_rate,
     check_partition_args,
     partition_layers,
     warn_zero_layers,
@@ -30,6 +29,7 @@ from layca_optax._projection import project_to_tangent
 from layca_optax._reprojection import reproject_to_sphere
 
 
+@checks.public
 def layca(
     learning_rate: optax.ScalarOrSchedule,
     base: optax.GradientTransformation | None = None,
@@ -173,56 +173,53 @@ def layca(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019 (Algorithm 1, Eq. 1).
     """
-    nx.check_not_scheduled("layca")
-    check_learning_rate(learning_rate)
+    checks.check_not_scheduled()
+    checks.check_learning_rate(learning_rate)
     if alpha is not None:
-        nx.check_scalar(
+        checks.check_scalar(
             alpha,
-            "layca",
             "alpha",
             low=-1.0,
             high=1.0,
             low_open=True,
             high_open=True,
         )
-    nx.check_scalar(eps, "layca", "eps", low=0.0)
-    nx.check_bool(fused, "layca", "fused")
-    nx.check_axis(axis, "layca")
+    checks.check_scalar(eps, "eps", low=0.0)
+    checks.check_bool(fused, "fused")
+    nx.check_axis(axis)
     check_partition_args(base, other, mask)
     # A traced alpha (optax.inject_hyperparams) may change later: it always
     # needs an order, or it would be silently ignored.
     if layer_order is None and alpha is not None:
         if not nx.is_concrete(alpha) or alpha != 0:
             raise ValueError(
-                f"`layca(alpha={alpha!r})` needs `layer_order`: the layers' "
-                "key paths from input to output (pytree leaf order is "
-                "alphabetical, not forward order), or layer_order='leaves' "
-                "to use leaf order."
+                f"`{checks.caller()}(alpha={alpha!r})` needs `layer_order`: "
+                "the layers' key paths from input to output (pytree leaf "
+                "order is alphabetical, not forward order), or "
+                "layer_order='leaves' to use leaf order."
             )
 
     factors: Multipliers = 1.0 if multipliers is None else multipliers
-    check_multipliers(factors, None, "layca")
+    check_multipliers(factors, None)
     if layer_order is not None:
         depth = ordered_depth_multipliers(
-            0.0 if alpha is None else alpha, layer_order, "layca"
+            0.0 if alpha is None else alpha, layer_order
         )
-        factors = product(depth, factors, "layca")
-    direction = (
-        optax.identity() if base is None else checked_base(base, "layca")
-    )
+        factors = product(depth, factors)
+    direction = optax.identity() if base is None else checked_base(base)
     if fused:
-        step = layca_step(learning_rate, factors, axis, eps, "layca")
+        step = scale_by_layca(learning_rate, factors, axis=axis, eps=eps)
         layer_tx = optax.chain(direction, step)
     else:
         layer_tx = optax.chain(
             direction,
             # The authors' "step": the direction scaled by eta_l, which the
             # zero-step threshold of the normalization compares with eps.
-            multipliers_step(factors, "layca"),
+            scale_by_layer_multipliers(factors),
             optax.scale_by_learning_rate(learning_rate, flip_sign=False),
             project_to_tangent(axis=axis),
             normalize_to_param_norm(axis=axis, eps=eps),
-            multipliers_step(factors, "layca"),
+            scale_by_layer_multipliers(factors),
             optax.scale_by_learning_rate(learning_rate),
             reproject_to_sphere(axis=axis),
         )

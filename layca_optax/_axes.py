@@ -9,6 +9,7 @@ from typing import Any, TypeAlias
 import jax
 import numpy as np
 
+from layca_optax import _checks as checks
 from layca_optax._masks import path_str
 
 
@@ -97,9 +98,7 @@ def fan_in_axes(leaf: Any) -> tuple[int, ...]:
     return tuple(range(max(np.ndim(leaf) - 1, 0)))
 
 
-def resolve_axes(
-    x: jax.Array, axis: Axis, caller: str, path: Any = ()
-) -> tuple[int, ...]:
+def resolve_axes(x: jax.Array, axis: Axis, path: Any = ()) -> tuple[int, ...]:
     """The non-negative axes of ``x`` (at ``path``) that ``axis`` reduces
     over; ``axis`` is one leaf's rule (see :func:`axes_per_leaf` for trees).
     """
@@ -110,7 +109,7 @@ def resolve_axes(
             axis = axis(x)
         if not _is_spec(axis) or callable(axis):
             raise ValueError(
-                f"`{caller}(axis=...)`: the axis callable returned {axis!r} "
+                f"{checks.arg('axis')}: the axis callable returned {axis!r} "
                 f"for the leaf {_where(path)}of shape {np.shape(x)}; it must "
                 "return None, an int or a tuple of ints."
             )
@@ -122,7 +121,7 @@ def resolve_axes(
     for a in axes:
         if not -ndim <= a < ndim:
             raise ValueError(
-                f"`{caller}(axis=...)` got axis {a} for the leaf "
+                f"{checks.arg('axis')} got axis {a} for the leaf "
                 f"{_where(path)}of shape {np.shape(x)}; it must lie in "
                 f"[-{ndim}, {ndim}). A per-leaf rule (a callable of path and "
                 "leaf, or a prefix tree) fits leaves of different ranks."
@@ -144,7 +143,7 @@ class _Rule:
         self.spec = spec
 
 
-def axis_rules(tree: Any, axis: Axis, caller: str) -> list[Any]:
+def axis_rules(tree: Any, axis: Axis) -> list[Any]:
     """The axis rule of each leaf of ``tree``, in leaf order: ``axis`` for
     every leaf, or its entries broadcast when it is a prefix tree."""
     if _is_spec(axis):
@@ -158,33 +157,34 @@ def axis_rules(tree: Any, axis: Axis, caller: str) -> list[Any]:
         )
     except ValueError as err:
         raise ValueError(
-            f"`{caller}(axis=...)`: a tree of axes must have the structure "
+            f"{checks.arg('axis')}: a tree of axes must have the structure "
             f"of the params or a prefix of it (Flax NNX states: use a "
             f"callable of path and leaf instead), got {axis!r}: {err}"
         ) from None
     return [r.spec for r in jax.tree.leaves(rules)]
 
 
-def axes_per_leaf(tree: Any, axis: Axis, caller: str) -> list[tuple[int, ...]]:
+def axes_per_leaf(tree: Any, axis: Axis) -> list[tuple[int, ...]]:
     """The reduction axes of each leaf of ``tree`` (leaf order) for
     ``axis``: one rule for every leaf, a callable of the leaf or of its path
     and the leaf, or a prefix tree of those (see :data:`Axis`)."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    rules = axis_rules(tree, axis, caller)
+    rules = axis_rules(tree, axis)
     return [
-        resolve_axes(x, rule, caller, path)
+        resolve_axes(x, rule, path)
         for (path, x), rule in zip(flat, rules, strict=True)
     ]
 
 
-def check_axis(axis: Axis, caller: str) -> None:
+def check_axis(axis: Axis) -> None:
     """Raises ``ValueError`` unless ``axis`` is a valid :data:`Axis`."""
     if isinstance(axis, jax.Array | np.ndarray | np.generic):
         raise ValueError(
-            f"`{caller}(axis=...)` must be None, an int, a tuple of ints, a "
+            f"{checks.arg('axis')} must be None, an int, a tuple of ints, a "
             f"callable or a prefix tree of these, got the array {axis!r}. "
             "Under optax.inject_hyperparams, pass it as static: "
-            f"optax.inject_hyperparams({caller}, static_args=('axis',))."
+            f"optax.inject_hyperparams({checks.caller()}, "
+            "static_args=('axis',))."
         )
     if _is_spec(axis):
         return
@@ -195,7 +195,7 @@ def check_axis(axis: Axis, caller: str) -> None:
     ]
     if bad or isinstance(axis, str | bytes | float | bool):
         raise ValueError(
-            f"`{caller}(axis=...)` must be None, an int, a tuple of ints, a "
+            f"{checks.arg('axis')} must be None, an int, a tuple of ints, a "
             "callable of the leaf (or of its path and the leaf), or a prefix "
             f"tree of the params with these at its leaves, got {axis!r}."
         )

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from layca_optax._masks import shape_mismatch
+from layca_optax import _masks  # a module: _masks imports this one
 
 
 _CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -229,7 +229,7 @@ def check_update_args(updates: Any, state: Any, params: Any) -> None:
             f"`{caller()}`'s update got `updates` (the gradients) and "
             f"`params` of different structures: {udef} and {pdef}."
         )
-    bad = shape_mismatch(ups, ps)
+    bad = _masks.shape_mismatch(ups, ps)
     if bad:
         path, shape, param_shape = bad
         raise ValueError(

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from layca_optax import _numerics as nx
+from layca_optax import _checks as checks, _numerics as nx
 from layca_optax._numerics import Axis, is_concrete
 
 
@@ -66,7 +66,7 @@ def _muon_hint(base: Any) -> str:
     )
 
 
-def _check_structure(base: Any, params: Any, caller: str) -> None:
+def _check_structure(base: Any, params: Any) -> None:
     """``base`` traced on the real shapes, without computing anything."""
 
     def run(p):
@@ -78,7 +78,7 @@ def _check_structure(base: Any, params: Any, caller: str) -> None:
     except (TypeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ValueError(
-            f"`{caller}(base=...)`: the base transformation fails on the "
+            f"{checks.arg('base')}: the base transformation fails on the "
             f"layers ({type(err).__name__}: {first}).{_muon_hint(base)}"
         ) from err
 
@@ -100,39 +100,40 @@ def _probe_sign(base: Any, params: Any) -> float | None:
     return min(dots)
 
 
-def check_direction(base: Any, params: Any, caller: str) -> None:
-    """Raises ``ValueError`` naming ``caller(base=...)`` if ``base`` fails on
+def check_direction(base: Any, params: Any) -> None:
+    """Raises ``ValueError`` naming the ``base`` argument if ``base`` fails on
     the layers ``params`` or is a full optimizer (steps against the
     gradient). Nothing is checked for traced params or a tree without
     leaves."""
     if not jax.tree.leaves(params) or not is_concrete(params):
         return
     if _muon_hint(base):
-        _check_structure(base, params, caller)
+        _check_structure(base, params)
     dot = _probe_sign(base, params)
     if dot is not None and dot < 0:
         raise ValueError(
-            f"`{caller}(base=...)` got a full optimizer: its update points "
+            f"{checks.arg('base')} got a full optimizer: its update points "
             "against the gradient (it includes a learning rate and the sign "
             "flip), so Layca would turn the layers uphill. Pass the "
             f"direction only: {_DIRECTIONS}. Layca sets the step itself "
-            f"(`{caller}(learning_rate=...)`)."
+            f"({checks.arg('learning_rate')})."
         )
 
 
 def checked_base(
-    base: optax.GradientTransformation, caller: str
+    base: optax.GradientTransformation,
 ) -> optax.GradientTransformationExtraArgs:
     """``base`` whose ``init`` first runs :func:`check_direction`."""
     wrapped = optax.with_extra_args_support(base)
 
     def init_fn(params):
-        check_direction(base, params, caller)
+        check_direction(base, params)
         return wrapped.init(params)
 
     return optax.GradientTransformationExtraArgs(init_fn, wrapped.update)
 
 
+@checks.public
 def muon_dimension_numbers(axis: Axis = None) -> Any:
     """Muon's dimension numbers for Layca's layers, as ``axis`` makes them.
 
@@ -170,19 +171,18 @@ def muon_dimension_numbers(axis: Axis = None) -> Any:
       Jordan et al., `Muon: an optimizer for hidden layers in neural
       networks <https://kellerjordan.github.io/posts/muon/>`_, 2024.
     """
-    caller = "muon_dimension_numbers"
-    nx.check_axis(axis, caller)
+    nx.check_axis(axis)
 
     def fn(params: Any) -> Any:
         treedef: Any
         flat, treedef = jax.tree_util.tree_flatten_with_path(params)
         out = []
         for (path, x), axes in zip(
-            flat, nx.axes_per_leaf(params, axis, caller), strict=True
+            flat, nx.axes_per_leaf(params, axis), strict=True
         ):
             if len(axes) < 2:
                 raise ValueError(
-                    f"`{caller}(axis={axis!r})`: the layer "
+                    f"`muon_dimension_numbers(axis={axis!r})`: the layer "
                     f"{nx.path_str(path)!r} of shape {np.shape(x)} reduces "
                     f"over {len(axes)} axis; Muon needs matrices (two or "
                     "more reduced axes). Route vectors to `other`."

@@ -9,14 +9,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx, _sums as sm
+from layca_optax import _checks as checks, _numerics as nx, _sums as sm
 from layca_optax._multipliers import (
     Multipliers,
     check_multipliers,
     layer_factors,
 )
 from layca_optax._numerics import Axis
-from layca_optax._partition import check_learning_rate
 from layca_optax._projection import parallel_rtol
 
 
@@ -88,6 +87,7 @@ def _leaf(axes: tuple[int, ...], d: jax.Array, w: jax.Array, terms: tuple):
     return (a_w * wf + a_d * df).astype(w.dtype)
 
 
+@checks.public
 def scale_by_layca(
     learning_rate: optax.ScalarOrSchedule,
     multipliers: Multipliers = 1.0,
@@ -154,35 +154,23 @@ def scale_by_layca(
       Eq. 1). The single-reduction, single-pass form is this library's; it
       agrees with the four chained operations to rounding.
     """
-    return layca_step(learning_rate, multipliers, axis, eps, "scale_by_layca")
-
-
-def layca_step(
-    learning_rate: optax.ScalarOrSchedule,
-    multipliers: Multipliers,
-    axis: Axis,
-    eps: jax.typing.ArrayLike,
-    caller: str,
-) -> optax.GradientTransformation:
-    """:func:`scale_by_layca` whose errors name ``caller``, the function
-    the user called (``layca`` builds its step with this)."""
-    nx.check_axis(axis, caller)
-    nx.check_scalar(eps, caller, "eps", low=0.0)
-    check_learning_rate(learning_rate, caller)
-    check_multipliers(multipliers, None, caller)
+    nx.check_axis(axis)
+    checks.check_scalar(eps, "eps", low=0.0)
+    checks.check_learning_rate(learning_rate)
+    check_multipliers(multipliers, None)
 
     def init_fn(params):
-        check_multipliers(multipliers, params, caller)
+        check_multipliers(multipliers, params)
         return ScaleByLaycaState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
         if params is None:
-            raise nx.no_params_error(caller)
+            raise checks.no_params_error()
         if callable(learning_rate):
             lr = learning_rate(state.count)
         else:
             lr = learning_rate
-        factors = layer_factors(multipliers, updates, params, caller)
+        factors = layer_factors(multipliers, updates, params)
         terms: dict[Any, tuple] = {}  # per static factor: computed once
 
         def rate(m):
@@ -194,7 +182,6 @@ def layca_step(
         new = sm.map_layers(
             _leaf,
             axis,
-            caller,
             updates,
             params,
             jax.tree.map(rate, factors),

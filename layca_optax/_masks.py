@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from layca_optax import _checks as checks
+
 
 KeyPathLike: TypeAlias = str | Sequence[Any]
 """A leaf's path: ``"Conv_0/kernel"`` or a JAX key path such as
@@ -131,12 +133,12 @@ def default_layer_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(_is_layer, params)
 
 
-def resolve_mask(mask: optax.MaskOrFn, tree: Any, caller: str) -> Any:
+def resolve_mask(mask: optax.MaskOrFn, tree: Any) -> Any:
     """A bool for every leaf of ``tree``; ``ValueError`` if ``mask`` is bad."""
     if mask is None:
         mask = default_layer_mask
     mask_tree = mask(tree) if callable(mask) else mask
-    check_mask_leaves(mask_tree, caller)
+    check_mask_leaves(mask_tree)
     try:
         return jax.tree.map(
             lambda flag, sub: jax.tree.map(lambda _: flag, sub),
@@ -145,28 +147,29 @@ def resolve_mask(mask: optax.MaskOrFn, tree: Any, caller: str) -> Any:
         )
     except ValueError as err:
         raise ValueError(
-            f"`{caller}(mask=...)` must have the structure of the params or "
+            f"{checks.arg('mask')} must have the structure of the params or "
             f"a prefix of it, got {mask_tree!r}: {err}"
         ) from None
 
 
-def check_mask_leaves(mask_tree: Any, caller: str) -> None:
+def check_mask_leaves(mask_tree: Any) -> None:
     """``ValueError`` unless every leaf of ``mask_tree`` is a Python bool;
     an array (or a single ``False``) is what ``optax.inject_hyperparams``
     makes of a mask that is not in ``static_args``."""
     hint = (
         " Under optax.inject_hyperparams, pass the mask as static: "
-        f"optax.inject_hyperparams({caller}, static_args=('mask',))."
+        f"optax.inject_hyperparams({checks.caller()}, "
+        "static_args=('mask',))."
     )
     for flag in jax.tree.leaves(mask_tree):
         if not isinstance(flag, bool):
             raise ValueError(
-                f"`{caller}(mask=...)` leaves must be Python bools (the mask "
+                f"{checks.arg('mask')} leaves must be Python bools (the mask "
                 f"must be static), got {flag!r}." + hint
             )
     if mask_tree is False:
         raise ValueError(
-            f"`{caller}(mask=False)` makes no leaf a layer, so Layca would "
-            "update nothing. Pass a tree of bools, a callable of the params, "
-            "or None for the default rule." + hint
+            f"`{checks.caller()}(mask=False)` makes no leaf a layer, so Layca "
+            "would update nothing. Pass a tree of bools, a callable of the "
+            "params, or None for the default rule." + hint
         )

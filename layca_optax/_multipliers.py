@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx
+from layca_optax import _checks as checks, _numerics as nx
 from layca_optax._masks import KeyPathLike, leaf_paths, path_str
 
 
@@ -18,6 +18,7 @@ Multipliers: TypeAlias = float | jax.Array | Any | Callable[[Any], Any]
 params, or a callable that maps the params to such a pytree."""
 
 
+@checks.public
 def depth_multipliers(
     alpha: jax.typing.ArrayLike, num_layers: int
 ) -> list[Any]:
@@ -55,25 +56,15 @@ def depth_multipliers(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019, Eq. 1.
     """
-    nx.check_scalar(
+    checks.check_scalar(
         alpha,
-        "depth_multipliers",
         "alpha",
         low=-1.0,
         high=1.0,
         low_open=True,
         high_open=True,
     )
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int):
-        raise ValueError(
-            "`depth_multipliers(num_layers=...)` must be an int, "
-            f"got {num_layers!r}."
-        )
-    if num_layers < 1:
-        raise ValueError(
-            "`depth_multipliers(num_layers=...)` must be at least 1, "
-            f"got {num_layers}."
-        )
+    checks.check_count(num_layers, "num_layers")
     if num_layers == 1:
         return [1.0]
     last = num_layers - 1
@@ -93,13 +84,13 @@ def depth_multipliers(
     ]
 
 
-def _check_factors(multipliers: Any, caller: str) -> None:
+def _check_factors(multipliers: Any) -> None:
     """Non-negative finite numbers (checked where they are concrete)."""
     for m in jax.tree.leaves(multipliers):
-        nx.check_scalar(m, caller, "multipliers", low=0.0)
+        checks.check_scalar(m, "multipliers", low=0.0)
 
 
-def _broadcast(multipliers: Any, tree: Any, caller: str) -> Any:
+def _broadcast(multipliers: Any, tree: Any) -> Any:
     """A factor per leaf of ``tree`` from a number or a prefix tree."""
     try:
         return jax.tree.map(
@@ -107,7 +98,7 @@ def _broadcast(multipliers: Any, tree: Any, caller: str) -> Any:
         )
     except ValueError as err:
         raise ValueError(
-            f"`{caller}(multipliers=...)` must be a number or a prefix of "
+            f"{checks.arg('multipliers')} must be a number or a prefix of "
             f"the params' structure, got {multipliers!r}: {err}"
         ) from None
 
@@ -115,12 +106,11 @@ def _broadcast(multipliers: Any, tree: Any, caller: str) -> Any:
 def resolve_multipliers(
     multipliers: Multipliers,
     params: Any,
-    caller: str = "scale_by_layer_multipliers",
 ) -> Any:
-    """A factor for every leaf of ``params``; errors name ``caller``."""
+    """A factor for every leaf of ``params``."""
     tree = multipliers(params) if callable(multipliers) else multipliers
-    _check_factors(tree, caller)
-    return _broadcast(tree, params, caller)
+    _check_factors(tree)
+    return _broadcast(tree, params)
 
 
 def _scale_leaf(u: jax.Array, m: Any) -> jax.Array:
@@ -128,6 +118,7 @@ def _scale_leaf(u: jax.Array, m: Any) -> jax.Array:
     return (u.astype(dtype) * jnp.asarray(m, dtype)).astype(u.dtype)
 
 
+@checks.public
 def scale_by_layer_multipliers(
     multipliers: Multipliers,
 ) -> optax.GradientTransformation:
@@ -163,53 +154,43 @@ def scale_by_layer_multipliers(
       <https://arxiv.org/abs/1806.01603>`_, 2019 (Algorithm 1's
       layerwise rates; Eq. 1 via :func:`depth_multipliers`).
     """
-    return multipliers_step(multipliers, "scale_by_layer_multipliers")
-
-
-def multipliers_step(
-    multipliers: Multipliers, caller: str
-) -> optax.GradientTransformation:
-    """:func:`scale_by_layer_multipliers` whose errors name ``caller``."""
-    check_multipliers(multipliers, None, caller)
+    check_multipliers(multipliers, None)
 
     def init_fn(params):
-        check_multipliers(multipliers, params, caller)
+        check_multipliers(multipliers, params)
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
-        factors = layer_factors(multipliers, updates, params, caller)
+        factors = layer_factors(multipliers, updates, params)
         return jax.tree.map(_scale_leaf, updates, factors), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def check_multipliers(multipliers: Multipliers, params: Any, caller: str):
+def check_multipliers(multipliers: Multipliers, params: Any) -> None:
     """``ValueError`` for bad factors, or (given params) a bad structure.
 
     Callables are checked when they are called, at each update.
     """
     if callable(multipliers):
         return
-    _check_factors(multipliers, caller)
+    _check_factors(multipliers)
     if params is not None and jax.tree.leaves(params):
-        _broadcast(multipliers, params, caller)
+        _broadcast(multipliers, params)
 
 
-def layer_factors(
-    multipliers: Multipliers, updates: Any, params: Any, caller: str
-) -> Any:
+def layer_factors(multipliers: Multipliers, updates: Any, params: Any) -> Any:
     """A factor per leaf of ``updates``; a callable is given ``params``."""
     if not callable(multipliers):
-        return _broadcast(multipliers, updates, caller)
+        return _broadcast(multipliers, updates)
     if params is None:
-        raise nx.no_params_error(caller)
-    return resolve_multipliers(multipliers, params, caller)
+        raise checks.no_params_error()
+    return resolve_multipliers(multipliers, params)
 
 
 def ordered_depth_multipliers(
     alpha: jax.typing.ArrayLike,
     layer_order: Sequence[KeyPathLike] | str,
-    caller: str,
 ) -> Callable[[Any], Any]:
     """Eq. 1 multipliers keyed by path, as a callable of the layers' tree.
 
@@ -219,13 +200,13 @@ def ordered_depth_multipliers(
     if isinstance(layer_order, str):
         if layer_order != "leaves":
             raise ValueError(
-                f"`{caller}(layer_order=...)` must be a sequence of key paths "
+                f"{checks.arg('layer_order')} must be a sequence of key paths "
                 f"or the string 'leaves', got {layer_order!r}."
             )
         order = None
     elif not isinstance(layer_order, Sequence):
         raise ValueError(
-            f"`{caller}(layer_order=...)` must be a list or tuple of the "
+            f"{checks.arg('layer_order')} must be a list or tuple of the "
             "layers' key paths, input side first (a set has no order), or "
             f"the string 'leaves', got {layer_order!r}."
         )
@@ -234,7 +215,7 @@ def ordered_depth_multipliers(
         dups = sorted({p for p in order if order.count(p) > 1})
         if dups:
             raise ValueError(
-                f"`{caller}(layer_order=...)` lists {dups} more than once."
+                f"{checks.arg('layer_order')} lists {dups} more than once."
             )
 
     def fn(layers):
@@ -244,7 +225,7 @@ def ordered_depth_multipliers(
         omitted = sorted(set(paths) - set(names))
         if missing or omitted:
             raise ValueError(
-                f"`{caller}(layer_order=...)` must list every layer exactly "
+                f"{checks.arg('layer_order')} must list every layer exactly "
                 f"once. Not layers: {missing}; layers left out: {omitted}. "
                 f"Layers: {paths}."
             )
@@ -257,14 +238,12 @@ def ordered_depth_multipliers(
     return fn
 
 
-def product(
-    a: Callable[[Any], Any], b: Multipliers, caller: str
-) -> Callable[[Any], Any]:
+def product(a: Callable[[Any], Any], b: Multipliers) -> Callable[[Any], Any]:
     """The callable multipliers ``a(params) * b`` (``b`` broadcast)."""
 
     def fn(params):
-        fa = resolve_multipliers(a, params, caller)
-        fb = resolve_multipliers(b, params, caller)
+        fa = resolve_multipliers(a, params)
+        fb = resolve_multipliers(b, params)
         return jax.tree.map(lambda x, y: x * y, fa, fb)
 
     return fn

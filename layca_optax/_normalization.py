@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx, _sums as sm
+from layca_optax import _checks as checks, _numerics as nx, _sums as sm
 from layca_optax._numerics import Axis
 
 
@@ -26,6 +26,7 @@ def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array, eps) -> jax.Array:
     return (uf * scale).astype(u.dtype)
 
 
+@checks.public
 def normalize_to_param_norm(
     *, axis: Axis = None, eps: jax.typing.ArrayLike = 1e-7
 ) -> optax.GradientTransformation:
@@ -74,8 +75,6 @@ def normalize_to_param_norm(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019.
     """
-    nx.check_axis(axis, "normalize_to_param_norm")
-    nx.check_scalar(eps, "normalize_to_param_norm", "eps", low=0.0)
-    return sm.stateless_map_layers(
-        "normalize_to_param_norm", _leaf, axis, shared=(eps,)
-    )
+    nx.check_axis(axis)
+    checks.check_scalar(eps, "eps", low=0.0)
+    return sm.stateless_map_layers(_leaf, axis, shared=(eps,))

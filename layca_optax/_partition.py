@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx
-from layca_optax._masks import path_str, resolve_mask, shape_mismatch
+from layca_optax import _checks as checks, _numerics as nx
+from layca_optax._masks import path_str, resolve_mask
 from layca_optax._numerics import Axis
 
 
@@ -18,55 +18,23 @@ _LAYER, _OTHER = "layca", "other"
 _SHOWN = 8  # paths listed per group in a warning
 
 
-def _check_transformation(tx: Any, name: str, caller: str = "layca") -> None:
-    if tx is not None and not (hasattr(tx, "init") and hasattr(tx, "update")):
-        raise ValueError(
-            f"`{caller}({name}=...)` must be an optax GradientTransformation "
-            f"or None, got {tx!r}."
-        )
-
-
-def check_learning_rate(learning_rate: Any, caller: str = "layca") -> None:
-    """``ValueError`` for a learning rate that is not a non-negative real
-    number or a schedule, or a schedule whose value at step 0 is not.
-
-    (A schedule that turns negative later gives no update from then on:
-    Layca's step has no sign to flip. This is documented, not checked.)
-    """
-    if not callable(learning_rate):
-        nx.check_scalar(learning_rate, caller, "learning_rate", low=0.0)
-        return
-    try:
-        first = learning_rate(0)
-    except Exception:  # noqa: BLE001 (a schedule of another signature)
-        return
-    if jnp.ndim(first) == 0:
-        nx.check_scalar(
-            first,
-            caller,
-            "learning_rate",
-            low=0.0,
-            what="the schedule's value at step 0",
-        )
-
-
-def _labels_fn(mask: optax.MaskOrFn, caller: str = "layca"):
+def _labels_fn(mask: optax.MaskOrFn):
     def labels(tree):
         if not jax.tree.leaves(tree):  # optax.tree.map_params' placeholder
             return tree
-        flags = resolve_mask(mask, tree, caller)
+        flags = resolve_mask(mask, tree)
         return jax.tree.map(lambda f: _LAYER if f else _OTHER, flags)
 
     return labels
 
 
-def zero_layers(params: Any, axis: Axis, caller: str) -> list[str]:
+def zero_layers(params: Any, axis: Axis) -> list[str]:
     """Paths of the leaves of ``params`` with a zero layer (a zero slice
     with ``axis``); empty unless ``params`` holds values (not tracers)."""
     if not nx.is_concrete(params):
         return []
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    axes = nx.axes_per_leaf(params, axis, caller)
+    axes = nx.axes_per_leaf(params, axis)
     with jax.ensure_compile_time_eval():  # concrete params inside a jit
         flags = jax.device_get(
             [
@@ -78,17 +46,18 @@ def zero_layers(params: Any, axis: Axis, caller: str) -> list[str]:
 
 
 def warn_zero_layers(
-    tx: optax.GradientTransformation, axis: Axis, caller: str = "layca"
+    tx: optax.GradientTransformation, axis: Axis
 ) -> optax.GradientTransformationExtraArgs:
     """``tx`` whose ``init`` warns, when given concrete params, about the
     layers that are zero (which Layca leaves unchanged)."""
     tx = optax.with_extra_args_support(tx)
 
     def init_fn(params):
-        zero = zero_layers(params, axis, caller)
+        zero = zero_layers(params, axis)
         if zero:
             warnings.warn(
-                f"`{caller}`: these layers are zero: {', '.join(zero)}. "
+                f"`{checks.caller()}`: these layers are zero: "
+                f"{', '.join(zero)}. "
                 "Layca leaves a zero layer unchanged (it has no direction "
                 "to rotate), so they will not train. Route them to `other` "
                 "with a mask computed once from the initial params, e.g. "
@@ -103,14 +72,12 @@ def warn_zero_layers(
     return optax.GradientTransformationExtraArgs(init_fn, tx.update)
 
 
-def check_partition_args(
-    base: Any, other: Any, mask: optax.MaskOrFn, caller: str = "layca"
-) -> None:
-    """Raises ``ValueError`` naming ``caller`` for a bad base, other or mask."""
-    _check_transformation(base, "base", caller)
-    _check_transformation(other, "other", caller)
+def check_partition_args(base: Any, other: Any, mask: optax.MaskOrFn) -> None:
+    """``ValueError`` for a bad ``base``, ``other`` or ``mask``."""
+    checks.check_transformation(base, "base")
+    checks.check_transformation(other, "other")
     if mask is not None and not callable(mask):
-        resolve_mask(mask, mask, caller)  # static leaves must be bools
+        resolve_mask(mask, mask)  # static leaves must be bools
 
 
 def _listed(paths: list[str]) -> str:
@@ -119,12 +86,12 @@ def _listed(paths: list[str]) -> str:
     return shown + (f" (and {more} more)" if more > 0 else "")
 
 
-def split_message(params: Any, mask: Any, other: Any, caller: str) -> str:
+def split_message(params: Any, mask: Any, other: Any) -> str:
     """The warning for a split chosen by default ("" when none is due):
     which leaves are layers and which go to ``other`` or stay frozen."""
     if mask is not None and other is not None:
         return ""
-    flags = resolve_mask(mask, params, caller)
+    flags = resolve_mask(mask, params)
     flat = jax.tree_util.tree_flatten_with_path(flags)[0]
     layers = [path_str(p) for p, f in flat if f]
     rest = [path_str(p) for p, f in flat if not f]
@@ -140,72 +107,42 @@ def split_message(params: Any, mask: Any, other: Any, caller: str) -> str:
         fate = f"go to `other`: {_listed(rest)}"
     rule = "the default rule" if mask is None else "`mask`"
     return (
-        f"`{caller}`: by {rule}, {len(layers)} leaves are layers (rotated): "
-        f"{_listed(layers)}; {len(rest)} are not and {fate}. The default "
-        "rule (layca_optax.default_layer_mask) takes leaves named kernel, "
-        "never bias/scale/embedding, and others with ndim >= 2. Pass both "
-        "`mask` and `other` (other=optax.set_to_zero() to keep leaves "
+        f"`{checks.caller()}`: by {rule}, {len(layers)} leaves are layers "
+        f"(rotated): {_listed(layers)}; {len(rest)} are not and {fate}. The "
+        "default rule (layca_optax.default_layer_mask) takes leaves named "
+        "kernel, never bias/scale/embedding, and others with ndim >= 2. Pass "
+        "both `mask` and `other` (other=optax.set_to_zero() to keep leaves "
         "frozen) to silence this warning."
     )
-
-
-def _check_update_args(updates: Any, state: Any, params: Any, caller: str):
-    if state is None:
-        raise ValueError(
-            f"`{caller}`'s update got state=None: pass the state that "
-            "`tx.init(params)` returned (and then the one each update "
-            "returns)."
-        )
-    if params is None:
-        raise nx.no_params_error(caller)
-    udef: Any
-    pdef: Any
-    ups, udef = jax.tree_util.tree_flatten_with_path(updates)
-    ps, pdef = jax.tree.flatten(params)
-    if udef != pdef:
-        raise ValueError(
-            f"`{caller}`'s update got `updates` (the gradients) and `params` "
-            f"of different structures: {udef} and {pdef}."
-        )
-    bad = shape_mismatch(ups, ps)
-    if bad:
-        path, shape, param_shape = bad
-        raise ValueError(
-            f"`{caller}`'s update got `updates` and `params` of different "
-            f"shapes at {path!r}: {shape} and {param_shape}."
-        )
 
 
 def partition_layers(
     layer_tx: optax.GradientTransformation,
     other: optax.GradientTransformation | None,
     mask: optax.MaskOrFn,
-    caller: str = "layca",
 ) -> optax.GradientTransformationExtraArgs:
     """``layer_tx`` on the layers of ``mask``, ``other`` (default: no update)
-    on the other leaves; bad masks raise ``ValueError`` naming ``caller``.
+    on the other leaves; bad masks raise ``ValueError``.
 
     ``init`` warns once (see :func:`split_message`) when the split was not
     chosen explicitly and leaves other than layers exist; ``update`` checks
     its arguments (state, params, matching structures and shapes) with
-    messages naming ``caller``.
+    messages naming the public function called.
     """
     other_tx = optax.set_to_zero() if other is None else other
-    tx = optax.partition(
-        {_LAYER: layer_tx, _OTHER: other_tx}, _labels_fn(mask, caller)
-    )
+    tx = optax.partition({_LAYER: layer_tx, _OTHER: other_tx}, _labels_fn(mask))
     warned: list[bool] = []
 
     def init_fn(params):
         if not warned and jax.tree.leaves(params):
-            message = split_message(params, mask, other, caller)
+            message = split_message(params, mask, other)
             if message:
                 warned.append(True)
                 warnings.warn(message, UserWarning, stacklevel=2)
         return tx.init(params)
 
     def update_fn(updates, state, params=None, **extra_args):
-        _check_update_args(updates, state, params, caller)
+        checks.check_update_args(updates, state, params)
         return tx.update(updates, state, params, **extra_args)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx, _sums as sm
+from layca_optax import _checks as checks, _numerics as nx, _sums as sm
 from layca_optax._numerics import Axis
 
 
@@ -21,9 +21,6 @@ def parallel_rtol(dtype: Any) -> float:
     :func:`layca_optax.scale_by_layca` uses), so both paths agree.
     """
     return (32 * nx.machine_eps(dtype)) ** 0.5
-
-
-_CALLER = "project_to_tangent"
 
 
 def _coefficients(uu, ww, uw) -> tuple:
@@ -48,6 +45,7 @@ def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> jax.Array:
     return (a_u * uf + a_w * wf).astype(u.dtype)
 
 
+@checks.public
 def project_to_tangent(*, axis: Axis = None) -> optax.GradientTransformation:
     r"""Removes from each layer's update its component along its weights.
 
@@ -101,5 +99,5 @@ def project_to_tangent(*, axis: Axis = None) -> optax.GradientTransformation:
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019.
     """
-    nx.check_axis(axis, "project_to_tangent")
-    return sm.stateless_map_layers(_CALLER, _leaf, axis)
+    nx.check_axis(axis)
+    return sm.stateless_map_layers(_leaf, axis)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx, _sums as sm
+from layca_optax import _checks as checks, _numerics as nx, _sums as sm
 from layca_optax._numerics import Axis
 
 
@@ -31,6 +31,7 @@ def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> jax.Array:
     return (a_v * v + a_w * wf).astype(u.dtype)
 
 
+@checks.public
 def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
     r"""Turns an update into one that leaves each layer's weight norm unchanged.
 
@@ -76,5 +77,5 @@ def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019.
     """
-    nx.check_axis(axis, "reproject_to_sphere")
-    return sm.stateless_map_layers("reproject_to_sphere", _leaf, axis)
+    nx.check_axis(axis)
+    return sm.stateless_map_layers(_leaf, axis)

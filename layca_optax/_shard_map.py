@@ -21,13 +21,14 @@ import optax
 AxisNames: TypeAlias = str | Sequence[str]
 """One mesh axis name, or a sequence of distinct names."""
 
-# (axis names, caller) while inside `psum_layer_sums`; read at trace time.
+# (axis names, owner) while inside `psum_layer_sums`: read at trace time,
+# when the public function that set them (the owner) is no longer running.
 _PSUM: contextvars.ContextVar[tuple[tuple[str, ...], str] | None] = (
     contextvars.ContextVar("layca_optax_psum_axes", default=None)
 )
 
 
-def check_axis_names(axis_names: Any, caller: str, arg: str) -> tuple[str, ...]:
+def check_axis_names(axis_names: Any, owner: str) -> tuple[str, ...]:
     """``axis_names`` as a tuple of distinct strings, or ``ValueError``."""
     names = (axis_names,) if isinstance(axis_names, str) else axis_names
     try:
@@ -37,7 +38,7 @@ def check_axis_names(axis_names: Any, caller: str, arg: str) -> tuple[str, ...]:
     ok = all(isinstance(n, str) and n for n in names)
     if not names or not ok or len(set(names)) != len(names):
         raise ValueError(
-            f"`{caller}({arg}=...)` must be a mesh axis name or a sequence "
+            f"`{owner}(axis_names=...)` must be a mesh axis name or a sequence "
             f"of distinct names, got {axis_names!r}."
         )
     return names
@@ -53,7 +54,7 @@ def _varying(x: Any) -> frozenset | None:
 
 
 def summing_context() -> tuple[tuple[str, ...], str] | None:
-    """The axis names (and caller) of the enclosing
+    """The axis names (and owner) of the enclosing
     :func:`psum_layer_sums`, or None: hashable, a key for cached traces."""
     return _PSUM.get()
 
@@ -69,7 +70,7 @@ def _manual_names() -> tuple[str, ...]:
     context = _PSUM.get()
     if context is None:
         return ()
-    names, caller = context
+    names, owner = context
     mesh = jax.sharding.get_abstract_mesh()
     manual = tuple(getattr(mesh, "manual_axes", ()))
     if not manual:
@@ -77,7 +78,7 @@ def _manual_names() -> tuple[str, ...]:
     for name in names:
         if name not in mesh.axis_names:
             raise ValueError(
-                f"`{caller}(axis_names={names!r})`: {name!r} is not an axis "
+                f"`{owner}(axis_names={names!r})`: {name!r} is not an axis "
                 f"of the enclosing jax.shard_map's mesh, whose axes are "
                 f"{tuple(mesh.axis_names)!r}."
             )
@@ -113,9 +114,10 @@ def complete_sum(partial: jax.Array) -> jax.Array:
 
 
 @contextlib.contextmanager
-def _summing_over(names: tuple[str, ...], caller: str) -> Iterator[None]:
-    """Sets the axes of :func:`complete_sum`; checks them if in shard_map."""
-    token = _PSUM.set((names, caller))
+def _summing_over(names: tuple[str, ...], owner: str) -> Iterator[None]:
+    """Sets the axes of :func:`complete_sum` (``owner``: the public function
+    named in errors); checks them if in shard_map."""
+    token = _PSUM.set((names, owner))
     try:
         _manual_names()  # a bad name raises now, not at the first sum
         yield
@@ -183,7 +185,7 @@ def psum_layer_sums(axis_names: AxisNames) -> Iterator[None]:
       JAX, `Manual parallelism with shard_map
       <https://docs.jax.dev/en/latest/notebooks/shard_map.html>`_.
     """
-    names = check_axis_names(axis_names, "psum_layer_sums", "axis_names")
+    names = check_axis_names(axis_names, "psum_layer_sums")
     with _summing_over(names, "psum_layer_sums"):
         yield
 
@@ -219,21 +221,20 @@ def with_psum_layer_sums(
       JAX, `Manual parallelism with shard_map
       <https://docs.jax.dev/en/latest/notebooks/shard_map.html>`_.
     """
-    caller = "with_psum_layer_sums"
-    names = check_axis_names(axis_names, caller, "axis_names")
+    names = check_axis_names(axis_names, "with_psum_layer_sums")
     if not (hasattr(tx, "init") and hasattr(tx, "update")):
         raise ValueError(
-            f"`{caller}(tx=...)` must be an optax GradientTransformation, "
-            f"got {tx!r}."
+            "`with_psum_layer_sums(tx=...)` must be an optax "
+            f"GradientTransformation, got {tx!r}."
         )
     inner = optax.with_extra_args_support(tx)
 
     def init_fn(params):
-        with _summing_over(names, caller):
+        with _summing_over(names, "with_psum_layer_sums"):
             return inner.init(params)
 
     def update_fn(updates, state, params=None, **extra_args):
-        with _summing_over(names, caller):
+        with _summing_over(names, "with_psum_layer_sums"):
             return inner.update(updates, state, params, **extra_args)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from layca_optax._numerics import axes_per_leaf, no_params_error
+from layca_optax._checks import no_params_error
+from layca_optax._numerics import axes_per_leaf
 from layca_optax._shard_map import complete_sum, summing_context
 
 
@@ -120,7 +121,6 @@ def per_leaf(fn: Callable, static: Any, *args: Any) -> Any:
 def map_layers(
     leaf_fn: Callable[..., jax.Array],
     axis: Any,
-    caller: str,
     updates: Any,
     params: Any,
     *rest: Any,
@@ -136,7 +136,7 @@ def map_layers(
     ws = treedef.flatten_up_to(params)
     others = [treedef.flatten_up_to(tree) for tree in rest]
     extra = list(zip(*others, strict=True)) if others else [()] * len(us)
-    axes = axes_per_leaf(updates, axis, caller)
+    axes = axes_per_leaf(updates, axis)
     out = [
         per_leaf(leaf_fn, a, u, w, *r, *shared)
         for a, u, w, r in zip(axes, us, ws, extra, strict=True)
@@ -145,18 +145,17 @@ def map_layers(
 
 
 def stateless_map_layers(
-    caller: str,
     leaf_fn: Callable[..., jax.Array],
     axis: Any,
     shared: tuple = (),
 ) -> optax.GradientTransformation:
     """A stateless transformation whose ``update`` is :func:`map_layers`;
-    ``params`` is required (``ValueError`` naming ``caller`` without it)."""
+    ``params`` is required (``ValueError`` without it)."""
 
     def update_fn(updates, state, params=None):
         if params is None:
-            raise no_params_error(caller)
-        new = map_layers(leaf_fn, axis, caller, updates, params, shared=shared)
+            raise no_params_error()
+        new = map_layers(leaf_fn, axis, updates, params, shared=shared)
         return new, state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)

@@ -8,12 +8,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx
+from layca_optax import _checks as checks, _numerics as nx
 from layca_optax._direction import checked_base
 from layca_optax._normalization import normalize_to_param_norm
 from layca_optax._numerics import Axis
 from layca_optax._partition import (
-    check_learning_rate,
     check_partition_args,
     partition_layers,
 )
@@ -43,6 +42,7 @@ def _cap_leaf(u, w, n0, axes, max_growth):
     return jnp.where(capped, new - wf, uf).astype(u.dtype)
 
 
+@checks.public
 def cap_norm_growth(
     max_growth: jax.typing.ArrayLike = 1e-4, *, axis: Axis = None
 ) -> optax.GradientTransformation:
@@ -88,12 +88,12 @@ def cap_norm_growth(
       <https://arxiv.org/abs/1806.01603>`_, Appendix A.4; the authors' code
       ``Supplementary Results/LARS.py`` (first version of the paper).
     """
-    nx.check_scalar(max_growth, "cap_norm_growth", "max_growth", low=0.0)
-    nx.check_axis(axis, "cap_norm_growth")
+    checks.check_scalar(max_growth, "max_growth", low=0.0)
+    nx.check_axis(axis)
 
     def init_fn(params):
         leaves = jax.tree.leaves(params)
-        axes = nx.axes_per_leaf(params, axis, "cap_norm_growth")
+        axes = nx.axes_per_leaf(params, axis)
         norms = [_layer_norm(x, a) for x, a in zip(leaves, axes, strict=True)]
         return CapNormGrowthState(
             jax.tree.unflatten(jax.tree.structure(params), norms)
@@ -101,10 +101,10 @@ def cap_norm_growth(
 
     def update_fn(updates, state, params=None):
         if params is None:
-            raise nx.no_params_error("cap_norm_growth")
+            raise checks.no_params_error()
         treedef: Any
         us, treedef = jax.tree.flatten(updates)
-        axes = nx.axes_per_leaf(updates, axis, "cap_norm_growth")
+        axes = nx.axes_per_leaf(updates, axis)
         ws = treedef.flatten_up_to(params)
         n0s = treedef.flatten_up_to(state.initial_norms)
         new = [
@@ -116,12 +116,13 @@ def cap_norm_growth(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _check(caller, learning_rate, base, other, mask, axis):
-    check_learning_rate(learning_rate, caller)
-    nx.check_axis(axis, caller)
-    check_partition_args(base, other, mask, caller)
+def _check(learning_rate, base, other, mask, axis):
+    checks.check_learning_rate(learning_rate)
+    nx.check_axis(axis)
+    check_partition_args(base, other, mask)
 
 
+@checks.public
 def layca_lars(
     learning_rate: optax.ScalarOrSchedule,
     base: optax.GradientTransformation | None = None,
@@ -194,21 +195,22 @@ def layca_lars(
       You, Gitman & Ginsburg, `Large batch training of convolutional networks
       <https://arxiv.org/abs/1708.03888>`_, 2017 (LARS).
     """
-    nx.check_not_scheduled("layca_lars")
-    _check("layca_lars", learning_rate, base, other, mask, axis)
+    checks.check_not_scheduled()
+    _check(learning_rate, base, other, mask, axis)
     if max_growth is not None:
-        nx.check_scalar(max_growth, "layca_lars", "max_growth", low=0.0)
+        checks.check_scalar(max_growth, "max_growth", low=0.0)
     layer_tx = optax.chain(
-        optax.identity() if base is None else checked_base(base, "layca_lars"),
+        optax.identity() if base is None else checked_base(base),
         normalize_to_param_norm(axis=axis, eps=0.0),
         optax.scale_by_learning_rate(learning_rate),
         optax.identity()
         if max_growth is None
         else cap_norm_growth(max_growth, axis=axis),
     )
-    return partition_layers(layer_tx, other, mask, "layca_lars")
+    return partition_layers(layer_tx, other, mask)
 
 
+@checks.public
 def hyperball(
     learning_rate: optax.ScalarOrSchedule,
     base: optax.GradientTransformation | None = None,
@@ -286,13 +288,13 @@ def hyperball(
       Wen, Dang, Lyu, Ma & Liang, Hyperball (AdamH/MuonH), arXiv:2606.16899;
       ``marin-community/marin``, ``levanter/optim/adamh.py``.
     """
-    nx.check_not_scheduled("hyperball")
-    _check("hyperball", learning_rate, base, other, mask, axis)
-    nx.check_scalar(eps, "hyperball", "eps", low=0.0)
+    checks.check_not_scheduled()
+    _check(learning_rate, base, other, mask, axis)
+    checks.check_scalar(eps, "eps", low=0.0)
     layer_tx = optax.chain(
-        optax.identity() if base is None else checked_base(base, "hyperball"),
+        optax.identity() if base is None else checked_base(base),
         normalize_to_param_norm(axis=axis, eps=eps),
         optax.scale_by_learning_rate(learning_rate),
         reproject_to_sphere(axis=axis),
     )
-    return partition_layers(layer_tx, other, mask, "hyperball")
+    return partition_layers(layer_tx, other, mask)

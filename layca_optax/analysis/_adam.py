@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx
+from layca_optax import _checks as checks, _numerics as nx
 from layca_optax._masks import path_str, resolve_mask
 
 
@@ -137,7 +137,7 @@ def adam_nu_percentiles(
     """
     qs = _check_percentiles(percentiles)
     if b2 is not None:
-        nx.check_scalar(b2, _CALLER, "b2", low=0.0, high=1.0, high_open=True)
+        checks.check_scalar(b2, "b2", low=0.0, high=1.0, high_open=True)
     moments = _second_moments(opt_state)
     if mask is not None and params is None:
         raise ValueError(f"`{_CALLER}(mask=...)` needs `params`.")
@@ -145,7 +145,7 @@ def adam_nu_percentiles(
         keep = {p: jnp.ndim(nu) >= 2 for p, (nu, _) in moments.items()}
     else:
         flat, _ = jax.tree_util.tree_flatten_with_path(
-            resolve_mask(mask, params, _CALLER)
+            resolve_mask(mask, params)
         )
         keep = {path_str(p): f for p, f in flat}
         missing = [p for p, f in keep.items() if f and p not in moments]

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from layca_optax import _numerics as nx
+from layca_optax import _checks as checks, _numerics as nx
 from layca_optax._direction import checked_base
 from layca_optax._io import atomic_write
 from layca_optax._masks import leaf_paths, path_str
@@ -346,12 +346,12 @@ def adapt_copy(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
     """
-    nx.check_not_scheduled("adapt_copy", ("mask",))
+    checks.check_not_scheduled(("mask",))
     scaled = _scale_by_recorded_rates(recording, "adapt_copy")  # validates
-    nx.check_scalar(eps, "adapt_copy", "eps", low=0.0)
-    check_partition_args(base, other, mask, "adapt_copy")
+    checks.check_scalar(eps, "eps", low=0.0)
+    check_partition_args(base, other, mask)
     layer_tx = optax.chain(
-        optax.identity() if base is None else checked_base(base, "adapt_copy"),
+        optax.identity() if base is None else checked_base(base),
         scaled,  # the lr-scaled step, which eps is compared with
         project_to_tangent(),
         normalize_to_param_norm(eps=eps),
@@ -359,4 +359,4 @@ def adapt_copy(
         optax.scale(-1.0),
         reproject_to_sphere(),
     )
-    return partition_layers(layer_tx, other, mask, "adapt_copy")
+    return partition_layers(layer_tx, other, mask)

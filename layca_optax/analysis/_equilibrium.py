@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from layca_optax import _numerics as nx
+from layca_optax import _checks as checks
 
 
 _DEFAULTS = {
@@ -31,7 +31,7 @@ def _factor(caller, optimizer, momentum, b1, b2) -> float:
                 f"`{caller}({name}=...)` does not apply to optimizer "
                 f"{optimizer!r} (it takes {sorted(args)}), got {value!r}."
             )
-        nx.check_scalar(value, caller, name, low=0.0, high=1.0, high_open=True)
+        checks.check_scalar(value, name, low=0.0, high=1.0, high_open=True)
         args[name] = float(value)
     if optimizer == "sgdm":
         return 1.0 / (1.0 + args["momentum"])
@@ -154,8 +154,8 @@ def _check_product(caller, given, optimizer, factor, product) -> None:
 
 def _rotation(caller, optimizer, learning_rate, weight_decay, momentum, b1, b2):
     factor = _factor(caller, optimizer, momentum, b1, b2)
-    nx.check_scalar(learning_rate, caller, "learning_rate", low=0.0)
-    nx.check_scalar(weight_decay, caller, "weight_decay", low=0.0)
+    checks.check_scalar(learning_rate, "learning_rate", low=0.0)
+    checks.check_scalar(weight_decay, "weight_decay", low=0.0)
     product = float(learning_rate) * float(weight_decay)
     given = f"learning_rate={learning_rate!r}, weight_decay={weight_decay!r}"
     _check_product(caller, given, optimizer, factor, product)
@@ -173,45 +173,45 @@ def equilibrium_weight_decay(
 ) -> float:
     r"""The weight decay whose equilibrium angle per step is ``rotation``.
 
-    The inverse of :func:`equilibrium_rotation` in ``weight_decay``:
-    :math:`\lambda = \theta^2 / (2 \eta f)` with :math:`f` the optimizer's
-    factor (:math:`1/(1+\alpha)` for SGDM, :math:`(1-\beta_1)/(1+\beta_1)`
-    for AdamW). To match a Layca learning rate :math:`\rho`, pass
-    ``rotation=math.atan(rho)``.
+        The inverse of :func:`equilibrium_rotation` in ``weight_decay``:
+        :math:`\lambda = \theta^2 / (2 \eta f)` with :math:`f` the optimizer's
+        factor (:math:`1/(1+\alpha)` for SGDM, :math:`(1-\beta_1)/(1+\beta_1)`
+        for AdamW). To match a Layca learning rate :math:`\rho`, pass
+        ``rotation=math.atan(rho)``.
 
-    Args:
-      optimizer: ``"sgdm"``, ``"adamw"`` or ``"lion"``.
-      learning_rate: :math:`\eta > 0`.
-      rotation: the target angle :math:`\theta`, radians per step, in
-        :math:`[0, \pi/2)`.
-      momentum: as in :func:`equilibrium_rotation`.
-      b1: as in :func:`equilibrium_rotation`.
-      b2: as in :func:`equilibrium_rotation`.
+        Args:
+          optimizer: ``"sgdm"``, ``"adamw"`` or ``"lion"``.
+          learning_rate: :math:`\eta > 0`.
+          rotation: the target angle :math:`\theta`, radians per step, in
+            :math:`[0, \pi/2)`.
+          momentum: as in :func:`equilibrium_rotation`.
+          b1: as in :func:`equilibrium_rotation`.
+          b2: as in :func:`equilibrium_rotation`.
 
-    Returns:
-      The weight decay :math:`\lambda` (as optax scales it).
+        Returns:
+          The weight decay :math:`\lambda` (as optax scales it).
 
-    Example:
-      >>> import math
-      >>> import layca_optax
-      >>> wd = layca_optax.equilibrium_weight_decay(
-      ...     "sgdm", learning_rate=0.1, rotation=math.atan(3**-3),
-      ...     momentum=0.9)
-      >>> round(wd, 6)
-      0.01302
+        Example:
+          >>> import math
 
-    References:
-      Kosson, Messmer & Jaggi, `Rotational Equilibrium: How Weight Decay
-      Balances Learning Across Neural Networks
-      <https://arxiv.org/abs/2305.17212>`_, ICML 2024.
+    from layca_optax import _checks as checks
+          >>> import layca_optax
+          >>> wd = layca_optax.equilibrium_weight_decay(
+          ...     "sgdm", learning_rate=0.1, rotation=math.atan(3**-3),
+          ...     momentum=0.9)
+          >>> round(wd, 6)
+          0.01302
+
+        References:
+          Kosson, Messmer & Jaggi, `Rotational Equilibrium: How Weight Decay
+          Balances Learning Across Neural Networks
+          <https://arxiv.org/abs/2305.17212>`_, ICML 2024.
     """
     caller = "equilibrium_weight_decay"
     factor = _factor(caller, optimizer, momentum, b1, b2)
-    nx.check_scalar(
-        learning_rate, caller, "learning_rate", low=0.0, low_open=True
-    )
-    nx.check_scalar(
-        rotation, caller, "rotation", low=0.0, high=math.pi / 2, high_open=True
+    checks.check_scalar(learning_rate, "learning_rate", low=0.0, low_open=True)
+    checks.check_scalar(
+        rotation, "rotation", low=0.0, high=math.pi / 2, high_open=True
     )
     product = float(rotation) ** 2 / (2.0 * factor)
     _check_product(caller, f"rotation={rotation!r}", optimizer, factor, product)

@@ -49,7 +49,7 @@ def _select(layers: Any, params: Any, paths: list[str], caller: str):
                 )
         return [paths.index(p) for p in dict.fromkeys(wanted)]
     try:
-        flags = jax.tree.leaves(resolve_mask(layers, params, caller))
+        flags = jax.tree.leaves(resolve_mask(layers, params))
     except ValueError as err:  # name the argument `layers`, not `mask`
         msg = str(err).replace(f"{caller}(mask=", f"{caller}(layers=")
         raise ValueError(msg) from None

@@ -279,7 +279,7 @@ def forward_order(
         raise ValueError(
             f"`{_CALLER}(strict=...)` must be a bool, got {strict!r}."
         )
-    flags = jax.tree.leaves(resolve_mask(mask, params, _CALLER))
+    flags = jax.tree.leaves(resolve_mask(mask, params))
     leaves, treedef = jax.tree.flatten((args, kwargs))
     dynamic = [i for i, leaf in enumerate(leaves) if _is_array(leaf)]
 

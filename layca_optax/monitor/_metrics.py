@@ -39,7 +39,7 @@ def _map_layers(leaf_fn, new, old, mask, axis, caller: str, names: tuple):
     """``leaf_fn(axes, new_leaf, old_leaf)`` for each layer, through
     :func:`_sums.per_leaf` (one cached trace per shape), as a tree like
     ``new`` with ``None`` at the leaves that are not layers."""
-    nx.check_axis(axis, caller)
+    nx.check_axis(axis)
     treedef: Any
     flat, treedef = jax.tree_util.tree_flatten_with_path(new)
     try:
@@ -50,10 +50,10 @@ def _map_layers(leaf_fn, new, old, mask, axis, caller: str, names: tuple):
             f"`{names[1]}`) differ in structure: {err}"
         ) from None
     _check_shapes(flat, olds, caller, names)
-    flags = jax.tree.leaves(resolve_mask(mask, new, caller))
-    rules = nx.axis_rules(new, axis, caller)
+    flags = jax.tree.leaves(resolve_mask(mask, new))
+    rules = nx.axis_rules(new, axis)
     out = [
-        sm.per_leaf(leaf_fn, nx.resolve_axes(a, rule, caller, path), a, b)
+        sm.per_leaf(leaf_fn, nx.resolve_axes(a, rule, path), a, b)
         if flag
         else None
         for (path, a), b, flag, rule in zip(

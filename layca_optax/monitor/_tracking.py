@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _numerics as nx, _sums as sm
+from layca_optax import _checks as checks, _numerics as nx, _sums as sm
 from layca_optax._masks import path_str
 from layca_optax._numerics import Axis
 from layca_optax.monitor._rotation_sums import (
@@ -17,7 +17,6 @@ from layca_optax.monitor._rotation_sums import (
     sketch,
 )
 from layca_optax.monitor._tracking_parts import (
-    CALLER as _CALLER,
     EMPTY as _EMPTY,
     check_args,
     check_key,
@@ -190,7 +189,7 @@ def track_rotation(
 
     def update_fn(updates, state, params=None):
         if params is None:
-            raise nx.no_params_error(_CALLER)
+            raise checks.no_params_error()
         leaves, treedef = jax.tree.flatten(params)
         u_leaves = flatten_up_to(treedef, updates, "updates")
         refs = flatten_up_to(treedef, state.reference, "state")

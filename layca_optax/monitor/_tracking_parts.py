@@ -92,7 +92,7 @@ def check_key(key: Any) -> None:
 def check_args(axis: Axis, reference: Any, sketch_dim: Any) -> None:
     """``ValueError`` naming ``track_rotation``'s argument for a bad
     ``axis``, ``reference`` or ``sketch_dim``."""
-    nx.check_axis(axis, CALLER)
+    nx.check_axis(axis)
     if reference is not None and reference not in REFERENCES:
         raise ValueError(
             f"`{CALLER}(reference=...)` must be None, 'exact', 'bfloat16' "
@@ -131,7 +131,7 @@ def flags_of(params: Any, n: int, mask: optax.MaskOrFn) -> list[bool]:
     """Whether each of the ``n`` leaves of ``params`` is a layer."""
     if not n:  # optax.tree.map_params' placeholder, or no leaves at all
         return []
-    return jax.tree.leaves(resolve_mask(mask, params, CALLER))
+    return jax.tree.leaves(resolve_mask(mask, params))
 
 
 def layer_axes(params: Any, flags: list[bool], axis: Axis) -> list:
@@ -140,8 +140,8 @@ def layer_axes(params: Any, flags: list[bool], axis: Axis) -> list:
     if not flags:
         return []
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    rules = nx.axis_rules(params, axis, CALLER)
+    rules = nx.axis_rules(params, axis)
     return [
-        nx.resolve_axes(x, rule, CALLER, path) if flag else None
+        nx.resolve_axes(x, rule, path) if flag else None
         for (path, x), rule, flag in zip(flat, rules, flags, strict=True)
     ]

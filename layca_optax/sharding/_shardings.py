@@ -28,7 +28,7 @@ def _mesh_entry(
     if names is None:
         return None, 1, ()
     caller = "param_shardings"
-    tup = check_axis_names(names, caller, arg)
+    tup = check_axis_names(names, arg)
     for name in tup:
         if name not in mesh.axis_names:
             raise ValueError(
