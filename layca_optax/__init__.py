@@ -19,16 +19,12 @@ from layca_optax._multipliers import (
     depth_multipliers,
     scale_by_layer_multipliers,
 )
+from layca_optax._norm_growth import CapNormGrowthState, cap_norm_growth
 from layca_optax._normalization import normalize_to_param_norm
 from layca_optax._projection import project_to_tangent
 from layca_optax._reprojection import reproject_to_sphere
 from layca_optax._shard_map import psum_layer_sums, with_psum_layer_sums
-from layca_optax._variants import (
-    CapNormGrowthState,
-    cap_norm_growth,
-    hyperball,
-    layca_lars,
-)
+from layca_optax._variants import hyperball, layca_lars
 from layca_optax.analysis._adam import adam_nu_percentiles
 from layca_optax.analysis._adaptcopy import (
     RotationRecording,

@@ -18,7 +18,6 @@ from layca_optax._axes import (  # noqa: F401
 )
 from layca_optax._checks import is_concrete  # noqa: F401
 from layca_optax._masks import path_str  # noqa: F401
-from layca_optax._shard_map import complete_sum
 
 
 def reduction_dtype(dtype: Any) -> jnp.dtype:
@@ -31,22 +30,7 @@ def machine_eps(dtype: Any) -> float:
     return float(jnp.finfo(dtype).eps)
 
 
-def layer_sum(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    """Sum over ``axes`` with kept dims (so it broadcasts against the leaf).
-
-    Inside :func:`layca_optax.psum_layer_sums` (within ``jax.shard_map``),
-    the local sums are completed over the mesh; elsewhere this is a sum.
-    """
-    return complete_sum(jnp.sum(x, axis=axes, keepdims=True))
-
-
 def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
     """``num / den``, and 0 where ``den == 0``; finite gradients everywhere."""
     nonzero = den != 0
     return jnp.where(nonzero, num / jnp.where(nonzero, den, 1), 0)
-
-
-def safe_sqrt(x: jax.Array) -> jax.Array:
-    """``sqrt(max(x, 0))`` with a zero (not NaN or inf) gradient at 0."""
-    positive = x > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0)

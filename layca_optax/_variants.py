@@ -1,15 +1,13 @@
-"""Paper variants: the LARS-equivalent (norm-growth cap) and Hyperball."""
+"""The paper's variants as full optimizers: the LARS equivalent, Hyperball."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 import jax
-import jax.numpy as jnp
 import optax
 
 from layca_optax import _checks as checks, _numerics as nx
 from layca_optax._direction import checked_base
+from layca_optax._norm_growth import cap_norm_growth
 from layca_optax._normalization import normalize_to_param_norm
 from layca_optax._numerics import Axis
 from layca_optax._partition import (
@@ -17,103 +15,6 @@ from layca_optax._partition import (
     partition_layers,
 )
 from layca_optax._reprojection import reproject_to_sphere
-
-
-class CapNormGrowthState(NamedTuple):
-    """State of :func:`cap_norm_growth`: each layer's initial norm."""
-
-    initial_norms: Any  # ||w_0|| per layer (kept dims), like the params
-
-
-def _layer_norm(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    xf = x.astype(nx.reduction_dtype(x.dtype))
-    return nx.safe_sqrt(nx.layer_sum(xf * xf, axes))
-
-
-def _cap_leaf(u, w, n0, axes, max_growth):
-    dtype = nx.reduction_dtype(u.dtype)
-    uf, wf = u.astype(dtype), w.astype(dtype)
-    v = wf + uf
-    nv = _layer_norm(v, axes)
-    nw = _layer_norm(wf, axes)
-    growth = max_growth * n0.astype(dtype)
-    capped = nv - nw > growth  # never true for nv == 0
-    new = v * nx.safe_div(nw + growth, nv)
-    return jnp.where(capped, new - wf, uf).astype(u.dtype)
-
-
-@checks.public
-def cap_norm_growth(
-    max_growth: jax.typing.ArrayLike = 1e-4, *, axis: Axis = None
-) -> optax.GradientTransformation:
-    r"""Caps how much each layer's norm may grow in one step.
-
-    The authors' "trick for preventing the norm of weights from increasing
-    too much" in their LARS-equivalent variant: with :math:`w' = w + u`,
-
-    .. math::
-
-      w' \leftarrow \frac{w'}{\lVert w' \rVert}
-      \left(\lVert w \rVert + c \lVert w_0 \rVert\right)
-      \quad \text{if } \lVert w' \rVert - \lVert w \rVert > c \lVert w_0 \rVert,
-
-    with :math:`c` = ``max_growth`` and :math:`\lVert w_0 \rVert` the norm
-    of the params given to ``init``, kept in the state. The direction of
-    :math:`w'` is unchanged; decreases of the norm are not capped. Last in a
-    chain, like :func:`reproject_to_sphere`.
-
-    Args:
-      max_growth: :math:`c \ge 0`, the largest growth per step as a fraction
-        of the initial norm (the authors' ``1e-4``).
-      axis: axes each norm reduces over (see :data:`Axis`).
-
-    Returns:
-      A :class:`optax.GradientTransformation` that needs ``params``, with a
-      :class:`CapNormGrowthState`.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> import optax
-      >>> import layca_optax
-      >>> tx = layca_optax.cap_norm_growth(0.1)
-      >>> w = jnp.array([[1.0, 0.0]])
-      >>> u, _ = tx.update(jnp.array([[1.0, 1.0]]), tx.init(w), w)
-      >>> new = optax.apply_updates(w, u)  # direction (2, 1)
-      >>> round(float(jnp.linalg.norm(new)), 6)  # 1 + 0.1 * 1
-      1.1
-
-    References:
-      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
-      indicator of generalization in deep networks?
-      <https://arxiv.org/abs/1806.01603>`_, Appendix A.4; the authors' code
-      ``Supplementary Results/LARS.py`` (first version of the paper).
-    """
-    checks.check_scalar(max_growth, "max_growth", low=0.0)
-    nx.check_axis(axis)
-
-    def init_fn(params):
-        leaves = jax.tree.leaves(params)
-        axes = nx.axes_per_leaf(params, axis)
-        norms = [_layer_norm(x, a) for x, a in zip(leaves, axes, strict=True)]
-        return CapNormGrowthState(
-            jax.tree.unflatten(jax.tree.structure(params), norms)
-        )
-
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise checks.no_params_error()
-        treedef: Any
-        us, treedef = jax.tree.flatten(updates)
-        axes = nx.axes_per_leaf(updates, axis)
-        ws = treedef.flatten_up_to(params)
-        n0s = treedef.flatten_up_to(state.initial_norms)
-        new = [
-            _cap_leaf(u, w, n0, a, max_growth)
-            for u, w, n0, a in zip(us, ws, n0s, axes, strict=True)
-        ]
-        return treedef.unflatten(new), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def _check(learning_rate, base, other, mask, axis):
