@@ -66,6 +66,7 @@ def _takes_path(fn: Callable[..., Any]) -> bool:
     return len(required) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
+@checks.public
 def fan_in_axes(leaf: Any) -> tuple[int, ...]:
     """Axis rule giving one norm per output unit: reduce all but the last axis.
 

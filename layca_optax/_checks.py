@@ -29,8 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from layca_optax import _masks  # a module: _masks imports this one
-
 
 _CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "layca_optax_caller", default=None
@@ -229,7 +227,9 @@ def check_update_args(updates: Any, state: Any, params: Any) -> None:
             f"`{caller()}`'s update got `updates` (the gradients) and "
             f"`params` of different structures: {udef} and {pdef}."
         )
-    bad = _masks.shape_mismatch(ups, ps)
+    from layca_optax._masks import shape_mismatch  # _masks imports this
+
+    bad = shape_mismatch(ups, ps)
     if bad:
         path, shape, param_shape = bad
         raise ValueError(

@@ -18,6 +18,7 @@ KeyPathLike: TypeAlias = str | Sequence[Any]
 ``(DictKey('Conv_0'), DictKey('kernel'))``."""
 
 
+@checks.public
 def path_str(path: KeyPathLike) -> str:
     """Writes a key path as ``"a/b/c"``; strings are returned unchanged.
 
@@ -95,6 +96,7 @@ def _is_layer(path: Any, leaf: Any) -> bool:
     return jnp.ndim(leaf) >= 2
 
 
+@checks.public
 def default_layer_mask(params: Any) -> Any:
     """The default layer rule: kernels are layers, by name, then by shape.
 

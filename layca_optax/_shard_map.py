@@ -17,6 +17,8 @@ from typing import Any, TypeAlias
 import jax
 import optax
 
+from layca_optax import _checks as checks
+
 
 AxisNames: TypeAlias = str | Sequence[str]
 """One mesh axis name, or a sequence of distinct names."""
@@ -190,6 +192,7 @@ def psum_layer_sums(axis_names: AxisNames) -> Iterator[None]:
         yield
 
 
+@checks.public
 def with_psum_layer_sums(
     tx: optax.GradientTransformation, axis_names: AxisNames
 ) -> optax.GradientTransformationExtraArgs:
