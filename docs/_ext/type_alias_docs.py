@@ -3,16 +3,30 @@
 A type alias such as ``Axis = None | int | ...`` is a ``types.UnionType``
 whose ``__doc__`` is Python's ("Represent a PEP 604 union type"), and its
 own docstring (the string literal after the assignment) lives in the
-private module that defines it, not in ``layca_optax/__init__.py``, where
-autodoc looks. This reads those literals from the private modules' source.
+private module that defines it (``layca_optax/_axes.py``, or one of a
+public namespace: ``layca_optax/analysis/_reinit.py``), not in
+``layca_optax/__init__.py``, where autodoc looks. This reads those literals
+from the private modules' source.
 """
 
 from __future__ import annotations
 
+import importlib
 import pkgutil
+from collections.abc import Iterator
 from typing import Any
 
+from coverage_check import NAMESPACES
 from sphinx.pycode import ModuleAnalyzer
+
+
+def private_modules() -> Iterator[str]:
+    """``layca_optax._*`` and ``layca_optax.<namespace>._*``, by name."""
+    for package in ["layca_optax", *(f"layca_optax.{n}" for n in NAMESPACES)]:
+        path = importlib.import_module(package).__path__
+        for info in pkgutil.iter_modules(path):
+            if info.name.startswith("_"):
+                yield f"{package}.{info.name}"
 
 
 def alias_docstrings() -> dict[str, list[str]]:
@@ -20,10 +34,8 @@ def alias_docstrings() -> dict[str, list[str]]:
     import layca_optax
 
     docs: dict[str, list[str]] = {}
-    for info in pkgutil.iter_modules(layca_optax.__path__):
-        if not info.name.startswith("_"):
-            continue
-        analyzer = ModuleAnalyzer.for_module(f"layca_optax.{info.name}")
+    for module in private_modules():
+        analyzer = ModuleAnalyzer.for_module(module)
         for (scope, name), lines in analyzer.find_attr_docs().items():
             if scope == "" and name in layca_optax.__all__:
                 docs[name] = list(lines)
