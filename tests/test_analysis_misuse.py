@@ -110,12 +110,13 @@ def test_rerandom_draws_num_draws():
 )
 def test_reinit_robustness_key(key, got):
     with pytest.raises(
-        TypeError,
+        ValueError,
         match=r"`reinit_robustness\(key=\.\.\.\)` must be one JAX PRNG key, "
-        rf"e\.g\. jax\.random\.key\(0\), got {got}\.",
+        r"jax\.random\.key\(seed\) \(or a legacy "
+        rf"jax\.random\.PRNGKey\(seed\)\), got {got}\.",
     ):
         layca_optax.reinit_robustness(metric, PARAMS, [PARAMS], key=key)
-    with pytest.raises(TypeError, match=r"`rerandom_draws\(key=\.\.\.\)`"):
+    with pytest.raises(ValueError, match=r"`rerandom_draws\(key=\.\.\.\)`"):
         layca_optax.rerandom_draws(PARAMS, key=key)
 
 

@@ -13,7 +13,6 @@ from layca_optax import _checks as checks, _numerics as nx
 from layca_optax._masks import path_str, resolve_mask
 
 
-_CALLER = "adam_nu_percentiles"
 _ADAM_STATES = (optax.ScaleByAdamState, optax.ScaleByAmsgradState)
 
 
@@ -30,7 +29,7 @@ def _second_moments(opt_state: Any) -> dict[str, tuple[jax.Array, Any]]:
     if not states:
         kinds = sorted({type(s).__name__ for s in jax.tree.leaves(opt_state)})
         raise ValueError(
-            f"`{_CALLER}(opt_state=...)` holds no Adam state "
+            f"{checks.arg('opt_state')} holds no Adam state "
             "(optax.ScaleByAdamState or ScaleByAmsgradState, from "
             "optax.adam, adamw, nadam, amsgrad, scale_by_adam...); it holds "
             f"only leaves of types {kinds}."
@@ -43,7 +42,7 @@ def _second_moments(opt_state: Any) -> dict[str, tuple[jax.Array, Any]]:
             name = path_str(p)
             if name in found:
                 raise ValueError(
-                    f"`{_CALLER}(opt_state=...)`: parameter {name!r} has a "
+                    f"{checks.arg('opt_state')}: parameter {name!r} has a "
                     f"second moment in two Adam states, at {where[name]} "
                     f"and at {loc}; pass the sub-state you mean."
                 )
@@ -68,12 +67,13 @@ def _check_percentiles(percentiles: Any) -> list[float]:
         except (TypeError, ValueError):
             hint = ""
         raise ValueError(
-            f"`{_CALLER}(percentiles=...)` must be a non-empty list of "
+            f"{checks.arg('percentiles')} must be a non-empty list of "
             f"numbers in [0, 100], got {percentiles!r}{hint}."
         )
     return qs
 
 
+@checks.public
 def adam_nu_percentiles(
     opt_state: optax.OptState,
     params: optax.Params | None = None,
@@ -140,7 +140,7 @@ def adam_nu_percentiles(
         checks.check_scalar(b2, "b2", low=0.0, high=1.0, high_open=True)
     moments = _second_moments(opt_state)
     if mask is not None and params is None:
-        raise ValueError(f"`{_CALLER}(mask=...)` needs `params`.")
+        raise ValueError(f"{checks.arg('mask')} needs `params`.")
     if params is None:
         keep = {p: jnp.ndim(nu) >= 2 for p, (nu, _) in moments.items()}
     else:
@@ -151,7 +151,7 @@ def adam_nu_percentiles(
         missing = [p for p, f in keep.items() if f and p not in moments]
         if mask is not None and missing:
             raise ValueError(
-                f"`{_CALLER}(mask=...)` selects {missing}, which have no "
+                f"{checks.arg('mask')} selects {missing}, which have no "
                 "Adam second moment in `opt_state`."
             )
     name = prefix + ("_hat" if b2 is not None else "")

@@ -22,6 +22,7 @@ from layca_optax._reprojection import reproject_to_sphere
 from layca_optax.monitor._metrics import rotation_rate
 
 
+@checks.public
 def rotation_rate_row(
     new_params: optax.Params,
     old_params: optax.Params,
@@ -193,20 +194,21 @@ class ScaleByRecordedRatesState(NamedTuple):
     count: jax.Array  # type: ignore[assignment]  # int32, as optax
 
 
-def _columns(recording: RotationRecording, tree: Any, caller: str):
+def _columns(recording: RotationRecording, tree: Any) -> list[int]:
     """The recording's column of each leaf of ``tree``."""
     paths = leaf_paths(tree)
     missing = sorted(set(paths) - set(recording.paths))
     unused = sorted(set(recording.paths) - set(paths))
     if missing or unused:
         raise ValueError(
-            f"`{caller}(recording=...)` must have one column per layer. "
+            f"{checks.arg('recording')} must have one column per layer. "
             f"Layers not recorded: {missing}; recorded paths that are not "
             f"layers: {unused}."
         )
     return [recording.paths.index(p) for p in paths]
 
 
+@checks.public
 def scale_by_recorded_rates(
     recording: RotationRecording,
 ) -> optax.GradientTransformation:
@@ -242,19 +244,15 @@ def scale_by_recorded_rates(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
     """
-    return _scale_by_recorded_rates(recording, "scale_by_recorded_rates")
-
-
-def _scale_by_recorded_rates(recording, caller):
     if not isinstance(recording, RotationRecording):
         raise ValueError(
-            f"`{caller}(recording=...)` must be a RotationRecording, "
+            f"{checks.arg('recording')} must be a RotationRecording, "
             f"got {type(recording).__name__}."
         )
     table = recording.rates
     if table.shape[0] == 0 or not np.all(np.isfinite(table) & (table >= 0)):
         raise ValueError(
-            f"`{caller}(recording=...)` needs at least one step of finite, "
+            f"{checks.arg('recording')} needs at least one step of finite, "
             f"non-negative rates, got shape {table.shape}, min "
             f"{np.min(table, initial=np.inf)}, max "
             f"{np.max(table, initial=-np.inf)}."
@@ -263,12 +261,12 @@ def _scale_by_recorded_rates(recording, caller):
 
     def init_fn(params):
         if jax.tree.leaves(params):  # skip optax's empty placeholders
-            _columns(recording, params, caller)
+            _columns(recording, params)
         return ScaleByRecordedRatesState(jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
         del params
-        cols = iter(_columns(recording, updates, caller))
+        cols = iter(_columns(recording, updates))
         row = jnp.asarray(table)[jnp.minimum(state.count, last)]
 
         def scale(u):
@@ -283,6 +281,7 @@ def _scale_by_recorded_rates(recording, caller):
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+@checks.public
 def adapt_copy(
     recording: RotationRecording,
     base: optax.GradientTransformation | None = None,
@@ -347,7 +346,7 @@ def adapt_copy(
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
     """
     checks.check_not_scheduled(("mask",))
-    scaled = _scale_by_recorded_rates(recording, "adapt_copy")  # validates
+    scaled = scale_by_recorded_rates(recording)  # validates
     checks.check_scalar(eps, "eps", low=0.0)
     check_partition_args(base, other, mask)
     layer_tx = optax.chain(
@@ -355,7 +354,7 @@ def adapt_copy(
         scaled,  # the lr-scaled step, which eps is compared with
         project_to_tangent(),
         normalize_to_param_norm(eps=eps),
-        _scale_by_recorded_rates(recording, "adapt_copy"),
+        scaled,  # the layer's rate, each step
         optax.scale(-1.0),
         reproject_to_sphere(),
     )

@@ -14,11 +14,11 @@ _DEFAULTS = {
 }
 
 
-def _factor(caller, optimizer, momentum, b1, b2) -> float:
+def _factor(optimizer, momentum, b1, b2) -> float:
     """``theta**2 / (2 * learning_rate * weight_decay)`` for ``optimizer``."""
     if optimizer not in _DEFAULTS:
         raise ValueError(
-            f"`{caller}(optimizer=...)` must be one of {sorted(_DEFAULTS)}, "
+            f"{checks.arg('optimizer')} must be one of {sorted(_DEFAULTS)}, "
             f"got {optimizer!r}."
         )
     given = {"momentum": momentum, "b1": b1, "b2": b2}
@@ -28,7 +28,7 @@ def _factor(caller, optimizer, momentum, b1, b2) -> float:
             continue
         if name not in args:
             raise ValueError(
-                f"`{caller}({name}=...)` does not apply to optimizer "
+                f"{checks.arg(name)} does not apply to optimizer "
                 f"{optimizer!r} (it takes {sorted(args)}), got {value!r}."
             )
         checks.check_scalar(value, name, low=0.0, high=1.0, high_open=True)
@@ -44,6 +44,7 @@ def _factor(caller, optimizer, momentum, b1, b2) -> float:
     )
 
 
+@checks.public
 def equilibrium_rotation(
     optimizer: str,
     *,
@@ -122,18 +123,16 @@ def equilibrium_rotation(
       Balances Learning Across Neural Networks
       <https://arxiv.org/abs/2305.17212>`_, ICML 2024; code ``epfml/REQ``.
     """
-    return _rotation(
-        "equilibrium_rotation",
-        optimizer,
-        learning_rate,
-        weight_decay,
-        momentum,
-        b1,
-        b2,
-    )
+    factor = _factor(optimizer, momentum, b1, b2)
+    checks.check_scalar(learning_rate, "learning_rate", low=0.0)
+    checks.check_scalar(weight_decay, "weight_decay", low=0.0)
+    product = float(learning_rate) * float(weight_decay)
+    given = f"learning_rate={learning_rate!r}, weight_decay={weight_decay!r}"
+    _check_product(given, optimizer, factor, product)
+    return math.sqrt(2.0 * product * factor)
 
 
-def _check_product(caller, given, optimizer, factor, product) -> None:
+def _check_product(given, optimizer, factor, product) -> None:
     """Raises unless ``product`` (learning rate times weight decay) is in
     the domain where the equilibrium exists: the decay's factor
     ``1 - product`` stays positive, and the angle ``sqrt(2 product f)``
@@ -142,9 +141,9 @@ def _check_product(caller, given, optimizer, factor, product) -> None:
     if product < bound:
         return
     raise ValueError(
-        f"`{caller}({given})`: no rotational equilibrium for {optimizer!r} "
-        f"with learning_rate * weight_decay = {product:.6g}; it needs "
-        "learning_rate * weight_decay < min(1, pi**2 / (8 f)) = "
+        f"`{checks.caller()}({given})`: no rotational equilibrium for "
+        f"{optimizer!r} with learning_rate * weight_decay = {product:.6g}; "
+        "it needs learning_rate * weight_decay < min(1, pi**2 / (8 f)) = "
         f"{bound:.6g}, with f = {factor:.6g} (the decay multiplies the "
         "weights by 1 - learning_rate * weight_decay, which must stay "
         "positive, and the angle sqrt(2 * learning_rate * weight_decay * f) "
@@ -152,16 +151,7 @@ def _check_product(caller, given, optimizer, factor, product) -> None:
     )
 
 
-def _rotation(caller, optimizer, learning_rate, weight_decay, momentum, b1, b2):
-    factor = _factor(caller, optimizer, momentum, b1, b2)
-    checks.check_scalar(learning_rate, "learning_rate", low=0.0)
-    checks.check_scalar(weight_decay, "weight_decay", low=0.0)
-    product = float(learning_rate) * float(weight_decay)
-    given = f"learning_rate={learning_rate!r}, weight_decay={weight_decay!r}"
-    _check_product(caller, given, optimizer, factor, product)
-    return math.sqrt(2.0 * product * factor)
-
-
+@checks.public
 def equilibrium_weight_decay(
     optimizer: str,
     *,
@@ -173,51 +163,49 @@ def equilibrium_weight_decay(
 ) -> float:
     r"""The weight decay whose equilibrium angle per step is ``rotation``.
 
-        The inverse of :func:`equilibrium_rotation` in ``weight_decay``:
-        :math:`\lambda = \theta^2 / (2 \eta f)` with :math:`f` the optimizer's
-        factor (:math:`1/(1+\alpha)` for SGDM, :math:`(1-\beta_1)/(1+\beta_1)`
-        for AdamW). To match a Layca learning rate :math:`\rho`, pass
-        ``rotation=math.atan(rho)``.
+    The inverse of :func:`equilibrium_rotation` in ``weight_decay``:
+    :math:`\lambda = \theta^2 / (2 \eta f)` with :math:`f` the optimizer's
+    factor (:math:`1/(1+\alpha)` for SGDM, :math:`(1-\beta_1)/(1+\beta_1)`
+    for AdamW). To match a Layca learning rate :math:`\rho`, pass
+    ``rotation=math.atan(rho)``.
 
-        Args:
-          optimizer: ``"sgdm"``, ``"adamw"`` or ``"lion"``.
-          learning_rate: :math:`\eta > 0`.
-          rotation: the target angle :math:`\theta`, radians per step, in
-            :math:`[0, \pi/2)`.
-          momentum: as in :func:`equilibrium_rotation`.
-          b1: as in :func:`equilibrium_rotation`.
-          b2: as in :func:`equilibrium_rotation`.
+    Args:
+      optimizer: ``"sgdm"``, ``"adamw"`` or ``"lion"``.
+      learning_rate: :math:`\eta > 0`.
+      rotation: the target angle :math:`\theta`, radians per step, in
+        :math:`[0, \pi/2)`.
+      momentum: as in :func:`equilibrium_rotation`.
+      b1: as in :func:`equilibrium_rotation`.
+      b2: as in :func:`equilibrium_rotation`.
 
-        Returns:
-          The weight decay :math:`\lambda` (as optax scales it).
+    Returns:
+      The weight decay :math:`\lambda` (as optax scales it).
 
-        Example:
-          >>> import math
+    Example:
+      >>> import math
+      >>> import layca_optax
+      >>> wd = layca_optax.equilibrium_weight_decay(
+      ...     "sgdm", learning_rate=0.1, rotation=math.atan(3**-3),
+      ...     momentum=0.9)
+      >>> round(wd, 6)
+      0.01302
 
-    from layca_optax import _checks as checks
-          >>> import layca_optax
-          >>> wd = layca_optax.equilibrium_weight_decay(
-          ...     "sgdm", learning_rate=0.1, rotation=math.atan(3**-3),
-          ...     momentum=0.9)
-          >>> round(wd, 6)
-          0.01302
-
-        References:
-          Kosson, Messmer & Jaggi, `Rotational Equilibrium: How Weight Decay
-          Balances Learning Across Neural Networks
-          <https://arxiv.org/abs/2305.17212>`_, ICML 2024.
+    References:
+      Kosson, Messmer & Jaggi, `Rotational Equilibrium: How Weight Decay
+      Balances Learning Across Neural Networks
+      <https://arxiv.org/abs/2305.17212>`_, ICML 2024.
     """
-    caller = "equilibrium_weight_decay"
-    factor = _factor(caller, optimizer, momentum, b1, b2)
+    factor = _factor(optimizer, momentum, b1, b2)
     checks.check_scalar(learning_rate, "learning_rate", low=0.0, low_open=True)
     checks.check_scalar(
         rotation, "rotation", low=0.0, high=math.pi / 2, high_open=True
     )
     product = float(rotation) ** 2 / (2.0 * factor)
-    _check_product(caller, f"rotation={rotation!r}", optimizer, factor, product)
+    _check_product(f"rotation={rotation!r}", optimizer, factor, product)
     return product / float(learning_rate)
 
 
+@checks.public
 def equilibrium_layca_learning_rate(
     optimizer: str,
     *,
@@ -258,9 +246,12 @@ def equilibrium_layca_learning_rate(
       Balances Learning Across Neural Networks
       <https://arxiv.org/abs/2305.17212>`_, ICML 2024.
     """
-    caller = "equilibrium_layca_learning_rate"
-    return math.tan(
-        _rotation(
-            caller, optimizer, learning_rate, weight_decay, momentum, b1, b2
-        )
+    theta = equilibrium_rotation(
+        optimizer,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        b1=b1,
+        b2=b2,
     )
+    return math.tan(theta)

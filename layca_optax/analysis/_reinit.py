@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -12,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from layca_optax import _checks as checks
 from layca_optax._masks import KeyPathLike, path_str, resolve_mask
 from layca_optax.analysis._reinit_result import ReinitResult
 
@@ -19,7 +19,7 @@ from layca_optax.analysis._reinit_result import ReinitResult
 InitFn = Callable[[jax.Array, str, tuple[int, ...], Any], jax.Array]
 """``init_fn(key, path, shape, dtype) -> array``: one fresh draw of a layer."""
 
-_CALLER = "reinit_robustness"
+_DRAWS = "re-randomized draws per layer"
 
 
 def _is_path_list(layers: Any) -> bool:
@@ -34,7 +34,7 @@ def _is_path_list(layers: Any) -> bool:
     )
 
 
-def _select(layers: Any, params: Any, paths: list[str], caller: str):
+def _select(layers: Any, params: Any, paths: list[str]) -> list[int]:
     """Leaf indices of the probed layers, in the order asked for."""
     if isinstance(layers, str):
         layers = [layers]
@@ -44,18 +44,20 @@ def _select(layers: Any, params: Any, paths: list[str], caller: str):
             if p not in paths:
                 close = difflib.get_close_matches(p, paths, n=3)
                 raise ValueError(
-                    f"`{caller}(layers=...)`: no leaf {p!r} in `params` "
+                    f"{checks.arg('layers')}: no leaf {p!r} in `params` "
                     f"(closest: {close}; {len(paths)} leaves in all)."
                 )
         return [paths.index(p) for p in dict.fromkeys(wanted)]
     try:
         flags = jax.tree.leaves(resolve_mask(layers, params))
     except ValueError as err:  # name the argument `layers`, not `mask`
-        msg = str(err).replace(f"{caller}(mask=", f"{caller}(layers=")
+        msg = str(err).replace(checks.arg("mask"), checks.arg("layers"))
         raise ValueError(msg) from None
     chosen = [i for i, f in enumerate(flags) if f]
     if not chosen:
-        raise ValueError(f"`{caller}(layers={layers!r})` selects no leaf.")
+        raise ValueError(
+            f"`{checks.caller()}(layers={layers!r})` selects no leaf."
+        )
     return chosen
 
 
@@ -64,11 +66,11 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _check_checkpoints(params: Any, checkpoints: Any, caller: str) -> list:
+def _check_checkpoints(params: Any, checkpoints: Any) -> list:
     checkpoints = list(checkpoints)
     if not checkpoints:
         raise ValueError(
-            f"`{caller}(checkpoints=...)` is empty; pass at least the "
+            f"{checks.arg('checkpoints')} is empty; pass at least the "
             "initial parameters."
         )
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
@@ -80,54 +82,21 @@ def _check_checkpoints(params: Any, checkpoints: Any, caller: str) -> list:
             missing = [p for p in names if p not in got_names]
             extra = [p for p in got_names if p not in names]
             raise ValueError(
-                f"`{caller}(checkpoints=...)`: checkpoint {n} does not have "
+                f"{checks.arg('checkpoints')}: checkpoint {n} does not have "
                 f"the structure of `params` (missing {missing}, extra "
                 f"{extra}): {got_def} vs {treedef}."
             )
         for name, (_, a), (_, b) in zip(names, got, flat, strict=True):
             if jnp.shape(a) != jnp.shape(b):
                 raise ValueError(
-                    f"`{caller}(checkpoints=...)`: checkpoint {n}, leaf "
+                    f"{checks.arg('checkpoints')}: checkpoint {n}, leaf "
                     f"{name!r} has shape {jnp.shape(a)}, `params` has "
                     f"{jnp.shape(b)}."
                 )
     return checkpoints
 
 
-def _check_key(key: Any, caller: str) -> None:
-    """Raises ``TypeError`` naming ``caller(key=...)`` unless ``key`` is one
-    JAX PRNG key: typed (``jax.random.key``) or raw uint32
-    (``jax.random.PRNGKey``)."""
-    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
-    if dtype is None or shape is None:
-        got = repr(key)
-    elif jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        if shape == ():
-            return
-        got = f"an array of {shape} keys"
-    elif dtype == jnp.uint32 and len(shape) == 1:
-        return
-    else:
-        got = f"an array of shape {shape} and dtype {dtype}"
-    raise TypeError(
-        f"`{caller}(key=...)` must be one JAX PRNG key, e.g. "
-        f"jax.random.key(0), got {got}."
-    )
-
-
-def _check_num_draws(num_draws: Any, caller: str) -> None:
-    try:
-        ok = not isinstance(num_draws, bool) and operator.index(num_draws) > 0
-    except TypeError:  # not an integer
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"`{caller}(num_draws=...)` must be an int >= 1 (re-randomized "
-            f"draws per layer), got {num_draws!r}."
-        )
-
-
-def _draws(key, index, path, init, init_fn, num_draws, caller):
+def _draws(key, index, path, init, init_fn, num_draws):
     """``[num_draws, *shape]`` fresh values for leaf number ``index``."""
     key = jax.random.fold_in(key, index)
     init = jnp.asarray(init)
@@ -141,12 +110,13 @@ def _draws(key, index, path, init, init_fn, num_draws, caller):
         out = jax.vmap(draw)(jax.random.split(key, num_draws))
     if out.shape[1:] != init.shape:
         raise ValueError(
-            f"`{caller}(init_fn=...)` returned shape {out.shape[1:]} for "
+            f"{checks.arg('init_fn')} returned shape {out.shape[1:]} for "
             f"leaf {path!r} of shape {init.shape}."
         )
     return out.astype(init.dtype)
 
 
+@checks.public
 def rerandom_draws(
     init_params: optax.Params,
     *,
@@ -186,19 +156,18 @@ def rerandom_draws(
       Zhang, Bengio & Singer, `Are All Layers Created Equal?
       <https://arxiv.org/abs/1902.01996>`_, JMLR 2022 (re-randomization).
     """
-    _check_key(key, "rerandom_draws")
-    _check_num_draws(num_draws, "rerandom_draws")
+    checks.check_key(key)
+    checks.check_count(num_draws, "num_draws", what=_DRAWS)
     flat, _ = jax.tree_util.tree_flatten_with_path(init_params)
     paths = [path_str(p) for p, _ in flat]
-    chosen = _select(layers, init_params, paths, "rerandom_draws")
+    chosen = _select(layers, init_params, paths)
     return {
-        paths[i]: _draws(
-            key, i, paths[i], flat[i][1], init_fn, num_draws, "rerandom_draws"
-        )
+        paths[i]: _draws(key, i, paths[i], flat[i][1], init_fn, num_draws)
         for i in chosen
     }
 
 
+@checks.public
 def reinit_robustness(
     eval_fn: Callable[[Any], jax.typing.ArrayLike],
     params: optax.Params,
@@ -284,31 +253,28 @@ def reinit_robustness(
       Zhang, Bengio & Singer, `Are All Layers Created Equal?
       <https://arxiv.org/abs/1902.01996>`_, JMLR 2022, Sections 2-3.
     """
-    checkpoints = _check_checkpoints(params, checkpoints, _CALLER)
+    checkpoints = _check_checkpoints(params, checkpoints)
     if batch not in ("vmap", "map"):
         raise ValueError(
-            f"`{_CALLER}(batch=...)` must be 'vmap' or 'map', got {batch!r}."
+            f"{checks.arg('batch')} must be 'vmap' or 'map', got {batch!r}."
         )
-    _check_num_draws(num_draws, _CALLER)
-    _check_key(key, _CALLER)
-    if not tolerance >= 0:
-        raise ValueError(
-            f"`{_CALLER}(tolerance=...)` must be >= 0, got {tolerance!r}."
-        )
+    checks.check_count(num_draws, "num_draws", what=_DRAWS)
+    checks.check_key(key)
+    checks.check_scalar(tolerance, "tolerance", low=0.0)
     labels = ["init"] + [str(n) for n in range(1, len(checkpoints))]
     labels = list(labels if checkpoint_labels is None else checkpoint_labels)
     if len(labels) != len(checkpoints):
         raise ValueError(
-            f"`{_CALLER}(checkpoint_labels=...)` has {len(labels)} labels "
+            f"{checks.arg('checkpoint_labels')} has {len(labels)} labels "
             f"for {len(checkpoints)} checkpoints."
         )
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     paths = [path_str(p) for p, _ in flat]
-    chosen = _select(layers, params, paths, _CALLER)
+    chosen = _select(layers, params, paths)
     out = jax.eval_shape(eval_fn, params)
     if getattr(out, "shape", None) != ():
         raise ValueError(
-            f"`{_CALLER}(eval_fn=...)` must return a scalar, got {out!r}."
+            f"{checks.arg('eval_fn')} must return a scalar, got {out!r}."
         )
     leaves = [leaf for _, leaf in flat]
     ckpts = [jax.tree.leaves(c) for c in checkpoints]
@@ -334,9 +300,7 @@ def reinit_robustness(
             same = stack == jnp.asarray(leaves[i])[None]
             same = jnp.all(same, axis=tuple(range(1, stack.ndim)))
             reinit.append(jnp.where(same, base, mapper(f)(stack)))
-            draws = _draws(
-                key, i, paths[i], stack[0], init_fn, num_draws, _CALLER
-            )
+            draws = _draws(key, i, paths[i], stack[0], init_fn, num_draws)
             rerandom.append(mapper(f)(draws))
         return base, jnp.stack(reinit), jnp.stack(rerandom)
 

@@ -6,9 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from layca_optax import _checks as checks
 from layca_optax.analysis._reinit_result import ReinitResult
 
 
+@checks.public
 def plot_reinit_robustness(
     result: ReinitResult,
     *,

@@ -10,10 +10,10 @@ import jax.extend.core as jcore
 import numpy as np
 import optax
 
+from layca_optax import _checks as checks
 from layca_optax._masks import leaf_paths, resolve_mask
 
 
-_CALLER = "forward_order"
 _NONE: frozenset[int] = frozenset()
 
 # Primitives whose outputs are the input values moved, copied, selected or
@@ -141,6 +141,7 @@ def _is_array(x: Any) -> bool:
     return isinstance(x, arrays)
 
 
+@checks.public
 def forward_order(
     fn: Callable[..., Any],
     params: Any,
@@ -274,11 +275,8 @@ def forward_order(
       layerwise multipliers that need this order).
     """
     if not callable(fn):
-        raise ValueError(f"`{_CALLER}(fn=...)` must be callable, got {fn!r}.")
-    if not isinstance(strict, bool):
-        raise ValueError(
-            f"`{_CALLER}(strict=...)` must be a bool, got {strict!r}."
-        )
+        raise ValueError(f"{checks.arg('fn')} must be callable, got {fn!r}.")
+    checks.check_bool(strict, "strict")
     flags = jax.tree.leaves(resolve_mask(mask, params))
     leaves, treedef = jax.tree.flatten((args, kwargs))
     dynamic = [i for i, leaf in enumerate(leaves) if _is_array(leaf)]
@@ -300,7 +298,7 @@ def forward_order(
     unused = [i for i in range(n) if flags[i] and i not in walk.seen]
     if strict and unused:
         raise ValueError(
-            f"`{_CALLER}(strict=True)`: `fn` never uses the layers "
+            f"`{checks.caller()}(strict=True)`: `fn` never uses the layers "
             f"{[paths[i] for i in unused]}."
         )
     return [paths[i] for i in used + unused]

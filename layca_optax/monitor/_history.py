@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from layca_optax import _checks as checks
 from layca_optax._io import atomic_write_text
 from layca_optax.monitor._history_parse import (
     FORMAT as _FORMAT,
@@ -105,6 +106,7 @@ class RotationHistory:
         """
         return tuple(self._keys)
 
+    @checks.calling("RotationHistory.append")
     def append(self, step_or_epoch: int, metrics: Mapping[str, Any]) -> None:
         """Adds one record: a step (or epoch) and its metrics.
 
@@ -119,36 +121,30 @@ class RotationHistory:
           None. Raises ``ValueError`` (nothing is appended) for a step that
           does not increase, different keys, or a value that is not real.
         """
-        caller = "`RotationHistory.append"
-        step = self._check_step(step_or_epoch, caller)
+        step = self._check_step(step_or_epoch)
+        arg = checks.arg("metrics")
         if not isinstance(metrics, Mapping) or not metrics:
             raise ValueError(
-                f"{caller}(metrics=...)` must be a non-empty mapping, "
+                f"{arg} must be a non-empty mapping, "
                 f"got {type(metrics).__name__}."
             )
         keys = list(metrics)
         bad = [k for k in keys if not isinstance(k, str) or k == _STEP]
         if bad:
             raise ValueError(
-                f"{caller}(metrics=...)` keys must be str other than "
-                f"{_STEP!r}, got {bad[0]!r}."
+                f"{arg} keys must be str other than {_STEP!r}, got {bad[0]!r}."
             )
-        values = flatten(
-            jax.device_get(list(metrics.values())),
-            keys,
-            f"{caller}(metrics=...)`",
-        )
+        values = flatten(jax.device_get(list(metrics.values())), keys)
         keys = list(values)
         if not keys:
             raise ValueError(
-                f"{caller}(metrics=...)` holds only empty arrays: no value "
-                "to record."
+                f"{arg} holds only empty arrays: no value to record."
             )
         if self._keys and set(keys) != set(self._keys):
             missing = sorted(set(self._keys) - set(keys))
             extra = sorted(set(keys) - set(self._keys))
             raise ValueError(
-                f"{caller}(metrics=...)` at step {step} must have the keys "
+                f"{arg} at step {step} must have the keys "
                 f"of the first record: missing {missing}, extra {extra}."
             )
         order = self._keys or keys
@@ -157,23 +153,24 @@ class RotationHistory:
         self._steps.append(step)
         self._rows.append(row)
 
-    def _check_step(self, step_or_epoch: Any, caller: str) -> int:
+    def _check_step(self, step_or_epoch: Any) -> int:
         try:
             step = operator.index(step_or_epoch)
         except TypeError:
             step = None
         if step is None or isinstance(step_or_epoch, bool):
             raise ValueError(
-                f"{caller}(step_or_epoch=...)` must be an int, "
+                f"{checks.arg('step_or_epoch')} must be an int, "
                 f"got {step_or_epoch!r}."
             )
         if self._steps and step <= self._steps[-1]:
             raise ValueError(
-                f"{caller}(step_or_epoch=...)` must increase: got {step} "
+                f"{checks.arg('step_or_epoch')} must increase: got {step} "
                 f"after {self._steps[-1]}."
             )
         return step
 
+    @checks.calling("RotationHistory.as_array")
     def as_array(self, key: str) -> np.ndarray:
         """The values of one metric over the records, as a float64 array.
 
@@ -185,12 +182,13 @@ class RotationHistory:
         """
         if key not in self._keys:
             raise ValueError(
-                f"`RotationHistory.as_array(key=...)`: no metric {key!r}; "
+                f"{checks.arg('key')}: no metric {key!r}; "
                 f"the keys are {self._keys}."
             )
         i = self._keys.index(key)
         return np.asarray([row[i] for row in self._rows], np.float64)
 
+    @checks.calling("RotationHistory.layers")
     def layers(self, prefix: str) -> list[str]:
         """The names after ``prefix`` of the keys that start with it.
 
@@ -207,17 +205,19 @@ class RotationHistory:
         names = [k[len(prefix) :] for k in self._keys if k.startswith(prefix)]
         if not names:
             raise ValueError(
-                f"`RotationHistory.layers(prefix=...)`: no key starts with "
+                f"{checks.arg('prefix')}: no key starts with "
                 f"{prefix!r}; the keys are {self._keys}."
             )
         return names
 
-    def _check_nonempty(self, caller: str) -> None:
+    def _check_nonempty(self) -> None:
         if not self._steps:
             raise ValueError(
-                f"`{caller}`: the history is empty; append records first."
+                f"`{checks.caller()}`: the history is empty; append records "
+                "first."
             )
 
+    @checks.calling("RotationHistory.save_json")
     def save_json(self, path: PathLike) -> None:
         """Writes the history as JSON, atomically.
 
@@ -228,7 +228,7 @@ class RotationHistory:
           None. ``{"format": "layca_optax.RotationHistory", "records":
           [{"step": ..., <key>: <value>, ...}, ...]}`` is written.
         """
-        self._check_nonempty("RotationHistory.save_json")
+        self._check_nonempty()
         records = [
             {_STEP: s, **dict(zip(self._keys, row, strict=True))}
             for s, row in zip(self._steps, self._rows, strict=True)
@@ -236,6 +236,7 @@ class RotationHistory:
         text = json.dumps({"format": _FORMAT, "records": records}, indent=1)
         atomic_write_text(path, text + "\n")
 
+    @checks.calling("RotationHistory.save_csv")
     def save_csv(self, path: PathLike) -> None:
         """Writes the history as CSV, atomically: ``step``, then the keys.
 
@@ -246,7 +247,7 @@ class RotationHistory:
           None. A header ``step,<key>,...`` and one row per record are
           written, values as Python's ``repr`` of the floats.
         """
-        self._check_nonempty("RotationHistory.save_csv")
+        self._check_nonempty()
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([_STEP, *self._keys])
@@ -255,7 +256,11 @@ class RotationHistory:
         atomic_write_text(path, out.getvalue())
 
     @classmethod
-    def _load(cls, path: PathLike, parse, caller: str) -> RotationHistory:
+    def _load(cls, path: PathLike, fmt: str) -> RotationHistory:
+        """Reads a ``fmt`` (``"json"`` or ``"csv"``) file; its errors name
+        ``RotationHistory.load_<fmt>`` and the path (those of a record
+        name the record and :meth:`append`, which reads it)."""
+        parse = {"json": parse_json, "csv": parse_csv}[fmt]
         history = cls()
         try:
             with open(path, encoding="utf-8", newline="") as f:
@@ -268,7 +273,9 @@ class RotationHistory:
             if not history:
                 raise ValueError("no records")
         except ValueError as err:  # and UnicodeDecodeError
-            raise ValueError(f"`{caller}`: {os.fspath(path)}: {err}") from None
+            raise ValueError(
+                f"`RotationHistory.load_{fmt}`: {os.fspath(path)}: {err}"
+            ) from None
         return history
 
     @classmethod
@@ -281,7 +288,7 @@ class RotationHistory:
         Returns:
           The history.
         """
-        return cls._load(path, parse_json, "RotationHistory.load_json")
+        return cls._load(path, "json")
 
     @classmethod
     def load_csv(cls, path: PathLike) -> RotationHistory:
@@ -293,4 +300,4 @@ class RotationHistory:
         Returns:
           The history.
         """
-        return cls._load(path, parse_csv, "RotationHistory.load_csv")
+        return cls._load(path, "csv")

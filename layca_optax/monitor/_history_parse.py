@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from layca_optax import _checks as checks
 from layca_optax.monitor._rotation_sums import slice_items
 
 
@@ -16,11 +17,12 @@ FORMAT = "layca_optax.RotationHistory"
 STEP = "step"
 
 
-def flatten(values: list, keys: list, where: str) -> dict[str, float]:
+def flatten(values: list, keys: list) -> dict[str, float]:
     """``{key: float}``, an array value split into one entry per element,
     named ``key/i`` (one axis), ``key/i/j`` (two)... as
     :func:`rotation_metrics` names slices; ``ValueError`` for a value that
-    is not real or a name that repeats."""
+    is not real or a name that repeats (naming the ``metrics`` argument)."""
+    where = checks.arg("metrics")
     out: dict[str, float] = {}
     for key, value in zip(keys, values, strict=True):
         a = np.asarray(value)

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import optax
 
-from layca_optax import _numerics as nx, _sums as sm
+from layca_optax import _checks as checks, _numerics as nx, _sums as sm
 from layca_optax._masks import path_str, resolve_mask, shape_mismatch
 from layca_optax._numerics import Axis
 from layca_optax.monitor._rotation_sums import (
@@ -22,20 +22,20 @@ _ROTATION_ARGS = ("params", "init_params")
 _RATE_ARGS = ("new_params", "old_params")
 
 
-def _check_shapes(flat: list, olds: list, caller: str, names: tuple) -> None:
-    """``ValueError`` naming ``caller``, the argument ``names[1]``, the leaf
-    and both shapes for the first leaf whose shapes differ."""
+def _check_shapes(flat: list, olds: list, names: tuple) -> None:
+    """``ValueError`` naming the argument ``names[1]``, the leaf and both
+    shapes for the first leaf whose shapes differ."""
     bad = shape_mismatch(flat, olds)
     if bad:
         path, shape, old_shape = bad
         raise ValueError(
-            f"`{caller}({names[1]}=...)`: the leaf {path!r} has "
+            f"{checks.arg(names[1])}: the leaf {path!r} has "
             f"shape {old_shape} in `{names[1]}` but {shape} in "
             f"`{names[0]}`; each leaf must have the same shape in both."
         )
 
 
-def _map_layers(leaf_fn, new, old, mask, axis, caller: str, names: tuple):
+def _map_layers(leaf_fn, new, old, mask, axis, names: tuple):
     """``leaf_fn(axes, new_leaf, old_leaf)`` for each layer, through
     :func:`_sums.per_leaf` (one cached trace per shape), as a tree like
     ``new`` with ``None`` at the leaves that are not layers."""
@@ -46,10 +46,10 @@ def _map_layers(leaf_fn, new, old, mask, axis, caller: str, names: tuple):
         olds = treedef.flatten_up_to(old)
     except (ValueError, TypeError) as err:
         raise ValueError(
-            f"`{caller}`: the two parameter trees (`{names[0]}` and "
+            f"`{checks.caller()}`: the two parameter trees (`{names[0]}` and "
             f"`{names[1]}`) differ in structure: {err}"
         ) from None
-    _check_shapes(flat, olds, caller, names)
+    _check_shapes(flat, olds, names)
     flags = jax.tree.leaves(resolve_mask(mask, new))
     rules = nx.axis_rules(new, axis)
     out = [
@@ -63,22 +63,23 @@ def _map_layers(leaf_fn, new, old, mask, axis, caller: str, names: tuple):
     return treedef.unflatten(out)
 
 
-def flat_metrics(tree: Any, prefix: str, caller: str) -> dict[str, Any]:
+def flat_metrics(tree: Any, prefix: str) -> dict[str, Any]:
     """``{prefix + path: value}`` for each leaf of ``tree``, an array value
     split into one scalar per entry (``path/i``, ``path/i/j``); ``ValueError``
-    naming ``caller`` if two names collide."""
+    if two names collide."""
     out: dict[str, Any] = {}
     for path, value in jax.tree_util.tree_flatten_with_path(tree)[0]:
         for name, v in slice_items(prefix + path_str(path), value):
             if name in out:
                 raise ValueError(
-                    f"`{caller}`: two values are named {name!r} (a leaf's "
-                    "slice and a leaf of that path); rename one of them."
+                    f"`{checks.caller()}`: two values are named {name!r} (a "
+                    "leaf's slice and a leaf of that path); rename one of them."
                 )
             out[name] = v
     return out
 
 
+@checks.public
 def layer_rotation(
     params: optax.Params,
     init_params: optax.Params,
@@ -150,16 +151,11 @@ def layer_rotation(
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 3.
     """
     return _map_layers(
-        cosine_leaf,
-        params,
-        init_params,
-        mask,
-        axis,
-        "layer_rotation",
-        _ROTATION_ARGS,
+        cosine_leaf, params, init_params, mask, axis, _ROTATION_ARGS
     )
 
 
+@checks.public
 def rotation_metrics(
     params: optax.Params,
     init_params: optax.Params,
@@ -225,14 +221,14 @@ def rotation_metrics(
       layer rotation curves: cosine distance of each layer to its
       initialization).
     """
-    caller = "rotation_metrics"
-    check_prefix(prefix, caller)
+    check_prefix(prefix)
     tree = _map_layers(
-        cosine_leaf, params, init_params, mask, axis, caller, _ROTATION_ARGS
+        cosine_leaf, params, init_params, mask, axis, _ROTATION_ARGS
     )
-    return flat_metrics(tree, prefix, caller)
+    return flat_metrics(tree, prefix)
 
 
+@checks.public
 def rotation_rate(
     new_params: optax.Params,
     old_params: optax.Params,
@@ -287,12 +283,4 @@ def rotation_rate(
       <https://arxiv.org/abs/1806.01603>`_, 2019 (per-step
       rotation; Layca makes it arctan(lr) per layer).
     """
-    return _map_layers(
-        tan_leaf,
-        new_params,
-        old_params,
-        mask,
-        axis,
-        "rotation_rate",
-        _RATE_ARGS,
-    )
+    return _map_layers(tan_leaf, new_params, old_params, mask, axis, _RATE_ARGS)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from layca_optax import _checks as checks
 from layca_optax._masks import KeyPathLike, path_str
 
 
@@ -38,18 +39,17 @@ def _is_slice_of(name: str, leaf: str) -> bool:
     return name.startswith(leaf + "/") and bool(_SLICE.fullmatch(rest))
 
 
-def _paths(caller: str, arg: str, value: Any) -> list[str]:
+def _paths(arg: str, value: Any) -> list[str]:
     """``value`` (a sequence of paths) as strings, or ``ValueError``."""
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
         raise ValueError(
-            f"`{caller}({arg}=...)` must be a list of layer names (paths "
+            f"{checks.arg(arg)} must be a list of layer names (paths "
             f"such as 'h/mlp/kernel'), got {value!r}."
         )
     return [path_str(p) for p in value]
 
 
 def select(
-    caller: str,
     prefix: str,
     known: list[str],
     layers: Sequence[KeyPathLike] | None,
@@ -60,28 +60,26 @@ def select(
     if layers is None:
         return sorted(known, key=natural_key)
     names: list[str] = []
-    for name in _paths(caller, "layers", layers):
+    for name in _paths("layers", layers):
         slices = [k for k in known if _is_slice_of(k, name)]
         if name not in known and not slices:
             raise ValueError(
-                f"`{caller}(layers=...)`: no layer [{name!r}] under "
+                f"{checks.arg('layers')}: no layer [{name!r}] under "
                 f"{prefix!r}; the layers are {known}."
             )
         names += [name] if name in known else sorted(slices, key=natural_key)
     if not names:
         raise ValueError(
-            f"`{caller}(layers=...)`: no layer [] under {prefix!r}; the "
+            f"{checks.arg('layers')}: no layer [] under {prefix!r}; the "
             f"layers are {known}."
         )
     return names
 
 
-def order(
-    caller: str, names: list[str], layer_order: Sequence[KeyPathLike]
-) -> list[str]:
+def order(names: list[str], layer_order: Sequence[KeyPathLike]) -> list[str]:
     """``names`` sorted by their layer's rank in ``layer_order`` (a per-slice
     name ``leaf/i/j`` takes its leaf's), slices of a leaf by index."""
-    given = _paths(caller, "layer_order", layer_order)
+    given = _paths("layer_order", layer_order)
     rank: dict[str, int] = {}
     for i, name in enumerate(given):
         rank.setdefault(name, i)
@@ -97,7 +95,7 @@ def order(
     missing = [n for n in names if leaf_rank(n) is None]
     if missing:
         raise ValueError(
-            f"`{caller}(layer_order=...)` must list every plotted layer (or "
+            f"{checks.arg('layer_order')} must list every plotted layer (or "
             f"the leaf of a per-slice name), e.g. as `forward_order` "
             f"returns it; it does not list {missing[:4]}"
             f"{' ...' if len(missing) > 4 else ''}. It lists {given[:8]}"
@@ -106,7 +104,7 @@ def order(
     return sorted(names, key=lambda n: (leaf_rank(n), natural_key(n)))
 
 
-def check_ylim(caller: str, ylim: Any) -> tuple[float, float] | None:
+def check_ylim(ylim: Any) -> tuple[float, float] | None:
     """``ylim`` as two floats (or None), or ``ValueError``."""
     if ylim is None:
         return None
@@ -116,7 +114,7 @@ def check_ylim(caller: str, ylim: Any) -> tuple[float, float] | None:
         low = high = math.nan
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(
-            f"`{caller}(ylim=...)` must be None (automatic) or a pair "
+            f"{checks.arg('ylim')} must be None (automatic) or a pair "
             f"(bottom, top) of finite numbers with bottom < top, got {ylim!r}."
         )
     return low, high

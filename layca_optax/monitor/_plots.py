@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from layca_optax import _checks as checks
 from layca_optax._masks import KeyPathLike
 from layca_optax.monitor import _plot_order as po
 from layca_optax.monitor._history import RotationHistory
@@ -15,7 +16,7 @@ from layca_optax.monitor._history import RotationHistory
 _LEGEND_MAX = 8  # curves; more get no legend unless legend=True
 
 
-def _matplotlib(caller: str):
+def _matplotlib():
     """Imports matplotlib lazily: it is the optional ``plot`` extra."""
     try:
         import matplotlib
@@ -24,14 +25,13 @@ def _matplotlib(caller: str):
         from matplotlib.figure import Figure
     except ImportError as err:
         raise ImportError(
-            f"`{caller}` needs matplotlib: pip install matplotlib "
+            f"`{checks.caller()}` needs matplotlib: pip install matplotlib "
             "(or '.[plot]' in a clone)"
         ) from err
     return matplotlib.colormaps["viridis"], ScalarMappable, Normalize, Figure
 
 
 def _layer_names(
-    caller: str,
     history: Any,
     prefix: str,
     layers: Sequence[KeyPathLike] | None,
@@ -39,34 +39,34 @@ def _layer_names(
 ) -> list[str]:
     if not isinstance(history, RotationHistory):
         raise ValueError(
-            f"`{caller}(history=...)` must be a RotationHistory, got "
+            f"{checks.arg('history')} must be a RotationHistory, got "
             f"{type(history).__name__}."
         )
     if not len(history):
         raise ValueError(
-            f"`{caller}(history=...)`: the history is empty; append records "
+            f"{checks.arg('history')}: the history is empty; append records "
             "first."
         )
     if not isinstance(prefix, str):
         raise ValueError(
-            f"`{caller}(prefix=...)` must be a str, got {prefix!r}."
+            f"{checks.arg('prefix')} must be a str, got {prefix!r}."
         )
     known = [k[len(prefix) :] for k in history.keys if k.startswith(prefix)]
     if not known:
         raise ValueError(
-            f"`{caller}(prefix=...)`: no key of the history starts with "
+            f"{checks.arg('prefix')}: no key of the history starts with "
             f"{prefix!r}; its keys are {list(history.keys)}."
         )
-    names = po.select(caller, prefix, known, layers)
+    names = po.select(prefix, known, layers)
     if layer_order is not None:
-        names = po.order(caller, names, layer_order)
+        names = po.order(names, layer_order)
     return names
 
 
-def _check_legend(caller: str, legend: Any) -> None:
+def _check_legend(legend: Any) -> None:
     if legend is not None and not isinstance(legend, bool):
         raise ValueError(
-            f"`{caller}(legend=...)` must be None (automatic), True or "
+            f"{checks.arg('legend')} must be None (automatic), True or "
             f"False, got {legend!r}."
         )
 
@@ -77,14 +77,14 @@ def _legend(ax: Any, legend: bool | None, n: int, by_name: bool) -> None:
         ax.legend(title=title, fontsize="small", title_fontsize="small")
 
 
-def _y_axis(caller: str, ax: Any, ylim: Any, curves: bool, positive: bool):
-    limits = po.check_ylim(caller, ylim)  # checked before drawing too
+def _y_axis(ax: Any, ylim: Any, curves: bool, positive: bool):
+    limits = po.check_ylim(ylim)  # checked before drawing too
     log = not curves and positive  # a log scale needs a positive value
     if log:
         ax.set_yscale("log")
     if limits is not None and log and limits[0] <= 0:
         raise ValueError(
-            f"`{caller}(ylim=...)` must have a positive bottom on the log "
+            f"{checks.arg('ylim')} must have a positive bottom on the log "
             f"scale of the rates, got {ylim!r}."
         )
     if limits is None and curves:
@@ -94,7 +94,6 @@ def _y_axis(caller: str, ax: Any, ylim: Any, curves: bool, positive: bool):
 
 
 def _plot(
-    caller: str,
     history: Any,
     prefix: str,
     layers: Sequence[KeyPathLike] | None,
@@ -105,11 +104,11 @@ def _plot(
     """Draws the curves; ``options`` holds ``layer_order``, ``ax``,
     ``title``, ``ylim`` and ``legend``, ``labels`` the axes' labels."""
     order = options["layer_order"]
-    names = _layer_names(caller, history, prefix, layers, order)
-    po.check_ylim(caller, options["ylim"])
-    _check_legend(caller, options["legend"])
+    names = _layer_names(history, prefix, layers, order)
+    po.check_ylim(options["ylim"])
+    _check_legend(options["legend"])
     by_name = layers is None and order is None
-    cmap, ScalarMappable, Normalize, Figure = _matplotlib(caller)
+    cmap, ScalarMappable, Normalize, Figure = _matplotlib()
     ax = options["ax"]
     if ax is None:
         fig = Figure(figsize=(6.4, 4.0), layout="constrained")
@@ -131,7 +130,7 @@ def _plot(
         bar.set_label("Name order (pass layer_order= for depth)")
     else:
         bar.ax.set_yticklabels(["First layer", "Last layer"])
-    _y_axis(caller, ax, options["ylim"], curves, positive)
+    _y_axis(ax, options["ylim"], curves, positive)
     _legend(ax, options["legend"], len(names), by_name)
     ax.margins(x=0)
     ax.set_xlabel(labels[0])
@@ -142,6 +141,7 @@ def _plot(
     return fig
 
 
+@checks.public
 def plot_rotation_curves(
     history: RotationHistory,
     *,
@@ -233,9 +233,10 @@ def plot_rotation_curves(
     }
     labels = (x_label, "Cosine distance")
     args = (history, prefix, layers, options, labels)
-    return _plot("plot_rotation_curves", *args, curves=True)
+    return _plot(*args, curves=True)
 
 
+@checks.public
 def plot_rotation_rates(
     history: RotationHistory,
     *,
@@ -298,4 +299,4 @@ def plot_rotation_rates(
     }
     labels = (x_label, r"Rotation rate $\tan\theta$")
     args = (history, prefix, layers, options, labels)
-    return _plot("plot_rotation_rates", *args, curves=False)
+    return _plot(*args, curves=False)

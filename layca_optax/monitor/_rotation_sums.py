@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from layca_optax import _numerics as nx, _sums as sm
+from layca_optax import _checks as checks, _numerics as nx, _sums as sm
 
 
 def metric_sums(
@@ -114,11 +114,11 @@ def slice_items(name: str, value: Any) -> Iterator[tuple[str, Any]]:
         yield name + "".join(f"/{i}" for i in index), value[index]
 
 
-def check_prefix(prefix: Any, caller: str) -> None:
-    """``ValueError`` naming ``caller(prefix=...)`` unless a str."""
+def check_prefix(prefix: Any) -> None:
+    """``ValueError`` naming the ``prefix`` argument unless a str."""
     if not isinstance(prefix, str):
         raise ValueError(
-            f"`{caller}(prefix=...)` must be a str (prepended to every "
+            f"{checks.arg('prefix')} must be a str (prepended to every "
             f"key), got {prefix!r}."
         )
 

@@ -19,7 +19,6 @@ from layca_optax.monitor._rotation_sums import (
 from layca_optax.monitor._tracking_parts import (
     EMPTY as _EMPTY,
     check_args,
-    check_key,
     flags_of,
     flatten_up_to,
     layer_axes,
@@ -55,6 +54,7 @@ class TrackRotationState(NamedTuple):
     reference: Any
 
 
+@checks.public
 def track_rotation(
     *,
     mask: optax.MaskOrFn = None,
@@ -144,8 +144,7 @@ def track_rotation(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 3.
     """
-    check_args(axis, reference, sketch_dim)
-    check_key(key)
+    check_args(axis, reference, sketch_dim, key)
 
     def seeds(n: int) -> Any:  # two uint32 words per leaf, for the hash
         if reference != "sketch" or not n:
@@ -211,6 +210,7 @@ def track_rotation(
     return optax.GradientTransformation(jax.jit(init_fn), update_fn)
 
 
+@checks.public
 def tracked_metrics(
     state: Any, *, prefix: str = "track/"
 ) -> dict[str, jax.Array]:
@@ -275,12 +275,12 @@ def tracked_metrics(
       rotation curves and per-step tan of the angle, the authors'
       ``LayerRotationCurves`` and ``StepwiseRotation`` callbacks).
     """
-    check_prefix(prefix, "tracked_metrics")
+    check_prefix(prefix)
     is_state = lambda x: isinstance(x, TrackRotationState)
     found = [s for s in jax.tree.leaves(state, is_leaf=is_state) if is_state(s)]
     if len(found) != 1:
         raise ValueError(
-            "`tracked_metrics(state=...)` must hold exactly one "
+            f"{checks.arg('state')} must hold exactly one "
             f"TrackRotationState (put `track_rotation()` last in the chain), "
             f"found {len(found)} in a {type(state).__name__}."
         )

@@ -6,10 +6,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from layca_optax import _numerics as nx, _sums as sm
+from layca_optax import _checks as checks, _numerics as nx, _sums as sm
 from layca_optax._masks import resolve_mask
 from layca_optax._numerics import Axis
 from layca_optax.monitor._rotation_sums import (
@@ -22,7 +21,6 @@ from layca_optax.monitor._rotation_sums import (
 )
 
 
-CALLER = "track_rotation"
 REFERENCES = ["exact", "bfloat16", "sketch"]
 EMPTY = optax.MaskedNode()
 
@@ -70,44 +68,23 @@ def track_leaf_fn(static: tuple, u: Any, w: Any, ref: Any, seed: Any) -> tuple:
     return tuple(drop_reduced(x, axes) for x in out)
 
 
-def check_key(key: Any) -> None:
-    """``ValueError`` naming ``track_rotation(key=...)`` unless ``key`` is
-    None, a JAX PRNG key (``jax.random.key``) or a legacy uint32 one."""
-    if key is None:
-        return
-    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
-    typed = dtype is not None and jax.dtypes.issubdtype(
-        dtype, jax.dtypes.prng_key
-    )
-    if (typed and shape == ()) or (dtype == np.uint32 and shape == (2,)):
-        return
-    got = repr(key) if dtype is None else f"an array of {dtype} {shape}"
-    raise ValueError(
-        f"`{CALLER}(key=...)` must be one JAX PRNG key, "
-        f"`jax.random.key(seed)` (or a legacy `jax.random.PRNGKey(seed)`), "
-        f"got {got}."
-    )
-
-
-def check_args(axis: Axis, reference: Any, sketch_dim: Any) -> None:
+def check_args(axis: Axis, reference: Any, sketch_dim: Any, key: Any) -> None:
     """``ValueError`` naming ``track_rotation``'s argument for a bad
-    ``axis``, ``reference`` or ``sketch_dim``."""
+    ``axis``, ``reference``, ``sketch_dim`` or ``key``."""
     nx.check_axis(axis)
     if reference is not None and reference not in REFERENCES:
         raise ValueError(
-            f"`{CALLER}(reference=...)` must be None, 'exact', 'bfloat16' "
+            f"{checks.arg('reference')} must be None, 'exact', 'bfloat16' "
             f"or 'sketch', got {reference!r}."
         )
-    if type(sketch_dim) is not int or sketch_dim < 1:
-        raise ValueError(
-            f"`{CALLER}(sketch_dim=...)` must be a positive int, "
-            f"got {sketch_dim!r}."
-        )
+    checks.check_count(sketch_dim, "sketch_dim")
     if reference == "sketch" and axis is not None:
         raise ValueError(
-            f"`{CALLER}(axis=...)` must be None with reference='sketch', "
+            f"{checks.arg('axis')} must be None with reference='sketch', "
             f"got {axis!r}."
         )
+    if key is not None:
+        checks.check_key(key)
 
 
 def unzip(treedef: Any, rows: list, n: int, empty: Any) -> list[Any]:
@@ -123,7 +100,8 @@ def flatten_up_to(treedef: Any, tree: Any, name: str) -> list[Any]:
         return treedef.flatten_up_to(tree)
     except (ValueError, TypeError) as err:
         raise ValueError(
-            f"`{CALLER}`: the {name} and the params differ in structure: {err}"
+            f"`{checks.caller()}`: the {name} and the params differ in "
+            f"structure: {err}"
         ) from None
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from layca_optax import _checks as checks
 from layca_optax._shard_map import AxisNames, check_axis_names
 
 
@@ -27,18 +28,22 @@ def _mesh_entry(
     """A ``PartitionSpec`` entry for ``names``, its device count, its names."""
     if names is None:
         return None, 1, ()
-    caller = "param_shardings"
-    tup = check_axis_names(names, arg)
+    try:
+        tup = check_axis_names(names, checks.caller())
+    except ValueError as err:  # it names the argument `axis_names`
+        msg = str(err).replace(checks.arg("axis_names"), checks.arg(arg))
+        raise ValueError(msg) from None
     for name in tup:
         if name not in mesh.axis_names:
             raise ValueError(
-                f"`{caller}({arg}={names!r})`: {name!r} is not an axis of "
-                f"the mesh, whose axes are {tuple(mesh.axis_names)!r}."
+                f"`{checks.caller()}({arg}={names!r})`: {name!r} is not an "
+                f"axis of the mesh, whose axes are {tuple(mesh.axis_names)!r}."
             )
     size = math.prod(mesh.shape[n] for n in tup)
     return (tup[0] if len(tup) == 1 else tup), size, tup
 
 
+@checks.public
 def param_shardings(
     params: Any,
     mesh: jax.sharding.Mesh,
@@ -93,7 +98,7 @@ def param_shardings(
     meshes = (jax.sharding.Mesh, jax.sharding.AbstractMesh)
     if not isinstance(mesh, meshes):
         raise TypeError(
-            f"`param_shardings(mesh=...)` must be a jax.sharding.Mesh, e.g. "
+            f"{checks.arg('mesh')} must be a jax.sharding.Mesh, e.g. "
             f"jax.make_mesh((n,), ('data',)), got {mesh!r} "
             f"({type(mesh).__name__})."
         )
@@ -103,7 +108,7 @@ def param_shardings(
     )
     if set(fsdp_names) & set(tensor_names):
         raise ValueError(
-            f"`param_shardings(fsdp={fsdp!r}, tensor={tensor!r})` must use "
+            f"`{checks.caller()}(fsdp={fsdp!r}, tensor={tensor!r})` must use "
             "different mesh axes."
         )
 
@@ -125,6 +130,7 @@ def param_shardings(
     return jax.tree.map(sharding, params)
 
 
+@checks.public
 def state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
     """The shardings of ``tx.init(params)``, from those of the params.
 
@@ -164,7 +170,6 @@ def state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
       trillion parameter models <https://arxiv.org/abs/1910.02054>`_, 2020
       (the sharded optimizer state that FSDP follows).
     """
-    caller = "state_shardings"
     meshes = {
         leaf.sharding.mesh
         for leaf in jax.tree.leaves(params)
@@ -172,7 +177,7 @@ def state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
     }
     if len(meshes) != 1:
         raise ValueError(
-            f"`{caller}(params=...)` must hold arrays placed with "
+            f"{checks.arg('params')} must hold arrays placed with "
             f"NamedSharding on one mesh, found {len(meshes)} meshes."
         )
     (mesh,) = meshes
@@ -197,7 +202,7 @@ def state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
         traced = jax.jit(tx.init).trace(jax.tree.map(typed, params))
     except Exception as err:  # e.g. a reshape that explicit types refuse
         raise ValueError(
-            f"`{caller}(tx=...)`: tracing `tx.init` with the params' "
+            f"{checks.arg('tx')}: tracing `tx.init` with the params' "
             f"shardings as explicit types failed ({type(err).__name__}); "
             "give `jax.jit(tx.init, out_shardings=...)` the shardings by "
             "hand."
