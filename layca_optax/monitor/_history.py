@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import operator
 import os
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import numpy as np
 
 from layca_optax import _checks as checks
 from layca_optax._io import atomic_write_text
-from layca_optax.monitor._history_parse import (
-    FORMAT as _FORMAT,
-    STEP as _STEP,
-    flatten,
-    parse_csv,
-    parse_json,
+from layca_optax.monitor._history_records import (
+    PARSERS,
+    csv_text,
+    json_text,
+    record_values,
 )
 
 
@@ -122,29 +117,13 @@ class RotationHistory:
           does not increase, different keys, or a value that is not real.
         """
         step = self._check_step(step_or_epoch)
-        arg = checks.arg("metrics")
-        if not isinstance(metrics, Mapping) or not metrics:
-            raise ValueError(
-                f"{arg} must be a non-empty mapping, "
-                f"got {type(metrics).__name__}."
-            )
-        keys = list(metrics)
-        bad = [k for k in keys if not isinstance(k, str) or k == _STEP]
-        if bad:
-            raise ValueError(
-                f"{arg} keys must be str other than {_STEP!r}, got {bad[0]!r}."
-            )
-        values = flatten(jax.device_get(list(metrics.values())), keys)
+        values = record_values(metrics)
         keys = list(values)
-        if not keys:
-            raise ValueError(
-                f"{arg} holds only empty arrays: no value to record."
-            )
         if self._keys and set(keys) != set(self._keys):
             missing = sorted(set(self._keys) - set(keys))
             extra = sorted(set(keys) - set(self._keys))
             raise ValueError(
-                f"{arg} at step {step} must have the keys "
+                f"{checks.arg('metrics')} at step {step} must have the keys "
                 f"of the first record: missing {missing}, extra {extra}."
             )
         order = self._keys or keys
@@ -229,12 +208,7 @@ class RotationHistory:
           [{"step": ..., <key>: <value>, ...}, ...]}`` is written.
         """
         self._check_nonempty()
-        records = [
-            {_STEP: s, **dict(zip(self._keys, row, strict=True))}
-            for s, row in zip(self._steps, self._rows, strict=True)
-        ]
-        text = json.dumps({"format": _FORMAT, "records": records}, indent=1)
-        atomic_write_text(path, text + "\n")
+        atomic_write_text(path, json_text(self._steps, self._keys, self._rows))
 
     @checks.calling("RotationHistory.save_csv")
     def save_csv(self, path: PathLike) -> None:
@@ -248,19 +222,14 @@ class RotationHistory:
           written, values as Python's ``repr`` of the floats.
         """
         self._check_nonempty()
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([_STEP, *self._keys])
-        for step, row in zip(self._steps, self._rows, strict=True):
-            writer.writerow([step, *map(repr, row)])
-        atomic_write_text(path, out.getvalue())
+        atomic_write_text(path, csv_text(self._steps, self._keys, self._rows))
 
     @classmethod
     def _load(cls, path: PathLike, fmt: str) -> RotationHistory:
         """Reads a ``fmt`` (``"json"`` or ``"csv"``) file; its errors name
         ``RotationHistory.load_<fmt>`` and the path (those of a record
         name the record and :meth:`append`, which reads it)."""
-        parse = {"json": parse_json, "csv": parse_csv}[fmt]
+        parse = PARSERS[fmt]
         history = cls()
         try:
             with open(path, encoding="utf-8", newline="") as f:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -10,21 +11,53 @@ import optax
 from layca_optax import _checks as checks, _numerics as nx, _sums as sm
 from layca_optax._masks import path_str, resolve_mask, shape_mismatch
 from layca_optax._numerics import Axis
-from layca_optax.monitor._rotation_sums import (
-    check_prefix,
-    cosine_leaf,
-    slice_items,
-    tan_leaf,
-)
+from layca_optax.monitor._formulas import cosine_leaf, tan_leaf
+from layca_optax.monitor._keys import check_prefix, split_slices
 
 
 _ROTATION_ARGS = ("params", "init_params")
 _RATE_ARGS = ("new_params", "old_params")
 
 
-def _check_shapes(flat: list, olds: list, names: tuple) -> None:
-    """``ValueError`` naming the argument ``names[1]``, the leaf and both
-    shapes for the first leaf whose shapes differ."""
+def layer_axes(tree: Any, mask: optax.MaskOrFn, axis: Axis) -> list[Any]:
+    """Each leaf's reduction axes for ``axis`` (a per-leaf rule sees the
+    leaf's path), ``None`` at the leaves that ``mask`` says are not layers;
+    ``[]`` for a tree without leaves (such as ``optax.tree.map_params``'
+    placeholder), whose mask is not computed."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    if not flat:
+        return []
+    flags = jax.tree.leaves(resolve_mask(mask, tree))
+    rules = nx.axis_rules(tree, axis)
+    return [
+        nx.resolve_axes(x, rule, path) if flag else None
+        for (path, x), rule, flag in zip(flat, rules, flags, strict=True)
+    ]
+
+
+def flatten_like(treedef: Any, tree: Any, what: str) -> list[Any]:
+    """The subtrees of ``tree`` at the leaves of ``treedef``, or
+    ``ValueError`` saying that ``what`` differ in structure."""
+    try:
+        return treedef.flatten_up_to(tree)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"`{checks.caller()}`: {what} differ in structure: {err}"
+        ) from None
+
+
+def _map_layers(
+    leaf_fn: Callable, new: Any, old: Any, mask, axis, names: tuple
+) -> Any:
+    """``leaf_fn(axes, new_leaf, old_leaf)`` for each layer, through
+    :func:`_sums.per_leaf` (one cached trace per shape), as a tree like
+    ``new`` with ``None`` at the leaves that are not layers. ``names`` are
+    the arguments ``new`` and ``old`` of the function called."""
+    nx.check_axis(axis)
+    treedef: Any
+    flat, treedef = jax.tree_util.tree_flatten_with_path(new)
+    what = f"the two parameter trees (`{names[0]}` and `{names[1]}`)"
+    olds = flatten_like(treedef, old, what)
     bad = shape_mismatch(flat, olds)
     if bad:
         path, shape, old_shape = bad
@@ -33,50 +66,13 @@ def _check_shapes(flat: list, olds: list, names: tuple) -> None:
             f"shape {old_shape} in `{names[1]}` but {shape} in "
             f"`{names[0]}`; each leaf must have the same shape in both."
         )
-
-
-def _map_layers(leaf_fn, new, old, mask, axis, names: tuple):
-    """``leaf_fn(axes, new_leaf, old_leaf)`` for each layer, through
-    :func:`_sums.per_leaf` (one cached trace per shape), as a tree like
-    ``new`` with ``None`` at the leaves that are not layers."""
-    nx.check_axis(axis)
-    treedef: Any
-    flat, treedef = jax.tree_util.tree_flatten_with_path(new)
-    try:
-        olds = treedef.flatten_up_to(old)
-    except (ValueError, TypeError) as err:
-        raise ValueError(
-            f"`{checks.caller()}`: the two parameter trees (`{names[0]}` and "
-            f"`{names[1]}`) differ in structure: {err}"
-        ) from None
-    _check_shapes(flat, olds, names)
-    flags = jax.tree.leaves(resolve_mask(mask, new))
-    rules = nx.axis_rules(new, axis)
     out = [
-        sm.per_leaf(leaf_fn, nx.resolve_axes(a, rule, path), a, b)
-        if flag
-        else None
-        for (path, a), b, flag, rule in zip(
-            flat, olds, flags, rules, strict=True
+        None if axes is None else sm.per_leaf(leaf_fn, axes, a, b)
+        for axes, (_, a), b in zip(
+            layer_axes(new, mask, axis), flat, olds, strict=True
         )
     ]
     return treedef.unflatten(out)
-
-
-def flat_metrics(tree: Any, prefix: str) -> dict[str, Any]:
-    """``{prefix + path: value}`` for each leaf of ``tree``, an array value
-    split into one scalar per entry (``path/i``, ``path/i/j``); ``ValueError``
-    if two names collide."""
-    out: dict[str, Any] = {}
-    for path, value in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        for name, v in slice_items(prefix + path_str(path), value):
-            if name in out:
-                raise ValueError(
-                    f"`{checks.caller()}`: two values are named {name!r} (a "
-                    "leaf's slice and a leaf of that path); rename one of them."
-                )
-            out[name] = v
-    return out
 
 
 @checks.public
@@ -225,7 +221,8 @@ def rotation_metrics(
     tree = _map_layers(
         cosine_leaf, params, init_params, mask, axis, _ROTATION_ARGS
     )
-    return flat_metrics(tree, prefix)
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return split_slices((prefix + path_str(p), v) for p, v in flat)
 
 
 @checks.public

@@ -1,4 +1,9 @@
-"""In-step layer-rotation monitoring as an optax transformation."""
+"""In-step layer-rotation monitoring as an optax transformation.
+
+What the state records of each layer is computed in :mod:`._tracking_step`;
+what the cosine distance compares with is a reference strategy
+(:mod:`._references`).
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx, _sums as sm
+from layca_optax import _checks as checks, _numerics as nx
 from layca_optax._masks import path_str
 from layca_optax._numerics import Axis
-from layca_optax.monitor._rotation_sums import (
-    check_prefix,
-    drop_reduced,
-    sketch,
-)
-from layca_optax.monitor._tracking_parts import (
-    EMPTY as _EMPTY,
-    check_args,
-    flags_of,
-    flatten_up_to,
-    layer_axes,
-    track_leaf_fn,
-    unzip,
-)
+from layca_optax.monitor._keys import check_prefix
+from layca_optax.monitor._references import check_reference
+from layca_optax.monitor._tracking_step import initial_values, step_values
 
 
 class TrackRotationState(NamedTuple):
@@ -144,66 +138,25 @@ def track_rotation(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 3.
     """
-    check_args(axis, reference, sketch_dim, key)
-
-    def seeds(n: int) -> Any:  # two uint32 words per leaf, for the hash
-        if reference != "sketch" or not n:
-            return [None] * n
-        return jax.random.bits(
-            jax.random.key(0) if key is None else key, (n, 2), jnp.uint32
-        )
-
-    def init_leaf(w: Any, axes: tuple, seed: Any) -> tuple:
-        w = jnp.asarray(w)
-        wf = w.astype(nx.reduction_dtype(w.dtype))
-        ww = sm.layer_sums(axes, ww=(wf, wf))["ww"]
-        norm = drop_reduced(jnp.sqrt(ww), axes)
-        zero = jnp.zeros_like(norm)
-        if reference is None:
-            return zero, zero, norm, _EMPTY, _EMPTY
-        if reference == "sketch":
-            ref = sketch(w, seed, sketch_dim)
-        else:
-            dtype = jnp.bfloat16 if reference == "bfloat16" else w.dtype
-            ref = jnp.array(w, dtype, copy=True)
-        return zero, zero, norm, zero, ref
-
-    def track_leaf(axes: tuple, u: Any, w: Any, ref: Any, seed: Any):
-        # The sketch is one vector; an exact or bf16 copy has w's shape.
-        r_axes = (0,) if reference == "sketch" else axes
-        static = (axes, r_axes, reference, sketch_dim)
-        return sm.per_leaf(track_leaf_fn, static, u, w, ref, seed)
+    nx.check_axis(axis)
+    ref = check_reference(reference, sketch_dim, axis, key)
 
     def init_fn(params: optax.Params) -> TrackRotationState:
-        leaves, treedef = jax.tree.flatten(params)
-        flags = flags_of(params, len(leaves), mask)
-        axes = layer_axes(params, flags, axis)
-        keys = seeds(len(leaves))
-        rows: list = [(_EMPTY,) * 5] * len(leaves)
-        for k in [k for k, f in enumerate(flags) if f]:
-            rows[k] = init_leaf(leaves[k], axes[k], keys[k])
-        rate, ratio, norm, cos, ref = unzip(treedef, rows, 5, params)
+        rate, ratio, norm, cos, refs = initial_values(
+            params, mask, axis, ref, key
+        )
         count = jnp.zeros([], jnp.int32)
-        return TrackRotationState(count, rate, ratio, norm, cos, ref)
+        return TrackRotationState(count, rate, ratio, norm, cos, refs)
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise checks.no_params_error()
-        leaves, treedef = jax.tree.flatten(params)
-        u_leaves = flatten_up_to(treedef, updates, "updates")
-        refs = flatten_up_to(treedef, state.reference, "state")
-        flags = flags_of(params, len(leaves), mask)
-        axes = layer_axes(params, flags, axis)
-        args = list(
-            zip(u_leaves, leaves, refs, seeds(len(leaves)), strict=True)
+        refs = state.reference
+        rate, ratio, norm, cos = step_values(
+            updates, params, refs, mask, axis, ref, key
         )
-        rows: list = [(_EMPTY,) * 4] * len(leaves)
-        for k in [k for k, f in enumerate(flags) if f]:
-            row = track_leaf(axes[k], *args[k])
-            rows[k] = row if reference is not None else (*row, _EMPTY)
-        rate, ratio, norm, cos = unzip(treedef, rows, 4, state.reference)
         count = optax.safe_increment(state.count)
-        new = TrackRotationState(count, rate, ratio, norm, cos, state.reference)
+        new = TrackRotationState(count, rate, ratio, norm, cos, refs)
         return updates, new
 
     # One compilation instead of many small eager ones (one per op and shape).

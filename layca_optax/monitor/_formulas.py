@@ -1,21 +1,20 @@
-"""The rotation metrics' per-layer formulas, and their per-slice names.
+"""The per-layer formulas of the rotation metrics, from one-pass sums.
 
-The functions here turn a layer's one-pass sums (see :mod:`._sums`) into
-the cosine distance and the tangent of the angle turned, and name the
-per-slice values of a leaf for logging. :mod:`._metrics` and
-:mod:`._tracking` call them once per leaf, inside :func:`_sums.per_leaf`.
+The functions here turn a layer's sums (see :func:`_sums.layer_sums`) into
+the cosine distance, the tangent of the angle turned, and the radial ratio
+and norm of an update. :mod:`._metrics`, :mod:`._tracking` and
+:mod:`._references` call them once per leaf, inside :func:`_sums.per_leaf`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from layca_optax import _checks as checks, _numerics as nx, _sums as sm
+from layca_optax import _numerics as nx, _sums as sm
 
 
 def metric_sums(
@@ -95,47 +94,23 @@ def tan_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
     return drop_reduced(tan_from_sums(**sums), axes)
 
 
-def slice_items(name: str, value: Any) -> Iterator[tuple[str, Any]]:
-    """``(name, value)`` for a scalar; for an array, one item per entry,
-    named ``name/i`` (one axis) or ``name/i/j`` (two), in C order.
-
-    Works on traced values (static shapes) and on NumPy arrays.
-
-    Example:
-      >>> import numpy as np
-      >>> dict(slice_items("h/kernel", np.array([0.1, 0.2])))
-      {'h/kernel/0': np.float64(0.1), 'h/kernel/1': np.float64(0.2)}
-    """
-    shape = np.shape(value)
-    if not shape:
-        yield name, value
-        return
-    for index in np.ndindex(*shape):
-        yield name + "".join(f"/{i}" for i in index), value[index]
+def update_sums(
+    w: jax.Array, u: jax.Array, new: jax.Array, axes: tuple[int, ...]
+) -> dict[str, jax.Array]:
+    """``ww = <w, w>``, ``uw = <u, w>``, ``uu = <u, u>`` and ``nn = <new,
+    new>`` (``new = w + u`` as ``optax.apply_updates`` gives it)."""
+    dtype = nx.reduction_dtype(jnp.result_type(u, w))
+    w, u, new = w.astype(dtype), u.astype(dtype), new.astype(dtype)
+    return sm.layer_sums(axes, ww=(w, w), uw=(u, w), uu=(u, u), nn=(new, new))
 
 
-def check_prefix(prefix: Any) -> None:
-    """``ValueError`` naming the ``prefix`` argument unless a str."""
-    if not isinstance(prefix, str):
-        raise ValueError(
-            f"{checks.arg('prefix')} must be a str (prepended to every "
-            f"key), got {prefix!r}."
-        )
-
-
-def _mix(x: jax.Array) -> jax.Array:
-    """lowbias32 (C. Wellons): a full-avalanche hash of uint32 words."""
-    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
-    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def sketch(x: jax.Array, seed: jax.Array, dim: int) -> jax.Array:
-    """CountSketch of the flattened ``x``: each entry goes, with a random
-    sign, to one of ``dim`` buckets, both hashed from its index and the
-    two-word ``seed``."""
-    x = jnp.ravel(x).astype(nx.reduction_dtype(x.dtype))
-    h = _mix(_mix(jnp.arange(x.size, dtype=jnp.uint32) ^ seed[0]) + seed[1])
-    sign = jnp.where(h >> 31 == 0, 1.0, -1.0).astype(x.dtype)
-    bucket = ((h & 0x7FFFFFFF) % dim).astype(jnp.int32)
-    return jax.ops.segment_sum(sign * x, bucket, num_segments=dim)
+def update_metrics(ww, uw, uu, nn) -> tuple[Any, Any, Any]:
+    """Per layer: the rotation rate of the update ``u`` of ``w``, its
+    radial ratio and the norm of ``w + u``, from :func:`update_sums`."""
+    nw, k, tangential = tangent_parts(ww, uw, uu)
+    radial = jnp.abs(k) * nw  # |<u, w>| / ||w||
+    floor = nx.machine_eps(jnp.result_type(ww)) * radial
+    ratio = sm.ratio(radial, jnp.maximum(tangential, floor))
+    ratio = ratio + sm.nan_if_nonfinite(ww, uu)
+    rate = tan_from_parts(nw, k, tangential, ww, uu, nn)
+    return rate, ratio, jnp.sqrt(nn)

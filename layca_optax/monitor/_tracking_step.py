@@ -1,0 +1,99 @@
+"""What :func:`track_rotation` records of each layer, leaf by leaf.
+
+At init: zeros, the layer's norm and its reference. At each update: the
+rotation rate, radial ratio and norm after the update, and the cosine
+distance to the reference, in one pass per leaf through
+:func:`_sums.per_leaf` (one cached trace per shape and reference).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from layca_optax import _numerics as nx, _sums as sm
+from layca_optax._numerics import Axis
+from layca_optax.monitor._formulas import (
+    drop_reduced,
+    update_metrics,
+    update_sums,
+)
+from layca_optax.monitor._metrics import flatten_like, layer_axes
+from layca_optax.monitor._references import EMPTY, Reference, seeds
+
+
+def _init_leaf(
+    axes: tuple[int, ...], reference: Reference, w: Any, seed: Any
+) -> tuple:
+    """The initial rate, radial ratio, norm, cosine and reference of one
+    layer: zeros, its norm, and what ``reference`` stores."""
+    w = jnp.asarray(w)
+    wf = w.astype(nx.reduction_dtype(w.dtype))
+    ww = sm.layer_sums(axes, ww=(wf, wf))["ww"]
+    norm = drop_reduced(jnp.sqrt(ww), axes)
+    zero = jnp.zeros_like(norm)
+    cosine = EMPTY if reference.kind is None else zero
+    return zero, zero, norm, cosine, reference.store(w, seed)
+
+
+def _track_leaf(static: tuple, u: Any, w: Any, ref: Any, seed: Any) -> tuple:
+    """Rate, radial ratio, norm and (with a reference) cosine distance of
+    one leaf after the update ``u``; ``static`` is ``(axes, reference)``."""
+    axes, reference = static
+    u, w = jnp.asarray(u), jnp.asarray(w)
+    new = jnp.asarray(w + u).astype(w.dtype)  # as optax.apply_updates
+    out: tuple = update_metrics(**update_sums(w, u, new, axes))
+    if reference.kind is not None:
+        out = (*out, reference.cosine(new, ref, seed, axes))
+    return tuple(drop_reduced(x, axes) for x in out)
+
+
+def _unzip(treedef: Any, rows: list, n: int, empty: Any) -> list[Any]:
+    """Per-leaf rows of ``n`` values -> ``n`` trees (``empty`` if no leaf)."""
+    if not rows:
+        return [empty] * n
+    return [treedef.unflatten(col) for col in zip(*rows, strict=True)]
+
+
+def initial_values(
+    params: Any, mask: Any, axis: Axis, reference: Reference, key: Any
+) -> list[Any]:
+    """The state's per-layer trees at init: rate, radial ratio, norm,
+    cosine distance and reference (``EMPTY`` at other leaves)."""
+    leaves, treedef = jax.tree.flatten(params)
+    axes = layer_axes(params, mask, axis)
+    keys = seeds(reference, key, len(leaves))
+    rows = [
+        (EMPTY,) * 5 if a is None else _init_leaf(a, reference, w, seed)
+        for a, w, seed in zip(axes, leaves, keys, strict=True)
+    ]
+    return _unzip(treedef, rows, 5, params)
+
+
+def step_values(
+    updates: Any,
+    params: Any,
+    refs_tree: Any,
+    mask: Any,
+    axis: Axis,
+    reference: Reference,
+    key: Any,
+) -> list[Any]:
+    """The state's per-layer trees after the update ``updates`` of
+    ``params``: rate, radial ratio, norm and cosine distance to the
+    references in ``refs_tree`` (``EMPTY`` at other leaves)."""
+    leaves, treedef = jax.tree.flatten(params)
+    us = flatten_like(treedef, updates, "the updates and the params")
+    refs = flatten_like(treedef, refs_tree, "the state and the params")
+    axes = layer_axes(params, mask, axis)
+    keys = seeds(reference, key, len(leaves))
+    rows: list = []
+    for a, u, w, r, seed in zip(axes, us, leaves, refs, keys, strict=True):
+        if a is None:
+            rows.append((EMPTY,) * 4)
+            continue
+        row = sm.per_leaf(_track_leaf, (a, reference), u, w, r, seed)
+        rows.append(row if reference.kind is not None else (*row, EMPTY))
+    return _unzip(treedef, rows, 4, refs_tree)
