@@ -11,14 +11,15 @@ import tarfile
 import numpy as np
 import pytest
 
-from layca_optax.experiments._cifar import load_cifar, safe_unpickle
-from layca_optax.experiments._datasets import (
+from layca_optax.experiments.data import (
     ENV_VAR,
     Dataset,
     DatasetError,
+    load_cifar,
     load_digits,
     load_mnist,
     resolve_data_dir,
+    safe_unpickle,
     take_per_class,
     validation_split,
 )

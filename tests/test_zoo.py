@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import layca_optax
-from layca_optax.experiments._zoo import C10CNN1, MLP, ResNet32
+from layca_optax.experiments.models import C10CNN1, MLP, ResNet32
 
 
 def _abstract(model, shape):

@@ -6,40 +6,83 @@ It needs the ``examples`` extra (``pip install '.[examples]'`` in a clone).
 Layca, tuned SGD (with and without weight decay), Adam and Adam + Layca and
 plots the layer-rotation curves (``layca-optax demo``);
 :mod:`layca_optax.experiments.reproduce` checks the paper's findings with
-several seeds (``layca-optax reproduce``). The data loaders read MNIST-1D
-(generated), scikit-learn's digits (bundled), and MNIST and CIFAR-10/100
-from local files; :class:`C10CNN1`, :class:`ResNet32` and :class:`MLP` are
-the paper's models.
+several seeds (``layca-optax reproduce``). The data loaders
+(:mod:`~layca_optax.experiments.data`) read MNIST-1D (generated),
+scikit-learn's digits (bundled), and MNIST and CIFAR-10/100 from local
+files; :class:`C10CNN1`, :class:`ResNet32` and :class:`MLP` are the paper's
+models (:mod:`~layca_optax.experiments.models`); training lives in
+:mod:`~layca_optax.experiments.training`.
+
+The names below are loaded on first use, so that the command line's
+``--help`` imports none of JAX, Optax and Flax.
 """
 
-from layca_optax.experiments._cifar import load_cifar
-from layca_optax.experiments._data import load_mnist1d
-from layca_optax.experiments._datasets import (
-    Dataset,
-    DatasetError,
-    load_digits,
-    load_mnist,
-    take_per_class,
-    validation_split,
-)
-from layca_optax.experiments._models import CNN, conv1d_as_matmul
-from layca_optax.experiments._report import format_report
-from layca_optax.experiments._train import (
-    SweepResult,
-    TrainResult,
-    step_decay,
-    steps_per_epoch,
-    train,
-    train_sweep,
-)
-from layca_optax.experiments._zoo import C10CNN1, MLP, ResNet32
-from layca_optax.experiments.mnist1d import (
-    DEFAULT_EPOCHS,
-    OPTIMIZERS,
-    optimizers,
-    run_demo,
-)
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+
+if TYPE_CHECKING:
+    from layca_optax.experiments._report import format_report
+    from layca_optax.experiments.data import (
+        Dataset,
+        DatasetError,
+        load_cifar,
+        load_digits,
+        load_mnist,
+        load_mnist1d,
+        take_per_class,
+        validation_split,
+    )
+    from layca_optax.experiments.mnist1d import (
+        DEFAULT_EPOCHS,
+        OPTIMIZERS,
+        optimizers,
+        run_demo,
+    )
+    from layca_optax.experiments.models import (
+        C10CNN1,
+        CNN,
+        MLP,
+        ResNet32,
+        conv1d_as_matmul,
+    )
+    from layca_optax.experiments.training import (
+        SweepResult,
+        TrainResult,
+        step_decay,
+        steps_per_epoch,
+        train,
+        train_sweep,
+    )
+
+
+_HOMES = {
+    "data": (
+        "Dataset",
+        "DatasetError",
+        "load_cifar",
+        "load_digits",
+        "load_mnist",
+        "load_mnist1d",
+        "take_per_class",
+        "validation_split",
+    ),
+    "mnist1d": ("DEFAULT_EPOCHS", "OPTIMIZERS", "optimizers", "run_demo"),
+    "models": ("CNN", "C10CNN1", "MLP", "ResNet32", "conv1d_as_matmul"),
+    "_report": ("format_report",),
+    "training": (
+        "SweepResult",
+        "TrainResult",
+        "step_decay",
+        "steps_per_epoch",
+        "train",
+        "train_sweep",
+    ),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+_SUBMODULES = ("data", "mnist1d", "models", "reproduce", "sharded", "training")
 
 __all__ = (
     "CNN",
@@ -67,3 +110,19 @@ __all__ = (
     "train_sweep",
     "validation_split",
 )
+
+
+def __getattr__(name: str) -> Any:
+    """Imports a public name's module on first use."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_HOME[name]}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME, *_SUBMODULES})

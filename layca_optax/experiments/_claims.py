@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from layca_optax.experiments._experiments import LAYCA_DEFAULT
+
 
 T_THRESHOLD = 2.0
 """``|t|`` at and above which two configurations are said to differ."""
@@ -101,7 +103,7 @@ def check_claims(table: Mapping[str, Sequence[Mapping[str, Any]]]) -> list:
       ``"does not hold"`` or ``"inconclusive"``.
     """
     out = []
-    layca = [c for c in table["fig1"] if c["hparams"] == _DEFAULT_HP]
+    layca = [c for c in table["fig1"] if c["hparams"] == LAYCA_DEFAULT.hparams]
     default = dict(layca[0]) if layca else _best(table["fig1"])
 
     # 1. Rotation and generalization, over every SGD-family configuration.
@@ -161,7 +163,7 @@ def check_claims(table: Mapping[str, Sequence[Mapping[str, Any]]]) -> list:
     )
 
     # 4. Layca on adaptive methods closes their generalization gap.
-    for method in _adaptive_methods(table["fig6"]):
+    for method in adaptive_methods(table["fig6"]):
         plain = _best([c for c in table["fig6"] if c["kind"] == method])
         ours = _best(
             [c for c in table["fig6"] if c["kind"] == f"{method}-layca"]
@@ -206,9 +208,6 @@ def check_claims(table: Mapping[str, Sequence[Mapping[str, Any]]]) -> list:
     return out
 
 
-_DEFAULT_HP = {"learning_rate": 3.0**-3, "alpha": 0.0}
-
-
 def _direction(t: float, *, positive: str, negative: str) -> str:
     if t >= T_THRESHOLD:
         return positive
@@ -217,6 +216,7 @@ def _direction(t: float, *, positive: str, negative: str) -> str:
     return "inconclusive"
 
 
-def _adaptive_methods(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+def adaptive_methods(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The adaptive methods of Fig. 6's configurations, in order."""
     kinds = [c["kind"] for c in configs if not c["kind"].endswith("-layca")]
     return list(dict.fromkeys(kinds))

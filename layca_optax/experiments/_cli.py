@@ -301,8 +301,8 @@ def _reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace):
         return 1
     if args.data_dir is not None and not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a folder")
-    from layca_optax.experiments._datasets import DatasetError
     from layca_optax.experiments._runner import Settings, check_data
+    from layca_optax.experiments.data import DatasetError
     from layca_optax.experiments.reproduce import run_reproduce
 
     quick = REPRODUCE_QUICK if args.quick else {}

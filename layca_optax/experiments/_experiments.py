@@ -17,6 +17,7 @@ import jax
 import optax
 
 import layca_optax
+from layca_optax.experiments._format import power_of_3
 
 
 ADAPTIVE = {
@@ -115,17 +116,6 @@ class Experiment:
     configs: tuple[Config, ...]
 
 
-def power3(x: float) -> str:
-    """``"3^-3"`` for ``3**-3``, ``"3^-2.5"``, else ``"%g"``."""
-    import math
-
-    k = math.log(x, 3)
-    if abs(k * 2 - round(k * 2)) < 1e-9:
-        k = round(k * 2) / 2
-        return f"3^{k:g}"
-    return f"{x:g}"
-
-
 ALPHAS = (-0.6, -0.3, 0.0, 0.3, 0.6)
 RHOS = tuple(3.0**-k for k in range(1, 6))
 SGD_RATES = tuple(3.0**k for k in range(-3, 3))
@@ -152,11 +142,11 @@ LAYCA_DEFAULT = Config(
 
 def _layca(alpha: float, rho: float) -> Config:
     hp = {"learning_rate": rho, "alpha": alpha}
-    return Config(f"alpha={alpha:g}, lr={power3(rho)}", "layca", hp)
+    return Config(f"alpha={alpha:g}, lr={power_of_3(rho)}", "layca", hp)
 
 
 def _rate(kind: str, lr: float, **more: float) -> Config:
-    label = f"{kind}, lr={power3(lr)}"
+    label = f"{kind}, lr={power_of_3(lr)}"
     return Config(label, kind, {"learning_rate": lr, **more})
 
 

@@ -114,10 +114,15 @@ def figure(results: Mapping[str, Any]) -> Any:
     return fig
 
 
+def write_png(path: Path, fig: Any, dpi: int) -> None:
+    """Writes a matplotlib figure as a PNG, atomically."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+
+
 def write_figure(path: Path, results: Mapping[str, Any]) -> Any:
     """Writes :func:`figure` as a PNG, atomically, and returns it."""
     fig = figure(results)
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    write_png(path, fig, dpi=110)
     return fig
 
 
@@ -172,6 +177,23 @@ def summary(result: Any, **settings: Any) -> dict[str, Any]:
     }
 
 
+def progress_bar(
+    total: int, unit: str, desc: str | None = None, *, verbose: bool = True
+) -> Any:
+    """A tqdm bar on stderr; disabled (``bar.disable``) when stderr is no
+    terminal, or when not ``verbose``."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        disable=None if verbose else True,  # None: off unless a terminal
+        dynamic_ncols=True,
+    )
+
+
 class Progress:
     """One tqdm bar per run on a terminal, else one line per run (stderr).
 
@@ -181,18 +203,8 @@ class Progress:
     """
 
     def __init__(self, label: str, epochs: int) -> None:
-        from tqdm import tqdm
-
         self.label, self.epochs = label, epochs
-        self.bar = tqdm(
-            total=epochs,
-            desc=label,
-            unit="epoch",
-            file=sys.stderr,
-            disable=None,  # off when stderr is not a terminal
-            leave=True,
-            dynamic_ncols=True,
-        )
+        self.bar = progress_bar(epochs, "epoch", label)
 
     def __call__(self, done: int) -> None:
         """Moves the bar to ``done`` epochs (called from the run)."""

@@ -15,7 +15,7 @@ import numpy as np
 
 import layca_optax
 from layca_optax.experiments import _report
-from layca_optax.experiments._claims import stats
+from layca_optax.experiments._claims import adaptive_methods, stats
 
 
 FIGURES = {
@@ -97,11 +97,7 @@ def fig1(configs: Sequence[Mapping[str, Any]], layers: Sequence[str]) -> Any:
 def fig6(configs: Sequence[Mapping[str, Any]], layers: Sequence[str]) -> Any:
     """Fig. 6: each adaptive method at its best rate, without (top row) and
     with Layca (bottom row)."""
-    methods = list(
-        dict.fromkeys(
-            c["kind"] for c in configs if not c["kind"].endswith("-layca")
-        )
-    )
+    methods = adaptive_methods(configs)
     fig, axes = _figure(2, len(methods), 2.9, 2.4)
     for j, method in enumerate(methods):
         for i, kind in enumerate((method, f"{method}-layca")):

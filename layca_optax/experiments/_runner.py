@@ -16,24 +16,30 @@ import numpy as np
 
 import layca_optax
 from layca_optax.experiments import _report
-from layca_optax.experiments._cifar import load_cifar
-from layca_optax.experiments._data import load_mnist1d
-from layca_optax.experiments._datasets import (
-    Dataset,
-    DatasetError,
-    load_digits,
-    load_mnist,
-    resolve_data_dir,
-    take_per_class,
-)
 from layca_optax.experiments._experiments import (
     LAYCA_DEFAULT,
     Optimizer,
     experiments,
 )
-from layca_optax.experiments._models import CNN
 from layca_optax.experiments._workers import run_parallel
-from layca_optax.experiments._zoo import C10CNN1, MLP, ResNet32
+from layca_optax.experiments.data import (
+    Dataset,
+    DatasetError,
+    load_cifar,
+    load_digits,
+    load_mnist,
+    load_mnist1d,
+    resolve_data_dir,
+    take_per_class,
+)
+from layca_optax.experiments.models import C10CNN1, CNN, MLP, ResNet32
+from layca_optax.experiments.training import (
+    BATCH_SIZE,
+    DECAY_AT,
+    DECAY_FACTOR,
+    accuracy,
+    train_sweep,
+)
 
 
 TASKS = ("mnist1d", "cifar10", "cifar100")
@@ -85,7 +91,8 @@ def cnn_task(settings: Settings) -> Task:
     """
     if settings.task == "mnist1d":
         return Task(
-            CNN(), load_mnist1d(), 128, settings.epochs, 0.2, (0.8, 0.9),
+            CNN(), load_mnist1d(), BATCH_SIZE, settings.epochs,
+            DECAY_FACTOR, DECAY_AT,
             "MNIST-1D (4,000 train / 1,000 test, generated), 1-D CNN: 4 "
             "conv + 1 dense kernels, BatchNorm without affine parameters",
         )  # fmt: skip
@@ -98,7 +105,7 @@ def cnn_task(settings: Settings) -> Task:
     else:
         model, decay = ResNet32(num_classes=100), (0.1, (0.7, 0.9, 0.97))
         name = "CIFAR-100, ResNet-32 (34 kernel layers)"
-    return Task(model, data, 128, settings.epochs, *decay, name)
+    return Task(model, data, BATCH_SIZE, settings.epochs, *decay, name)
 
 
 @functools.lru_cache(maxsize=4)
@@ -124,7 +131,7 @@ def mlp_task(settings: Settings) -> Task:
             name = f"MNIST ({len(data.x_train):,} train images)"
         batch = min(2048, len(data.x_train))
     return Task(
-        MLP(), data, batch, settings.mlp_epochs, 0.2, (0.9,),
+        MLP(), data, batch, settings.mlp_epochs, DECAY_FACTOR, (0.9,),
         f"{name}, MLP Dense(784)-BN-ReLU-Dense(10); biases and BN "
         "parameters frozen (Layca's default mask), as the authors' code",
     )  # fmt: skip
@@ -175,9 +182,7 @@ def _reinit(task: Task, result: Any, seed: int, draws: int) -> dict:
     batch_stats = result.batch_stats
 
     def test_accuracy(params):
-        variables = {"params": params, "batch_stats": batch_stats}
-        logits = model.apply(variables, x, train=False)
-        return jnp.mean(jnp.argmax(logits, -1) == y)
+        return accuracy(model, params, batch_stats, x, y)
 
     marks = _checkpoints(task.epochs)
     checkpoints = [result.init_params] + [
@@ -211,8 +216,6 @@ def run_unit(settings: Settings, unit: Unit) -> dict[str, Any]:
     default on the CNN, the first rate on the MLP) and ``"features"`` (the
     first 16 hidden units' input weights as images) for the MLP's runs.
     """
-    from layca_optax.experiments import train_sweep
-
     experiment = {e.name: e for e in experiments(settings.quick)}[
         unit.experiment
     ]

@@ -18,7 +18,6 @@ Run it with ``layca-optax demo`` or call :func:`run_demo`.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,10 @@ import optax
 
 import layca_optax
 from layca_optax.experiments import _report
-from layca_optax.experiments._data import DATA_SEED, load_mnist1d
-from layca_optax.experiments._models import CNN
-from layca_optax.experiments._train import (
+from layca_optax.experiments._format import power_of_3
+from layca_optax.experiments.data import DATA_SEED, load_mnist1d
+from layca_optax.experiments.models import CNN
+from layca_optax.experiments.training import (
     BATCH_SIZE,
     DECAY_AT,
     DECAY_FACTOR,
@@ -134,12 +134,6 @@ def _optimizer(
     raise ValueError(f"unknown optimizer {name!r}; known: {OPTIMIZERS}")
 
 
-def _power_of_3(x: float) -> str:
-    """``"3**-3"`` for 1/27 (negative powers of 3), else ``"%g"``."""
-    k = round(math.log(x, 3))
-    return f"3**{k}" if k < 0 and math.isclose(x, 3.0**k) else f"{x:g}"
-
-
 def optimizers(
     total_steps: int,
     sgd_learning_rate: float = SGD_LEARNING_RATE,
@@ -180,7 +174,11 @@ def optimizers(
             raise ValueError(f"unknown optimizer {name!r}; known: {OPTIMIZERS}")
         lr = rates[name]
         tx = _optimizer(name, lr, total_steps)
-        out[name] = (lr, described[name].format(_power_of_3(lr)), tx)
+        out[name] = (
+            lr,
+            described[name].format(power_of_3(lr, op="**", below_one=True)),
+            tx,
+        )
     return out
 
 

@@ -15,11 +15,11 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from layca_optax._io import atomic_write, atomic_write_text
+from layca_optax._io import atomic_write_text
 from layca_optax.experiments import _repro_figures as figures
 from layca_optax.experiments._claims import (
     MATCH_POINTS,
@@ -28,7 +28,12 @@ from layca_optax.experiments._claims import (
     stats,
 )
 from layca_optax.experiments._experiments import experiments
-from layca_optax.experiments._report import history, write_json
+from layca_optax.experiments._report import (
+    history,
+    progress_bar,
+    write_json,
+    write_png,
+)
 from layca_optax.experiments._runner import Settings, Unit, describe, run_all
 
 
@@ -45,15 +50,7 @@ def history_path(experiment: str, label: str, seed: int) -> str:
 
 def _progress(total: int, verbose: bool):
     """A tqdm bar over runs (a line per run when stderr is no terminal)."""
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=total,
-        unit="run",
-        file=sys.stderr,
-        disable=None if verbose else True,
-        dynamic_ncols=True,
-    )
+    bar = progress_bar(total, "run", verbose=verbose)
     count = [0]
 
     def done(unit: Unit, entry: Mapping[str, Any]) -> None:
@@ -164,12 +161,8 @@ def write_figures(results: Mapping[str, Any], out: Path) -> list[str]:
         "reinit": figures.reinit(_reinit_studies(results)),
     }
     for key, fig in drawn.items():
-        atomic_write(out / figures.FIGURES[key], _png_writer(fig))
+        write_png(out / figures.FIGURES[key], fig, dpi=90)
     return [figures.FIGURES[k] for k in drawn]
-
-
-def _png_writer(fig: Any) -> Callable[[Any], None]:
-    return lambda f: fig.savefig(f, format="png", dpi=90)
 
 
 def _reinit_studies(results: Mapping[str, Any]) -> dict[str, list]:

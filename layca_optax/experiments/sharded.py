@@ -31,24 +31,26 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import layca_optax
-from layca_optax.experiments import CNN, Dataset, load_mnist1d, step_decay
+from layca_optax.experiments.data import Dataset, load_mnist1d
+from layca_optax.experiments.mnist1d import LAYCA_LEARNING_RATE
+from layca_optax.experiments.models import CNN
+from layca_optax.experiments.training import (
+    BATCH_SIZE,
+    init_fn,
+    loss_and_stats,
+    predict,
+    step_decay,
+)
 
 
 def make_step(model: nn.Module, tx: optax.GradientTransformation) -> Any:
     """One training step on a global batch (sharded or not)."""
-
-    def loss_fn(params, batch_stats, x, y):
-        variables = {"params": params, "batch_stats": batch_stats}
-        logits, updates = model.apply(
-            variables, x, train=True, mutable=["batch_stats"]
-        )
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        return jnp.mean(loss), updates["batch_stats"]
+    grad_fn = jax.value_and_grad(
+        functools.partial(loss_and_stats, model), has_aux=True
+    )
 
     def step(params, batch_stats, opt_state, x, y):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch_stats, x, y
-        )
+        (loss, batch_stats), grads = grad_fn(params, batch_stats, x, y)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (
             optax.apply_updates(params, updates),
@@ -66,8 +68,8 @@ def train(
     devices: Sequence[Any] | None = None,
     model: nn.Module | None = None,
     data: Dataset | None = None,
-    batch_size: int = 128,
-    learning_rate: float = 3**-3,
+    batch_size: int = BATCH_SIZE,
+    learning_rate: float = LAYCA_LEARNING_RATE,
     max_steps: int | None = None,
     seed: int = 0,
     perturb: float = 0.0,
@@ -106,66 +108,18 @@ def train(
     data = load_mnist1d() if data is None else data
     steps = epochs * (len(data.x_train) // batch_size)
     steps = steps if max_steps is None else min(steps, max_steps)
-    mesh = Mesh(np.array(devices), ("data",))
-    replicated = NamedSharding(mesh, P())
-    batch = NamedSharding(mesh, P("data"))  # split the batch dimension
-
     if variables is None:
-        variables = _init_variables(model, seed, data.x_train[:1])
+        key = jax.random.key(seed)
+        variables = init_fn(model)(key, jnp.asarray(data.x_train[:1]))
     init = dict(jax.device_get(variables))  # host copies: params are donated
     if perturb:
-        noise = np.random.default_rng(seed + 1)
-        init["params"] = jax.tree.map(
-            lambda w: (
-                w * (1 + perturb * noise.standard_normal(w.shape))
-            ).astype(w.dtype),
-            init["params"],
-        )
-    param_sharding = layca_optax.param_shardings(
-        init["params"], mesh, fsdp="data"
-    )
-    params = jax.device_put(init["params"], param_sharding)
-    batch_stats = jax.device_put(init["batch_stats"], replicated)
+        init["params"] = _perturbed(init["params"], perturb, seed + 1)
+    mesh = Mesh(np.array(devices), ("data",))
     tx = layca_optax.layca(step_decay(learning_rate, steps))
-    state_sharding = layca_optax.state_shardings(tx, params)
-    opt_state = jax.jit(tx.init, out_shardings=state_sharding)(params)
-    stats_sharding = jax.tree.map(lambda _: replicated, batch_stats)
-    step = jax.jit(
-        make_step(model, tx),
-        out_shardings=(
-            param_sharding,
-            stats_sharding,
-            state_sharding,
-            replicated,
-        ),
-        donate_argnums=(0, 1, 2),
-    )
-
-    @jax.jit
-    def predict(params, batch_stats, x):
-        variables = {"params": params, "batch_stats": batch_stats}
-        logits: Any = model.apply(variables, x, train=False)
-        return jnp.argmax(logits, -1)
-
-    rng = np.random.default_rng(seed)
-    losses: list[jax.Array] = []
-    accuracies: list[float] = []
+    run = _Sharded(model, tx, mesh, init)
     start = time.perf_counter()
-    while len(losses) < steps:
-        order = rng.permutation(len(data.x_train))
-        for i in range(len(data.x_train) // batch_size):
-            if len(losses) == steps:
-                break
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            x, y = jax.device_put((data.x_train[idx], data.y_train[idx]), batch)
-            params, batch_stats, opt_state, loss = step(
-                params, batch_stats, opt_state, x, y
-            )
-            losses.append(loss)
-        predicted = predict(params, batch_stats, data.x_test)
-        accuracies.append(float(jnp.mean(predicted == data.y_test)))
-    init_params = jax.device_put(init["params"], param_sharding)
-    rotation = jax.jit(layca_optax.rotation_metrics)(params, init_params)
+    losses, accuracies = run.fit(data, batch_size, steps, seed)
+    rotation = run.rotation()
     return {
         "loss": np.asarray(jax.device_get(losses), np.float64),
         "test_accuracy": np.asarray(accuracies),
@@ -175,14 +129,82 @@ def train(
     }
 
 
-@functools.cache
-def _jitted_init(model: nn.Module) -> Any:
-    return jax.jit(lambda key, x: model.init(key, x, train=False))
+def _perturbed(params: Any, perturb: float, seed: int) -> Any:
+    """Each weight times ``1 + perturb * z``, ``z`` standard normal."""
+    noise = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda w: (w * (1 + perturb * noise.standard_normal(w.shape))).astype(
+            w.dtype
+        ),
+        params,
+    )
 
 
-def _init_variables(model: nn.Module, seed: int, sample: Any) -> Any:
-    """The model's variables for ``seed`` (one compiled call per model)."""
-    return _jitted_init(model)(jax.random.key(seed), jnp.asarray(sample))
+class _Sharded:
+    """A model's parameters and optimizer state laid out over ``mesh``
+    (kernels FSDP-split, BatchNorm statistics replicated), its jitted step
+    and prediction."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tx: optax.GradientTransformation,
+        mesh: Mesh,
+        init: dict[str, Any],
+    ) -> None:
+        replicated = NamedSharding(mesh, P())
+        self.batch = NamedSharding(mesh, P("data"))  # split the batch
+        self.param_sharding = layca_optax.param_shardings(
+            init["params"], mesh, fsdp="data"
+        )
+        self.init_params = init["params"]
+        self.params = jax.device_put(init["params"], self.param_sharding)
+        self.batch_stats = jax.device_put(init["batch_stats"], replicated)
+        state_sharding = layca_optax.state_shardings(tx, self.params)
+        init_state = jax.jit(tx.init, out_shardings=state_sharding)
+        self.opt_state = init_state(self.params)
+        stats_sharding = jax.tree.map(lambda _: replicated, self.batch_stats)
+        self.step = jax.jit(
+            make_step(model, tx),
+            out_shardings=(
+                self.param_sharding,
+                stats_sharding,
+                state_sharding,
+                replicated,
+            ),
+            donate_argnums=(0, 1, 2),
+        )
+        self.predict = jax.jit(functools.partial(predict, model))
+
+    def fit(
+        self, data: Dataset, batch_size: int, steps: int, seed: int
+    ) -> tuple[list[jax.Array], list[float]]:
+        """Trains ``steps`` steps on minibatches drawn without replacement
+        (a permutation per epoch by ``seed``); the losses per step and the
+        test accuracy after each (possibly partial) epoch."""
+        rng = np.random.default_rng(seed)
+        losses: list[jax.Array] = []
+        accuracies: list[float] = []
+        while len(losses) < steps:
+            order = rng.permutation(len(data.x_train))
+            for i in range(len(data.x_train) // batch_size):
+                if len(losses) == steps:
+                    break
+                idx = order[i * batch_size : (i + 1) * batch_size]
+                batch = (data.x_train[idx], data.y_train[idx])
+                x, y = jax.device_put(batch, self.batch)
+                self.params, self.batch_stats, self.opt_state, loss = self.step(
+                    self.params, self.batch_stats, self.opt_state, x, y
+                )
+                losses.append(loss)
+            predicted = self.predict(self.params, self.batch_stats, data.x_test)
+            accuracies.append(float(jnp.mean(predicted == data.y_test)))
+        return losses, accuracies
+
+    def rotation(self) -> dict[str, jax.Array]:
+        """Each layer's cosine distance to its initial weights."""
+        init = jax.device_put(self.init_params, self.param_sharding)
+        return jax.jit(layca_optax.rotation_metrics)(self.params, init)
 
 
 def _summary(name: str, run: dict[str, Any]) -> str:
@@ -215,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line: ``python -m layca_optax.experiments.sharded --help``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--cpu-devices",

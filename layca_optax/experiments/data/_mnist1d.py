@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 
-from layca_optax.experiments._datasets import Dataset, make_dataset
+from layca_optax.experiments.data._dataset import Dataset, make_dataset
 
 
 DATA_SEED = 42

@@ -1,4 +1,5 @@
-"""A small 1-D CNN in the style of the Layca paper's models."""
+"""Layers the models share: BatchNorm as the paper's models use it, and the
+1-D convolution as a matmul (fast inside loops on XLA:CPU)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,31 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+KERAS_BN_EPSILON = 1e-3
+"""Keras' BatchNorm epsilon, as in the authors' models."""
+
+
+def batch_norm(
+    train: bool,
+    momentum: float,
+    *,
+    affine: bool = False,
+    epsilon: float = KERAS_BN_EPSILON,
+    name: str | None = None,
+) -> nn.BatchNorm:
+    """A BatchNorm layer: batch statistics (updating the running ones) when
+    ``train``, else the running ones; without scale and offset unless
+    ``affine``; named ``name`` (None: Flax's ``BatchNorm_<i>``)."""
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=momentum,
+        epsilon=epsilon,
+        use_bias=affine,
+        use_scale=affine,
+        name=name,
+    )
 
 
 def conv1d_as_matmul(
@@ -72,68 +98,3 @@ def conv1d_as_matmul(
     return jnp.einsum(
         "bwkc,kcf->bwf", jnp.stack(windows, axis=2), rhs, precision=precision
     )
-
-
-class CNN(nn.Module):
-    """Conv-ReLU-BatchNorm blocks, global average pooling, a linear classifier.
-
-    As in the paper's models (Carbonnelle & De Vleeschouwer, Section 6 of the
-    project's spec): convolutions and the classifier have no bias, BatchNorm
-    has no affine parameters and comes after the ReLU, kernels use He-uniform
-    initialization. So every trainable parameter is a kernel, i.e. a layer
-    for Layca's default mask; BatchNorm's running statistics live in the
-    ``batch_stats`` collection.
-
-    Attributes:
-      features: output channels of each convolution.
-      strides: stride of each convolution (same length as ``features``).
-      kernel_size: width of every convolution kernel.
-      num_classes: number of outputs of the classifier.
-      bn_momentum: BatchNorm's running-statistics momentum.
-    """
-
-    features: Sequence[int] = (32, 32, 32, 32)
-    strides: Sequence[int] = (1, 2, 2, 1)
-    kernel_size: int = 5
-    num_classes: int = 10
-    bn_momentum: float = 0.9
-
-    @property
-    def layer_names(self) -> tuple[str, ...]:
-        """The kernels' paths in forward order (input side first)."""
-        convs = tuple(f"Conv_{i}/kernel" for i in range(len(self.features)))
-        return (*convs, "Dense_0/kernel")
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """Logits for a batch of sequences.
-
-        Args:
-          x: inputs of shape ``(batch, length, channels)``.
-          train: normalize with batch statistics and update the running
-            ones (True), or use the running ones (False).
-
-        Returns:
-          Logits of shape ``(batch, num_classes)``.
-        """
-        init = nn.initializers.he_uniform()
-        blocks = zip(self.features, self.strides, strict=True)
-        for features, stride in blocks:
-            x = nn.Conv(
-                features,
-                (self.kernel_size,),
-                strides=(stride,),
-                padding="SAME",
-                use_bias=False,
-                kernel_init=init,
-                conv_general_dilated=conv1d_as_matmul,
-            )(x)
-            x = nn.relu(x)
-            x = nn.BatchNorm(
-                use_running_average=not train,
-                momentum=self.bn_momentum,
-                use_bias=False,
-                use_scale=False,
-            )(x)
-        x = x.mean(axis=-2)
-        return nn.Dense(self.num_classes, use_bias=False, kernel_init=init)(x)

@@ -18,21 +18,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-
-_BN_EPSILON = 1e-3  # Keras' default
-
-
-def _batch_norm(
-    train: bool, momentum: float, name: str, affine: bool
-) -> nn.BatchNorm:
-    return nn.BatchNorm(
-        use_running_average=not train,
-        momentum=momentum,
-        epsilon=_BN_EPSILON,
-        use_bias=affine,
-        use_scale=affine,
-        name=name,
-    )
+from layca_optax.experiments.models._layers import batch_norm
 
 
 class C10CNN1(nn.Module):
@@ -98,7 +84,7 @@ class C10CNN1(nn.Module):
                 )(x)
                 x = nn.relu(x)
                 name = f"stage{s}_layer{i}_batch"
-                x = _batch_norm(train, self.bn_momentum, name, False)(x)
+                x = batch_norm(train, self.bn_momentum, name=name)(x)
             if s != last:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.mean(axis=(1, 2))
@@ -173,9 +159,7 @@ class ResNet32(nn.Module):
                 name=f"{name}_conv",
             )(x)
             if bn:
-                norm = _batch_norm(
-                    train, self.bn_momentum, f"{name}_batch", False
-                )
+                norm = batch_norm(train, self.bn_momentum, name=f"{name}_batch")
                 x = norm(x)
             return nn.relu(x) if relu else x
 
@@ -244,6 +228,6 @@ class MLP(nn.Module):
         init = nn.initializers.xavier_uniform()  # Keras' glorot_uniform
         x = x.reshape(x.shape[0], -1)
         x = nn.Dense(self.hidden, kernel_init=init, name="dense0")(x)
-        x = _batch_norm(train, self.bn_momentum, "batch", True)(x)
+        x = batch_norm(train, self.bn_momentum, affine=True, name="batch")(x)
         x = nn.relu(x)
         return nn.Dense(self.num_classes, kernel_init=init, name="densef")(x)

@@ -17,7 +17,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from layca_optax.experiments._datasets import (
+from layca_optax.experiments.data._dataset import (
     Dataset,
     DatasetError,
     make_dataset,
@@ -207,7 +207,7 @@ def load_cifar(
       standardize: subtract the train set's global scalar pixel mean and
         divide by its standard deviation, as the paper does (computed on
         all the train images, before any
-        :func:`~layca_optax.experiments._datasets.validation_split`); else
+        :func:`~layca_optax.experiments.data.validation_split`); else
         scale pixels to ``[0, 1]``.
 
     Returns:
