@@ -32,8 +32,10 @@ from layca_optax.analysis._reinit import (
     reinit_robustness,
     rerandom_draws,
 )
-from layca_optax.analysis._reinit_plot import plot_reinit_robustness
-from layca_optax.analysis._reinit_result import ReinitResult
+from layca_optax.analysis._reinit_result import (
+    ReinitResult,
+    plot_reinit_robustness,
+)
 
 
 __all__ = (

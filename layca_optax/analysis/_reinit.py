@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -12,7 +13,13 @@ import numpy as np
 import optax
 
 from layca_optax import _checks as checks
-from layca_optax._masks import KeyPathLike, path_str, resolve_mask
+from layca_optax._masks import (
+    KeyPathLike,
+    leaf_paths,
+    path_str,
+    resolve_mask,
+    shape_mismatch,
+)
 from layca_optax.analysis._reinit_result import ReinitResult
 
 
@@ -61,24 +68,22 @@ def _select(layers: Any, params: Any, paths: list[str]) -> list[int]:
     return chosen
 
 
-def _same(a: Any, b: Any) -> bool:
-    """``a == b`` for two ``PyTreeDef`` (which mypy sees as untyped)."""
-    return a == b
-
-
 def _check_checkpoints(params: Any, checkpoints: Any) -> list:
+    """The checkpoints as a list, or ``ValueError``: none, or one whose
+    structure or shapes differ from the params'."""
     checkpoints = list(checkpoints)
     if not checkpoints:
         raise ValueError(
             f"{checks.arg('checkpoints')} is empty; pass at least the "
             "initial parameters."
         )
-    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-    names = [path_str(p) for p, _ in flat]
+    treedef: Any
+    leaves, treedef = jax.tree.flatten(params)
+    names = leaf_paths(params)
     for n, ckpt in enumerate(checkpoints):
         got, got_def = jax.tree_util.tree_flatten_with_path(ckpt)
-        if not _same(got_def, treedef):
-            got_names = [path_str(p) for p, _ in got]
+        if got_def != treedef:
+            got_names = leaf_paths(ckpt)
             missing = [p for p in names if p not in got_names]
             extra = [p for p in got_names if p not in names]
             raise ValueError(
@@ -86,17 +91,38 @@ def _check_checkpoints(params: Any, checkpoints: Any) -> list:
                 f"the structure of `params` (missing {missing}, extra "
                 f"{extra}): {got_def} vs {treedef}."
             )
-        for name, (_, a), (_, b) in zip(names, got, flat, strict=True):
-            if jnp.shape(a) != jnp.shape(b):
-                raise ValueError(
-                    f"{checks.arg('checkpoints')}: checkpoint {n}, leaf "
-                    f"{name!r} has shape {jnp.shape(a)}, `params` has "
-                    f"{jnp.shape(b)}."
-                )
+        bad = shape_mismatch(got, leaves)
+        if bad:
+            raise ValueError(
+                f"{checks.arg('checkpoints')}: checkpoint {n}, leaf "
+                f"{bad[0]!r} has shape {bad[1]}, `params` has {bad[2]}."
+            )
     return checkpoints
 
 
-def _draws(key, index, path, init, init_fn, num_draws):
+def _check_args(params, checkpoints, key, num_draws, batch, tolerance, labels):
+    """The checkpoints and their labels, or ``ValueError`` naming the bad
+    argument of :func:`reinit_robustness`."""
+    checkpoints = _check_checkpoints(params, checkpoints)
+    if batch not in ("vmap", "map"):
+        raise ValueError(
+            f"{checks.arg('batch')} must be 'vmap' or 'map', got {batch!r}."
+        )
+    checks.check_count(num_draws, "num_draws", what=_DRAWS)
+    checks.check_key(key)
+    checks.check_scalar(tolerance, "tolerance", low=0.0)
+    if labels is None:
+        labels = ["init"] + [str(n) for n in range(1, len(checkpoints))]
+    labels = list(labels)
+    if len(labels) != len(checkpoints):
+        raise ValueError(
+            f"{checks.arg('checkpoint_labels')} has {len(labels)} labels "
+            f"for {len(checkpoints)} checkpoints."
+        )
+    return checkpoints, tuple(labels)
+
+
+def _draws(key, index, path, init, init_fn, num_draws) -> jax.Array:
     """``[num_draws, *shape]`` fresh values for leaf number ``index``."""
     key = jax.random.fold_in(key, index)
     init = jnp.asarray(init)
@@ -158,11 +184,10 @@ def rerandom_draws(
     """
     checks.check_key(key)
     checks.check_count(num_draws, "num_draws", what=_DRAWS)
-    flat, _ = jax.tree_util.tree_flatten_with_path(init_params)
-    paths = [path_str(p) for p, _ in flat]
+    leaves, paths = jax.tree.leaves(init_params), leaf_paths(init_params)
     chosen = _select(layers, init_params, paths)
     return {
-        paths[i]: _draws(key, i, paths[i], flat[i][1], init_fn, num_draws)
+        paths[i]: _draws(key, i, paths[i], leaves[i], init_fn, num_draws)
         for i in chosen
     }
 
@@ -253,30 +278,17 @@ def reinit_robustness(
       Zhang, Bengio & Singer, `Are All Layers Created Equal?
       <https://arxiv.org/abs/1902.01996>`_, JMLR 2022, Sections 2-3.
     """
-    checkpoints = _check_checkpoints(params, checkpoints)
-    if batch not in ("vmap", "map"):
-        raise ValueError(
-            f"{checks.arg('batch')} must be 'vmap' or 'map', got {batch!r}."
-        )
-    checks.check_count(num_draws, "num_draws", what=_DRAWS)
-    checks.check_key(key)
-    checks.check_scalar(tolerance, "tolerance", low=0.0)
-    labels = ["init"] + [str(n) for n in range(1, len(checkpoints))]
-    labels = list(labels if checkpoint_labels is None else checkpoint_labels)
-    if len(labels) != len(checkpoints):
-        raise ValueError(
-            f"{checks.arg('checkpoint_labels')} has {len(labels)} labels "
-            f"for {len(checkpoints)} checkpoints."
-        )
-    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-    paths = [path_str(p) for p, _ in flat]
+    checkpoints, labels = _check_args(
+        params, checkpoints, key, num_draws, batch, tolerance, checkpoint_labels
+    )
+    paths = leaf_paths(params)
     chosen = _select(layers, params, paths)
     out = jax.eval_shape(eval_fn, params)
     if getattr(out, "shape", None) != ():
         raise ValueError(
             f"{checks.arg('eval_fn')} must return a scalar, got {out!r}."
         )
-    leaves = [leaf for _, leaf in flat]
+    leaves, treedef = jax.tree.flatten(params)
     ckpts = [jax.tree.leaves(c) for c in checkpoints]
     stacks = [
         jnp.stack(
@@ -284,33 +296,43 @@ def reinit_robustness(
         )
         for i in chosen
     ]
-    seq = lambda f: lambda xs: jax.lax.map(f, xs)
-    mapper = jax.vmap if batch == "vmap" else seq
-
-    def run(leaves, stacks, key):
-        def metric(index, value):
-            new = leaves[:index] + [value] + leaves[index + 1 :]
-            return jnp.asarray(eval_fn(jax.tree.unflatten(treedef, new)))
-
-        base = jnp.asarray(eval_fn(jax.tree.unflatten(treedef, leaves)))
-        reinit, rerandom = [], []
-        for i, stack in zip(chosen, stacks, strict=True):
-            f = lambda v, i=i: metric(i, v)
-            # Bit-identical to the trained layer: the params are unmodified.
-            same = stack == jnp.asarray(leaves[i])[None]
-            same = jnp.all(same, axis=tuple(range(1, stack.ndim)))
-            reinit.append(jnp.where(same, base, mapper(f)(stack)))
-            draws = _draws(key, i, paths[i], stack[0], init_fn, num_draws)
-            rerandom.append(mapper(f)(draws))
-        return base, jnp.stack(reinit), jnp.stack(rerandom)
-
+    draw = functools.partial(_draws, init_fn=init_fn, num_draws=num_draws)
+    run = functools.partial(
+        _evaluate, eval_fn, treedef, chosen, paths, draw, batch
+    )
     base, reinit, rerandom = jax.jit(run)(leaves, stacks, key)
     return ReinitResult(
         paths=tuple(paths[i] for i in chosen),
-        checkpoint_labels=tuple(labels),
+        checkpoint_labels=labels,
         baseline=float(base),
         reinit=np.asarray(reinit),
         rerandom=np.asarray(rerandom),
         tolerance=float(tolerance),
         higher_is_better=higher_is_better,
     )
+
+
+def _evaluate(
+    eval_fn, treedef, chosen, paths, draw, batch, leaves, stacks, key
+):
+    """The baseline, and per chosen layer the metric with it reset to each
+    checkpoint (``stacks``) and replaced by each of its fresh values
+    (``draw(key, index, path, init)``), traced under one ``jit``."""
+
+    def metric(index: int, value: jax.Array) -> jax.Array:
+        new = leaves[:index] + [value] + leaves[index + 1 :]
+        return jnp.asarray(eval_fn(jax.tree.unflatten(treedef, new)))
+
+    def over(f: Callable, xs: jax.Array) -> jax.Array:
+        return jax.vmap(f)(xs) if batch == "vmap" else jax.lax.map(f, xs)
+
+    base = jnp.asarray(eval_fn(jax.tree.unflatten(treedef, leaves)))
+    reinit, rerandom = [], []
+    for i, stack in zip(chosen, stacks, strict=True):
+        f = functools.partial(metric, i)
+        # Bit-identical to the trained layer: the params are unmodified.
+        same = stack == jnp.asarray(leaves[i])[None]
+        same = jnp.all(same, axis=tuple(range(1, stack.ndim)))
+        reinit.append(jnp.where(same, base, over(f, stack)))
+        rerandom.append(over(f, draw(key, i, paths[i], stack[0])))
+    return base, jnp.stack(reinit), jnp.stack(rerandom)

@@ -16,10 +16,13 @@ from layca_optax.monitor._history import RotationHistory
 _LEGEND_MAX = 8  # curves; more get no legend unless legend=True
 
 
-def _matplotlib():
-    """Imports matplotlib lazily: it is the optional ``plot`` extra."""
+def matplotlib_parts() -> tuple[Any, Any, Any, Any]:
+    """matplotlib's ``colormaps``, ``ScalarMappable``, ``Normalize`` and
+    ``Figure``, imported when a figure is drawn: matplotlib is the optional
+    ``plot`` extra (``ImportError`` naming the function called without it).
+    No ``pyplot`` state is used, so the figures work headless."""
     try:
-        import matplotlib
+        from matplotlib import colormaps
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
         from matplotlib.figure import Figure
@@ -28,7 +31,7 @@ def _matplotlib():
             f"`{checks.caller()}` needs matplotlib: pip install matplotlib "
             "(or '.[plot]' in a clone)"
         ) from err
-    return matplotlib.colormaps["viridis"], ScalarMappable, Normalize, Figure
+    return colormaps, ScalarMappable, Normalize, Figure
 
 
 def _layer_names(
@@ -108,7 +111,8 @@ def _plot(
     po.check_ylim(options["ylim"])
     _check_legend(options["legend"])
     by_name = layers is None and order is None
-    cmap, ScalarMappable, Normalize, Figure = _matplotlib()
+    colormaps, ScalarMappable, Normalize, Figure = matplotlib_parts()
+    cmap = colormaps["viridis"]
     ax = options["ax"]
     if ax is None:
         fig = Figure(figsize=(6.4, 4.0), layout="constrained")
