@@ -21,7 +21,7 @@ from layca_optax.experiments import (  # noqa: E402
 )
 
 
-EPOCHS = _cli.DEMO_QUICK_EPOCHS
+EPOCHS = mnist1d.QUICK_EPOCHS
 NAMES = ["layca", "sgd-wd"]  # two of the five, to keep the tests short
 TIMINGS = ("seconds", "compile_seconds")
 
@@ -68,7 +68,6 @@ def test_figure_has_one_panel_per_optimizer(results):
 
 
 def test_all_five_optimizers_are_defined():
-    assert mnist1d.OPTIMIZERS == _cli.DEMO_OPTIMIZERS
     compared = mnist1d.optimizers(100)
     assert list(compared) == list(mnist1d.OPTIMIZERS)
     for lr, description, _ in compared.values():
@@ -179,6 +178,50 @@ def test_cli_rejects_a_file_as_out(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
 
 
-def test_cli_defaults_are_the_demo_defaults():
-    assert _cli.DEMO_EPOCHS == mnist1d.DEFAULT_EPOCHS
-    assert _cli.DEMO_QUICK_EPOCHS == mnist1d.QUICK_EPOCHS
+class _Called(Exception):
+    """Raised by a stand-in for the demo: the arguments it got."""
+
+
+def _demo_call(argv, monkeypatch):
+    """The arguments ``layca-optax demo`` passes to ``run_demo``."""
+
+    def run_demo(*args, **kwargs):
+        raise _Called(args, kwargs)
+
+    monkeypatch.setattr(mnist1d, "run_demo", run_demo)
+    with pytest.raises(_Called) as called:
+        _cli.main(["demo", *argv])
+    return called.value.args
+
+
+def test_cli_defaults_are_the_demo_defaults(monkeypatch):
+    (epochs, seed, out), kwargs = _demo_call([], monkeypatch)
+    assert (epochs, out) == (mnist1d.DEFAULT_EPOCHS, None)
+    assert seed == mnist1d.DEFAULT_SEED
+    assert kwargs["names"] == list(mnist1d.OPTIMIZERS)
+    assert kwargs["sgd_learning_rate"] == mnist1d.SGD_LEARNING_RATE
+    (epochs, *_), _ = _demo_call(["--quick"], monkeypatch)
+    assert epochs == mnist1d.QUICK_EPOCHS
+    (epochs, *_), kwargs = _demo_call(
+        ["--quick", "--epochs", "2", "--sgd-lr", "0.5"], monkeypatch
+    )
+    assert (epochs, kwargs["sgd_learning_rate"]) == (2, 0.5)
+
+
+def test_cli_reads_its_defaults_from_the_demo(monkeypatch, capsys):
+    """The parser is built from the demo module's values, not copies."""
+    monkeypatch.setattr(mnist1d, "DEFAULT_EPOCHS", 7)
+    monkeypatch.setattr(mnist1d, "QUICK_EPOCHS", 2)
+    monkeypatch.setattr(mnist1d, "DEFAULT_SEED", 5)
+    monkeypatch.setattr(mnist1d, "OPTIMIZERS", ("sgd", "layca"))
+    parser = _cli.build_parser()
+    args = parser.parse_args(["demo"])
+    assert (args.seed, args.optimizers) == (5, ["sgd", "layca"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--optimizers", "adam"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--help"])
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "(default: 7, or 2 with --quick)" in printed
+    (epochs, seed, _), _ = _demo_call([], monkeypatch)
+    assert (epochs, seed) == (7, 5)

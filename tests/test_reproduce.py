@@ -21,6 +21,7 @@ from layca_optax.experiments import (  # noqa: E402
     _claims,
     _cli,
     _runner,
+    _settings,
     reproduce,
 )
 from layca_optax.experiments._experiments import (  # noqa: E402
@@ -58,7 +59,7 @@ def test_quick_run_writes_every_output(quick_run):
     for name in FIGURES.values():
         assert f"]({name})" in report
     seeds = results["settings"]["seeds"]
-    assert len(seeds) == _cli.REPRODUCE_QUICK["seeds"]
+    assert seeds == list(_settings.QUICK.seeds)
     histories = list((quick_run / "histories").glob("*.csv"))
     runs = sum(
         len(e["configs"]) * len(seeds) for e in results["experiments"].values()
@@ -162,11 +163,45 @@ def test_reproduce_unwritable_out(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
 
 
+class _Called(Exception):
+    """Raised by a stand-in for the reproduction: the arguments it got."""
+
+
+def _reproduce_call(argv, monkeypatch, tmp_path):
+    """What ``layca-optax reproduce`` passes to ``run_reproduce``."""
+
+    def run_reproduce(settings, out, **kwargs):
+        raise _Called(settings, kwargs)
+
+    monkeypatch.setattr(reproduce, "run_reproduce", run_reproduce)
+    with pytest.raises(_Called) as called:
+        _cli.main(["reproduce", "--out", str(tmp_path / "out"), *argv])
+    return called.value.args
+
+
+def test_cli_reproduce_defaults_are_the_settings(monkeypatch, tmp_path):
+    monkeypatch.delenv("LAYCA_DATA_DIR", raising=False)
+    settings, kwargs = _reproduce_call([], monkeypatch, tmp_path)
+    assert settings == _settings.DEFAULT
+    assert kwargs["jobs"] == _settings.default_jobs()
+    settings, _ = _reproduce_call(["--quick"], monkeypatch, tmp_path)
+    assert settings == _settings.QUICK
+    argv = ["--seeds", "2", "--seed", "5", "--scale", "0.5"]
+    settings, _ = _reproduce_call(argv, monkeypatch, tmp_path)
+    assert settings == _settings.make_settings(seeds=2, first_seed=5, scale=0.5)
+    assert (settings.seeds, settings.epochs) == ((5, 6), 20)
+    # Read, not copied: the parser follows the settings module.
+    quick = dataclasses.replace(_settings.QUICK, epochs=1, seeds=(0,))
+    monkeypatch.setattr(_settings, "QUICK", quick)
+    settings, _ = _reproduce_call(["--quick"], monkeypatch, tmp_path)
+    assert settings == quick
+
+
 def test_local_files_select_the_papers_data(tmp_path, monkeypatch):
     monkeypatch.delenv("LAYCA_DATA_DIR", raising=False)
     write_mnist(tmp_path)
     write_cifar10(tmp_path / "cifar-10-batches-py")
-    settings = _runner.Settings(task="cifar10", data_dir=str(tmp_path))
+    settings = _settings.Settings(task="cifar10", data_dir=str(tmp_path))
     _runner.check_data(settings)
     cnn, mlp = _runner.cnn_task(settings), _runner.mlp_task(settings)
     assert type(cnn.model).__name__ == "C10CNN1"
@@ -175,7 +210,7 @@ def test_local_files_select_the_papers_data(tmp_path, monkeypatch):
     assert mlp.data.x_train.shape[1:] == (28, 28, 1)
     assert mlp.batch_size <= len(mlp.data.x_train)
     # Without a data folder: MNIST-1D and the bundled digits.
-    default = _runner.Settings()
+    default = _settings.Settings()
     assert _runner.mlp_task(default).data.name == "digits"
     assert _runner.cnn_task(default).data.name == "mnist1d"
 
@@ -201,7 +236,7 @@ def test_cifar_runs_train_end_to_end(
         write_cifar10(tmp_path / "cifar-10-batches-py")
     else:
         write_cifar100(tmp_path / "cifar-100-python", n_train=12)
-    settings = _runner.Settings(
+    settings = _settings.Settings(
         task=task, data_dir=str(tmp_path), seeds=(0,), epochs=1, quick=True
     )
     _runner.check_data(settings)

@@ -12,37 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from layca_optax.experiments import _settings, mnist1d
 from layca_optax.experiments._interrupt import run_interruptible
 
 
 PROG = "layca-optax"
 
-DEMO_EPOCHS = 40
-"""The demo's default epochs; ``layca_optax.experiments.DEFAULT_EPOCHS`` too
-(a test checks), kept here so that ``--help`` does not import JAX."""
-
-DEMO_QUICK_EPOCHS = 3
-"""``demo --quick``'s epochs
-(``layca_optax.experiments.mnist1d.QUICK_EPOCHS``)."""
-
-DEMO_OPTIMIZERS = ("layca", "sgd", "sgd-wd", "adam", "adam-layca")
-"""The demo's optimizers (``layca_optax.experiments.OPTIMIZERS``)."""
-
 _EXTRA_HINT = (
     "It needs the examples extra: pip install '.[examples]' in a clone of "
     "the repository"
 )
-
-REPRODUCE_EPOCHS = 40
-"""``reproduce``'s CNN epochs (the MLP's: 100), before ``--scale``."""
-
-REPRODUCE_MLP_EPOCHS = 100
-
-REPRODUCE_QUICK = {"epochs": 2, "mlp_epochs": 3, "seeds": 2}
-"""``reproduce --quick``: epochs, MLP epochs and seeds of the smoke test."""
-
-TASKS = ("mnist1d", "cifar10", "cifar100")
-"""``reproduce --task`` (``layca_optax.experiments._runner.TASKS``)."""
 
 
 def _version() -> str:
@@ -95,31 +74,32 @@ def build_parser() -> argparse.ArgumentParser:
         "curves (one panel per optimizer), per-run CSV histories and a "
         "Markdown report.",
     )
+    optimizers = mnist1d.OPTIMIZERS
     demo.add_argument(
         "--epochs",
         type=_positive_int,
         default=None,
-        help=f"epochs of each run (default: {DEMO_EPOCHS}, or "
-        f"{DEMO_QUICK_EPOCHS} with --quick)",
+        help=f"epochs of each run (default: {mnist1d.DEFAULT_EPOCHS}, or "
+        f"{mnist1d.QUICK_EPOCHS} with --quick)",
     )
     demo.add_argument(
         "--quick",
         action="store_true",
-        help=f"a smoke test: {DEMO_QUICK_EPOCHS} epochs unless --epochs",
+        help=f"a smoke test: {mnist1d.QUICK_EPOCHS} epochs unless --epochs",
     )
     demo.add_argument(
         "--optimizers",
         nargs="+",
-        choices=DEMO_OPTIMIZERS,
-        default=list(DEMO_OPTIMIZERS),
+        choices=optimizers,
+        default=list(optimizers),
         metavar="NAME",
         help="the optimizers to train, in this order, from "
-        f"{', '.join(DEMO_OPTIMIZERS)} (default: all)",
+        f"{', '.join(optimizers)} (default: all)",
     )
     demo.add_argument(
         "--seed",
         type=int,
-        default=0,
+        default=mnist1d.DEFAULT_SEED,
         help="seed of the initialization and shuffling (default: %(default)s)",
     )
     demo.add_argument(
@@ -133,9 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--sgd-lr",
         type=_positive_float,
-        default=None,
+        default=mnist1d.SGD_LEARNING_RATE,
         metavar="LR",
-        help="initial learning rate of plain SGD (default: the tuned one)",
+        help="initial learning rate of plain SGD (default: %(default)g, the "
+        "tuned one)",
     )
     _add_reproduce(commands)
     report = commands.add_parser(
@@ -156,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_reproduce(commands: Any) -> None:
-    cpus = os.cpu_count() or 1
+    default, quick = _settings.DEFAULT, _settings.QUICK
     reproduce = commands.add_parser(
         "reproduce",
         help="check the paper's findings with several seeds",
@@ -184,42 +165,41 @@ def _add_reproduce(commands: Any) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="seeds per configuration (default: 3, or "
-        f"{REPRODUCE_QUICK['seeds']} with --quick)",
+        help=f"seeds per configuration (default: {len(default.seeds)}, or "
+        f"{len(quick.seeds)} with --quick)",
     )
     reproduce.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="the first seed; runs use SEED .. SEED+N-1 (default: 0)",
+        default=default.seeds[0],
+        help="the first seed; runs use SEED .. SEED+N-1 (default: %(default)s)",
     )
     reproduce.add_argument(
         "--jobs",
         type=_positive_int,
-        default=min(cpus, 4),
+        default=_settings.default_jobs(),
         metavar="N",
         help="worker processes; results do not depend on it (default: "
-        "%(default)s, the CPUs up to 4)",
+        f"%(default)s, the CPUs up to {_settings.MAX_JOBS})",
     )
     reproduce.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke test: reduced grids, "
-        f"{REPRODUCE_QUICK['epochs']} CNN and "
-        f"{REPRODUCE_QUICK['mlp_epochs']} MLP epochs",
+        help=f"a smoke test: reduced grids, {quick.epochs} CNN and "
+        f"{quick.mlp_epochs} MLP epochs",
     )
     reproduce.add_argument(
         "--scale",
         type=_positive_float,
         default=1.0,
-        help="multiply the epochs (CNN "
-        f"{REPRODUCE_EPOCHS}, MLP {REPRODUCE_MLP_EPOCHS}) by this, e.g. "
-        "2.5 for the paper's 100 CNN epochs on a GPU (default: 1)",
+        help=f"multiply the epochs (CNN {default.epochs}, MLP "
+        f"{default.mlp_epochs}) by this, e.g. 2.5 for the paper's 100 CNN "
+        "epochs on a GPU (default: %(default)g)",
     )
     reproduce.add_argument(
         "--task",
-        choices=TASKS,
-        default="mnist1d",
+        choices=_settings.TASKS,
+        default=default.task,
         help="the CNN experiments' data and model: mnist1d (generated, "
         "1-D CNN), or the paper's cifar10 (C10-CNN1) and cifar100 "
         "(ResNet-32) from --data-dir (default: %(default)s)",
@@ -251,14 +231,12 @@ def _demo(args: argparse.Namespace) -> int:
     needed = ["flax", "mnist1d"] + (["matplotlib"] if args.out else [])
     if _missing("demo", needed):
         return 1
-    from layca_optax.experiments import mnist1d
     from layca_optax.experiments._report import format_report
 
     epochs = args.epochs
     if epochs is None:
-        epochs = DEMO_QUICK_EPOCHS if args.quick else DEMO_EPOCHS
+        epochs = mnist1d.QUICK_EPOCHS if args.quick else mnist1d.DEFAULT_EPOCHS
     names = list(dict.fromkeys(args.optimizers))  # without repeats
-    sgd_lr = mnist1d.SGD_LEARNING_RATE if args.sgd_lr is None else args.sgd_lr
     print(
         f"{', '.join(names)} on MNIST-1D: 1-D CNN, {epochs} epochs, "
         f"seed {args.seed}",
@@ -269,7 +247,7 @@ def _demo(args: argparse.Namespace) -> int:
         args.seed,
         args.out,
         names=names,
-        sgd_learning_rate=sgd_lr,
+        sgd_learning_rate=args.sgd_lr,
         verbose=True,
     )
     print()
@@ -301,21 +279,17 @@ def _reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace):
         return 1
     if args.data_dir is not None and not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a folder")
-    from layca_optax.experiments._runner import Settings, check_data
+    from layca_optax.experiments._runner import check_data
     from layca_optax.experiments.data import DatasetError
     from layca_optax.experiments.reproduce import run_reproduce
 
-    quick = REPRODUCE_QUICK if args.quick else {}
-    seeds = args.seeds or quick.get("seeds", 3)
-    epochs = quick.get("epochs", REPRODUCE_EPOCHS)
-    mlp_epochs = quick.get("mlp_epochs", REPRODUCE_MLP_EPOCHS)
-    settings = Settings(
+    settings = _settings.make_settings(
+        quick=args.quick,
         task=args.task,
         data_dir=None if args.data_dir is None else str(args.data_dir),
-        seeds=tuple(range(args.seed, args.seed + seeds)),
-        epochs=max(1, round(epochs * args.scale)),
-        mlp_epochs=max(1, round(mlp_epochs * args.scale)),
-        quick=args.quick,
+        seeds=args.seeds,
+        first_seed=args.seed,
+        scale=args.scale,
     )
     try:
         check_data(settings)

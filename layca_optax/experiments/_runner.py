@@ -21,6 +21,7 @@ from layca_optax.experiments._experiments import (
     Optimizer,
     experiments,
 )
+from layca_optax.experiments._settings import Settings
 from layca_optax.experiments._workers import run_parallel
 from layca_optax.experiments.data import (
     Dataset,
@@ -40,33 +41,6 @@ from layca_optax.experiments.training import (
     accuracy,
     train_sweep,
 )
-
-
-TASKS = ("mnist1d", "cifar10", "cifar100")
-"""The CNN experiments' tasks: MNIST-1D (generated) or the paper's own."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """What the reproduction trains (hashable; sent to worker processes).
-
-    Attributes:
-      task: the CNN experiments' task, one of :data:`TASKS`.
-      data_dir: where MNIST / CIFAR files are (None: ``$LAYCA_DATA_DIR``).
-      seeds: the seeds; every configuration is trained with each.
-      epochs: the CNN's epochs.
-      mlp_epochs: the MLP's epochs.
-      quick: the reduced grids of a smoke test.
-      reinit_draws: re-randomized draws per layer in the reinit study.
-    """
-
-    task: str = "mnist1d"
-    data_dir: str | None = None
-    seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 40
-    mlp_epochs: int = 100
-    quick: bool = False
-    reinit_draws: int = 3
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,27 +17,19 @@ Run it with ``layca-optax demo`` or call :func:`run_demo`.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
-import optax
-
-import layca_optax
-from layca_optax.experiments import _report
 from layca_optax.experiments._format import power_of_3
-from layca_optax.experiments.data import DATA_SEED, load_mnist1d
-from layca_optax.experiments.models import CNN
-from layca_optax.experiments.training import (
-    BATCH_SIZE,
-    DECAY_AT,
-    DECAY_FACTOR,
-    step_decay,
-    steps_per_epoch,
-    train,
-)
+
+
+if TYPE_CHECKING:
+    import optax
+
+# This module holds the demo's settings and is imported without JAX (the
+# command line reads its defaults for ``--help``); the machinery, in
+# :mod:`~layca_optax.experiments._demo`, is imported by the functions.
 
 
 DEFAULT_EPOCHS = 40
@@ -47,6 +39,9 @@ under a load average of 6-7 (docs/getting_started.md)."""
 
 QUICK_EPOCHS = 3
 """Epochs of ``layca-optax demo --quick``, a smoke test."""
+
+DEFAULT_SEED = 0
+"""The seed of the initialization and of the shuffling."""
 
 OPTIMIZERS = ("layca", "sgd", "sgd-wd", "adam", "adam-layca")
 """The compared optimizers' names, in the demo's order."""
@@ -111,29 +106,6 @@ def history_name(optimizer: str) -> str:
     return f"history_{optimizer}.csv"
 
 
-@functools.lru_cache(maxsize=16)
-def _optimizer(
-    name: str, learning_rate: float, total_steps: int
-) -> optax.GradientTransformation:
-    """One optimizer, the same object for the same arguments (so that
-    :func:`~layca_optax.experiments.train` reuses its compiled run)."""
-    schedule = step_decay(learning_rate, total_steps)
-    if name == "layca":
-        return layca_optax.layca(schedule)
-    if name == "sgd":
-        return optax.sgd(schedule)
-    if name == "sgd-wd":
-        decay = optax.add_decayed_weights(
-            SGD_WD_WEIGHT_DECAY, mask=layca_optax.default_layer_mask
-        )
-        return optax.chain(decay, optax.sgd(schedule))
-    if name == "adam":
-        return optax.adam(schedule)
-    if name == "adam-layca":
-        return layca_optax.layca(schedule, base=optax.scale_by_adam())
-    raise ValueError(f"unknown optimizer {name!r}; known: {OPTIMIZERS}")
-
-
 def optimizers(
     total_steps: int,
     sgd_learning_rate: float = SGD_LEARNING_RATE,
@@ -154,6 +126,8 @@ def optimizers(
       >>> list(mnist1d.optimizers(100, names=["adam-layca", "sgd"]))
       ['adam-layca', 'sgd']
     """
+    from layca_optax.experiments._demo import optimizer
+
     rates = {
         "layca": LAYCA_LEARNING_RATE,
         "sgd": sgd_learning_rate,
@@ -173,18 +147,18 @@ def optimizers(
         if name not in rates:
             raise ValueError(f"unknown optimizer {name!r}; known: {OPTIMIZERS}")
         lr = rates[name]
-        tx = _optimizer(name, lr, total_steps)
+        text = power_of_3(lr, op="**", below_one=True)
         out[name] = (
             lr,
-            described[name].format(power_of_3(lr, op="**", below_one=True)),
-            tx,
+            described[name].format(text),
+            optimizer(name, lr, total_steps),
         )
     return out
 
 
 def run_demo(
     epochs: int = DEFAULT_EPOCHS,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     out: str | Path | None = None,
     *,
     names: Sequence[str] = OPTIMIZERS,
@@ -219,42 +193,16 @@ def run_demo(
       mean and minimum final rotation, each layer's final rotation and
       per-epoch curves, and its wall time.
     """
+    from layca_optax.experiments import _demo
+    from layca_optax.experiments.data import load_mnist1d
+    from layca_optax.experiments.models import CNN
+    from layca_optax.experiments.training import steps_per_epoch
+
     data, model = load_mnist1d(), CNN()
     steps = steps_per_epoch(len(data.x_train))
     compared = optimizers(epochs * steps, sgd_learning_rate, names)
-    runs: dict[str, Any] = {}
-    for i, (name, (lr, description, tx)) in enumerate(compared.items()):
-        label = f"[{i + 1}/{len(compared)}] {name}"
-        bar = _report.Progress(label, epochs) if verbose else None
-        result = train(tx, data, epochs, seed, model=model, progress=bar)
-        runs[name] = _report.summary(
-            result, optimizer=description, learning_rate=lr
-        )
-        if bar is not None:
-            bar.close(runs[name])
-    results = {
-        "task": "MNIST-1D, 1-D CNN without biases and BatchNorm affine "
-        "parameters",
-        "layca_optax_version": layca_optax.__version__,
-        "jax_version": jax.__version__,
-        "backend": jax.default_backend(),
-        "epochs": epochs,
-        "seed": seed,
-        "data_seed": DATA_SEED,
-        "n_train": len(data.x_train),
-        "n_test": len(data.x_test),
-        "batch_size": BATCH_SIZE,
-        "steps_per_epoch": steps,
-        "schedule": {"decay_factor": DECAY_FACTOR, "decay_at": list(DECAY_AT)},
-        "layers": list(model.layer_names),
-        "optimizers": runs,
-    }
+    runs = _demo.train_all(compared, data, model, epochs, seed, verbose)
+    results = _demo.results(runs, data, model, epochs, seed, steps)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, run in runs.items():
-            _report.history(run).save_csv(out / history_name(name))
-        _report.write_figure(out / FIGURE_NAME, results)
-        _report.write_markdown(out / REPORT_NAME, results, FIGURE_NAME)
-        _report.write_json(out / RESULTS_NAME, results)  # last: all done
+        _demo.write(Path(out), results)
     return results

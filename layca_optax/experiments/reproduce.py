@@ -34,7 +34,8 @@ from layca_optax.experiments._report import (
     write_json,
     write_png,
 )
-from layca_optax.experiments._runner import Settings, Unit, describe, run_all
+from layca_optax.experiments._runner import Unit, describe, run_all
+from layca_optax.experiments._settings import Settings
 
 
 RESULTS_NAME = "results.json"
