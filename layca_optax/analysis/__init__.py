@@ -16,16 +16,18 @@ Example:
 
 from layca_optax.analysis._adam import adam_nu_percentiles
 from layca_optax.analysis._adaptcopy import (
-    RotationRecording,
     ScaleByRecordedRatesState,
     adapt_copy,
-    rotation_rate_row,
     scale_by_recorded_rates,
 )
 from layca_optax.analysis._equilibrium import (
     equilibrium_layca_learning_rate,
     equilibrium_rotation,
     equilibrium_weight_decay,
+)
+from layca_optax.analysis._recording import (
+    RotationRecording,
+    rotation_rate_row,
 )
 from layca_optax.analysis._reinit import (
     InitFn,

@@ -11,6 +11,8 @@ import numpy as np
 
 from layca_optax import _checks as checks
 from layca_optax._masks import KeyPathLike, path_str
+from layca_optax.monitor._history import RotationHistory
+from layca_optax.monitor._keys import check_prefix
 
 
 SMALL = 0.5
@@ -47,6 +49,32 @@ def _paths(arg: str, value: Any) -> list[str]:
             f"such as 'h/mlp/kernel'), got {value!r}."
         )
     return [path_str(p) for p in value]
+
+
+def layer_names(
+    history: Any,
+    prefix: str,
+    layers: Sequence[KeyPathLike] | None,
+    layer_order: Sequence[KeyPathLike] | None,
+) -> list[str]:
+    """The names (after ``prefix``) of the curves to draw, in order, or
+    ``ValueError`` for a bad ``history``, ``prefix``, ``layers`` or
+    ``layer_order``."""
+    if not isinstance(history, RotationHistory):
+        raise ValueError(
+            f"{checks.arg('history')} must be a RotationHistory, got "
+            f"{type(history).__name__}."
+        )
+    if not len(history):
+        raise ValueError(
+            f"{checks.arg('history')}: the history is empty; append records "
+            "first."
+        )
+    check_prefix(prefix)
+    names = select(prefix, history.layers(prefix), layers)
+    if layer_order is not None:
+        names = order(names, layer_order)
+    return names
 
 
 def select(

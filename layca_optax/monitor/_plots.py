@@ -34,38 +34,6 @@ def matplotlib_parts() -> tuple[Any, Any, Any, Any]:
     return colormaps, ScalarMappable, Normalize, Figure
 
 
-def _layer_names(
-    history: Any,
-    prefix: str,
-    layers: Sequence[KeyPathLike] | None,
-    layer_order: Sequence[KeyPathLike] | None,
-) -> list[str]:
-    if not isinstance(history, RotationHistory):
-        raise ValueError(
-            f"{checks.arg('history')} must be a RotationHistory, got "
-            f"{type(history).__name__}."
-        )
-    if not len(history):
-        raise ValueError(
-            f"{checks.arg('history')}: the history is empty; append records "
-            "first."
-        )
-    if not isinstance(prefix, str):
-        raise ValueError(
-            f"{checks.arg('prefix')} must be a str, got {prefix!r}."
-        )
-    known = [k[len(prefix) :] for k in history.keys if k.startswith(prefix)]
-    if not known:
-        raise ValueError(
-            f"{checks.arg('prefix')}: no key of the history starts with "
-            f"{prefix!r}; its keys are {list(history.keys)}."
-        )
-    names = po.select(prefix, known, layers)
-    if layer_order is not None:
-        names = po.order(names, layer_order)
-    return names
-
-
 def _check_legend(legend: Any) -> None:
     if legend is not None and not isinstance(legend, bool):
         raise ValueError(
@@ -107,7 +75,7 @@ def _plot(
     """Draws the curves; ``options`` holds ``layer_order``, ``ax``,
     ``title``, ``ylim`` and ``legend``, ``labels`` the axes' labels."""
     order = options["layer_order"]
-    names = _layer_names(history, prefix, layers, order)
+    names = po.layer_names(history, prefix, layers, order)
     po.check_ylim(options["ylim"])
     _check_legend(options["legend"])
     by_name = layers is None and order is None

@@ -1,0 +1,188 @@
+"""A training run's per-step, per-layer rotation rates (AdaptCopy's input).
+
+:func:`rotation_rate_row` gives one step's rates, from any optimizer's
+train step; :class:`RotationRecording` holds them for a run, saved and
+loaded without pickle. :func:`adapt_copy` replays a recording in Layca.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from layca_optax import _checks as checks
+from layca_optax._io import atomic_write
+from layca_optax._masks import path_str
+from layca_optax.monitor._metrics import rotation_rate
+
+
+@checks.public
+def rotation_rate_row(
+    new_params: optax.Params,
+    old_params: optax.Params,
+    *,
+    mask: optax.MaskOrFn = None,
+) -> jax.Array:
+    """Each layer's :func:`rotation_rate` as one vector, in leaf order.
+
+    One row of a :class:`RotationRecording`; pure and jit-able, to return
+    from any optimizer's train step.
+
+    Args:
+      new_params: parameters after the step.
+      old_params: parameters before it.
+      mask: which leaves are layers; default :func:`default_layer_mask`
+        (kernels).
+
+    Returns:
+      A float32 (float64 with x64) vector with one entry per layer.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import layca_optax
+      >>> old = {"a": jnp.eye(2), "b": jnp.eye(2), "bias": jnp.ones(2)}
+      >>> new = {"a": jnp.eye(2), "b": jnp.array([[1.0, 0.5], [0.0, 1.0]]),
+      ...        "bias": jnp.zeros(2)}
+      >>> layca_optax.rotation_rate_row(new, old)
+      Array([0.        , 0.35355338], dtype=float32)
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
+    """
+    rates = jax.tree.leaves(rotation_rate(new_params, old_params, mask=mask))
+    if not rates:
+        return jnp.zeros((0,), jnp.float32)
+    return jnp.stack([jnp.reshape(r, ()) for r in rates])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RotationRecording:
+    """Per-step, per-layer rotation rates ``tan(theta)`` of a training run.
+
+    Attributes:
+      paths: the layers' paths (``"Dense_0/kernel"``), in column order.
+      rates: a float64 array ``[steps, layers]``; row ``t`` holds each
+        layer's rotation rate at step ``t`` (:func:`rotation_rate_row`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import layca_optax
+      >>> old = {"w": jnp.eye(2), "bias": jnp.zeros(2)}
+      >>> new = {"w": jnp.array([[1.0, 0.1], [0.0, 1.0]]), "bias": jnp.ones(2)}
+      >>> rows = [layca_optax.rotation_rate_row(new, old)] * 3  # 3 steps
+      >>> rec = layca_optax.RotationRecording.from_rows(old, rows)
+      >>> rec.paths, rec.rates.shape
+      (('w',), (3, 1))
+
+      Saved and loaded without pickle:
+
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "rates.npz")
+      >>> rec.save(path)
+      >>> layca_optax.RotationRecording.load(path).rates[:, 0].round(4)
+      array([0.0707, 0.0707, 0.0707])
+
+    References:
+      Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
+      indicator of generalization in deep networks?
+      <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
+    """
+
+    paths: tuple[str, ...]
+    rates: np.ndarray
+
+    def __post_init__(self):
+        if isinstance(self.paths, str | bytes):
+            raise ValueError(
+                "`RotationRecording(paths=...)` must be a sequence of path "
+                f"strings, one per column, got the single string "
+                f"{self.paths!r}; for one layer write ({self.paths!r},)."
+            )
+        try:
+            paths: tuple[Any, ...] = tuple(self.paths)
+        except TypeError:  # not iterable
+            paths = (self.paths,)
+        strings = all(isinstance(p, str) for p in paths)
+        if not strings or len(set(paths)) != len(paths):
+            raise ValueError(
+                "`RotationRecording(paths=...)` must be distinct strings (no "
+                f"duplicates), got {self.paths!r}."
+            )
+        try:
+            rates = np.asarray(self.rates, np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                "`RotationRecording(rates=...)` must be numbers of shape "
+                f"[steps, {len(paths)}], got {type(self.rates).__name__} "
+                f"({err})."
+            ) from None
+        if rates.ndim != 2 or rates.shape[1] != len(paths):
+            raise ValueError(
+                "`RotationRecording(rates=...)` must have shape [steps, "
+                f"{len(paths)}] (one column per path), got {rates.shape}."
+            )
+        object.__setattr__(self, "paths", paths)
+        object.__setattr__(self, "rates", rates)
+
+    @classmethod
+    def from_rows(
+        cls,
+        params: optax.Params,
+        rows: Any,
+        *,
+        mask: optax.MaskOrFn = None,
+    ) -> RotationRecording:
+        """A recording from :func:`rotation_rate_row` outputs.
+
+        Args:
+          params: any parameters of the run (only their structure is read).
+          rows: the rows, one per step: a list or a stacked array.
+          mask: the mask given to :func:`rotation_rate_row`.
+
+        Returns:
+          A :class:`RotationRecording` whose paths are the layers of
+          ``params`` in leaf order.
+        """
+        tree = rotation_rate(params, params, mask=mask)
+        flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+        return cls(tuple(path_str(p) for p, _ in flat), np.asarray(rows))
+
+    def save(self, file: str | os.PathLike[str]) -> None:
+        """Writes ``file`` (``np.savez``) atomically: a temporary file in
+        the same folder, then ``os.replace``.
+
+        Args:
+          file: the destination, written as given (name it ``*.npz``); its
+            folder must exist.
+
+        Returns:
+          None; the file holds the arrays ``paths`` and ``rates``.
+        """
+        paths, rates = np.array(self.paths, str), self.rates
+        atomic_write(file, lambda f: np.savez(f, paths=paths, rates=rates))
+
+    @classmethod
+    def load(cls, file: str | os.PathLike[str]) -> RotationRecording:
+        """Reads a file written by :meth:`save` (no pickle).
+
+        Args:
+          file: the file written by :meth:`save`.
+
+        Returns:
+          The :class:`RotationRecording`.
+        """
+        with np.load(file, allow_pickle=False) as data:
+            if set(data.files) != {"paths", "rates"}:
+                raise ValueError(
+                    f"`RotationRecording.load({file!r})`: expected arrays "
+                    f"'paths' and 'rates', found {sorted(data.files)}."
+                )
+            return cls(tuple(str(p) for p in data["paths"]), data["rates"])
