@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import optax
 
 from layca_optax import _checks as checks, _numerics as nx
-from layca_optax._masks import path_str, resolve_mask
+from layca_optax._masks import leaf_paths, path_str, resolve_mask
+from layca_optax.monitor._keys import check_prefix
 
 
 _ADAM_STATES = (optax.ScaleByAdamState, optax.ScaleByAmsgradState)
@@ -138,27 +139,11 @@ def adam_nu_percentiles(
     qs = _check_percentiles(percentiles)
     if b2 is not None:
         checks.check_scalar(b2, "b2", low=0.0, high=1.0, high_open=True)
+    check_prefix(prefix)
     moments = _second_moments(opt_state)
-    if mask is not None and params is None:
-        raise ValueError(f"{checks.arg('mask')} needs `params`.")
-    if params is None:
-        keep = {p: jnp.ndim(nu) >= 2 for p, (nu, _) in moments.items()}
-    else:
-        flat, _ = jax.tree_util.tree_flatten_with_path(
-            resolve_mask(mask, params)
-        )
-        keep = {path_str(p): f for p, f in flat}
-        missing = [p for p, f in keep.items() if f and p not in moments]
-        if mask is not None and missing:
-            raise ValueError(
-                f"{checks.arg('mask')} selects {missing}, which have no "
-                "Adam second moment in `opt_state`."
-            )
     name = prefix + ("_hat" if b2 is not None else "")
     values = {}
-    for path, flag in keep.items():
-        if not flag or path not in moments:
-            continue
+    for path in _summarized(moments, params, mask):
         nu, count = moments[path]
         x = jnp.asarray(nu, nx.reduction_dtype(jnp.result_type(nu)))
         if b2 is not None:
@@ -169,3 +154,23 @@ def adam_nu_percentiles(
         for k, q in enumerate(qs)
         for path, v in values.items()
     }
+
+
+def _summarized(moments: dict, params: Any, mask: optax.MaskOrFn) -> list:
+    """The paths whose second moment is summarized: the layers of
+    ``params`` (by ``mask``) in leaf order, or without ``params`` every
+    moment with ``ndim >= 2`` in the state's order."""
+    if mask is not None and params is None:
+        raise ValueError(f"{checks.arg('mask')} needs `params`.")
+    if params is None:
+        return [p for p, (nu, _) in moments.items() if jnp.ndim(nu) >= 2]
+    flags = resolve_mask(mask, params)
+    paths = zip(leaf_paths(flags), jax.tree.leaves(flags), strict=True)
+    layers = [p for p, flag in paths if flag]
+    missing = [p for p in layers if p not in moments]
+    if mask is not None and missing:
+        raise ValueError(
+            f"{checks.arg('mask')} selects {missing}, which have no "
+            "Adam second moment in `opt_state`."
+        )
+    return [p for p in layers if p in moments]

@@ -18,7 +18,7 @@ import optax
 
 from layca_optax import _checks as checks
 from layca_optax._io import atomic_write
-from layca_optax._masks import path_str
+from layca_optax._masks import leaf_paths
 from layca_optax.monitor._metrics import rotation_rate
 
 
@@ -151,9 +151,8 @@ class RotationRecording:
           A :class:`RotationRecording` whose paths are the layers of
           ``params`` in leaf order.
         """
-        tree = rotation_rate(params, params, mask=mask)
-        flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-        return cls(tuple(path_str(p) for p, _ in flat), np.asarray(rows))
+        tree = rotation_rate(params, params, mask=mask)  # None: not a layer
+        return cls(tuple(leaf_paths(tree)), np.asarray(rows))
 
     def save(self, file: str | os.PathLike[str]) -> None:
         """Writes ``file`` (``np.savez``) atomically: a temporary file in
