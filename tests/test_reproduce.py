@@ -22,6 +22,7 @@ from layca_optax.experiments import (  # noqa: E402
     _cli,
     _runner,
     _settings,
+    _tasks,
     reproduce,
 )
 from layca_optax.experiments._experiments import (  # noqa: E402
@@ -202,8 +203,8 @@ def test_local_files_select_the_papers_data(tmp_path, monkeypatch):
     write_mnist(tmp_path)
     write_cifar10(tmp_path / "cifar-10-batches-py")
     settings = _settings.Settings(task="cifar10", data_dir=str(tmp_path))
-    _runner.check_data(settings)
-    cnn, mlp = _runner.cnn_task(settings), _runner.mlp_task(settings)
+    _tasks.check_data(settings)
+    cnn, mlp = _tasks.cnn_task(settings), _tasks.mlp_task(settings)
     assert type(cnn.model).__name__ == "C10CNN1"
     assert cnn.data.x_train.shape[1:] == (32, 32, 3)
     assert mlp.data.name == "mnist"
@@ -211,8 +212,8 @@ def test_local_files_select_the_papers_data(tmp_path, monkeypatch):
     assert mlp.batch_size <= len(mlp.data.x_train)
     # Without a data folder: MNIST-1D and the bundled digits.
     default = _settings.Settings()
-    assert _runner.mlp_task(default).data.name == "digits"
-    assert _runner.cnn_task(default).data.name == "mnist1d"
+    assert _tasks.mlp_task(default).data.name == "digits"
+    assert _tasks.cnn_task(default).data.name == "mnist1d"
 
 
 @pytest.mark.parametrize(
@@ -239,11 +240,11 @@ def test_cifar_runs_train_end_to_end(
     settings = _settings.Settings(
         task=task, data_dir=str(tmp_path), seeds=(0,), epochs=1, quick=True
     )
-    _runner.check_data(settings)
-    real = _runner.cnn_task(settings)
+    _tasks.check_data(settings)
+    real = _tasks.cnn_task(settings)
     assert type(real.model).__name__ == model and real.batch_size == 128
     one_step = dataclasses.replace(real, batch_size=len(real.data.x_train))
-    monkeypatch.setattr(_runner, "cnn_task", lambda _: one_step)
+    monkeypatch.setattr(_tasks, "cnn_task", lambda _: one_step)
     fig1 = experiments(quick=True)[0]
     index = [c.label for c in fig1.configs].index(config)
     entry = _runner.run_unit(settings, _runner.Unit("fig1", index, 0))

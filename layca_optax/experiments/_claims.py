@@ -48,6 +48,14 @@ def stats(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def table(results: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """``{experiment: [stats(config), ...]}`` of a reproduction's results."""
+    return {
+        name: [stats(c) for c in e["configs"]]
+        for name, e in results["experiments"].items()
+    }
+
+
 def welch_t(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
     """Welch's t of ``a``'s mean test accuracy minus ``b``'s."""
     diff = a["test_mean"] - b["test_mean"]
@@ -92,7 +100,11 @@ def _compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, float]:
     return 100 * (a["test_mean"] - b["test_mean"]), welch_t(a, b)
 
 
-def check_claims(table: Mapping[str, Sequence[Mapping[str, Any]]]) -> list:
+Table = Mapping[str, Sequence[Mapping[str, Any]]]
+"""``{experiment: [stats(config), ...]}`` (see :func:`table`)."""
+
+
+def check_claims(table: Table) -> list:
     """Each claim of the paper with its verdict at this scale.
 
     Args:
@@ -102,11 +114,26 @@ def check_claims(table: Mapping[str, Sequence[Mapping[str, Any]]]) -> list:
       ``[{"claim", "verdict", "evidence"}]``; verdicts are ``"holds"``,
       ``"does not hold"`` or ``"inconclusive"``.
     """
-    out = []
     layca = [c for c in table["fig1"] if c["hparams"] == LAYCA_DEFAULT.hparams]
     default = dict(layca[0]) if layca else _best(table["fig1"])
+    return [
+        _rotation_claim(table),
+        _sgd_claim(table, default),
+        _weight_decay_claim(table, default),
+        *(
+            _adaptive_claim(table, default, method)
+            for method in adaptive_methods(table["fig6"])
+        ),
+        _mlp_claim(table),
+    ]
 
-    # 1. Rotation and generalization, over every SGD-family configuration.
+
+def _claim(claim: str, verdict: str, evidence: str) -> dict[str, str]:
+    return {"claim": claim, "verdict": verdict, "evidence": evidence}
+
+
+def _rotation_claim(table: Table) -> dict[str, str]:
+    """1. Rotation and generalization, over every SGD-family configuration."""
     family = [*table["fig1"], *table["fig2"], *table["fig3"]]
     acc = [c["test_mean"] for c in family]
     rho_min = spearman([c["rotation_min"] for c in family], acc)
@@ -115,97 +142,91 @@ def check_claims(table: Mapping[str, Sequence[Mapping[str, Any]]]) -> list:
     verdict = "holds" if rho_min >= 0.5 else "does not hold"
     if math.isnan(rho_min):
         verdict = "inconclusive"
-    out.append(
-        {
-            "claim": "Larger (and more uniform) layer rotation goes with "
-            "better test accuracy (Figs. 1-3)",
-            "verdict": verdict,
-            "evidence": f"Spearman rank correlation over the {len(family)} "
-            f"SGD-family configurations (Layca grid, SGD, SGD + weight decay) "
-            f"between test accuracy and the final rotation of the *least* "
-            f"rotated layer: {rho_min:.2f} (of the mean rotation: "
-            f"{rho_mean:.2f}); holds when >= 0.5. Best: {_describe(best)}, "
-            f"least-rotated layer {best['rotation_min']:.2f}.",
-        }
+    return _claim(
+        "Larger (and more uniform) layer rotation goes with better test "
+        "accuracy (Figs. 1-3)",
+        verdict,
+        f"Spearman rank correlation over the {len(family)} SGD-family "
+        f"configurations (Layca grid, SGD, SGD + weight decay) between test "
+        f"accuracy and the final rotation of the *least* rotated layer: "
+        f"{rho_min:.2f} (of the mean rotation: {rho_mean:.2f}); holds when "
+        f">= 0.5. Best: {_describe(best)}, least-rotated layer "
+        f"{best['rotation_min']:.2f}.",
     )
 
-    # 2. Layca's default against tuned SGD without weight decay.
+
+def _sgd_claim(table: Table, default: Mapping[str, Any]) -> dict[str, str]:
+    """2. Layca's default against tuned SGD without weight decay."""
     sgd = _best(table["fig2"])
     diff, t = _compare(default, sgd)
-    verdict = _direction(t, positive="holds", negative="does not hold")
-    out.append(
-        {
-            "claim": "Layca (alpha=0, rho(0)=3^-3, untuned) beats SGD without "
-            "weight decay at its best learning rate (Fig. 2)",
-            "verdict": verdict,
-            "evidence": f"Layca {_describe(default)}; best SGD "
-            f"{_describe(sgd)}; difference {diff:+.2f} points, Welch t "
-            f"{t:+.1f}.",
-        }
+    return _claim(
+        "Layca (alpha=0, rho(0)=3^-3, untuned) beats SGD without weight "
+        "decay at its best learning rate (Fig. 2)",
+        _direction(t, positive="holds", negative="does not hold"),
+        f"Layca {_describe(default)}; best SGD {_describe(sgd)}; difference "
+        f"{diff:+.2f} points, Welch t {t:+.1f}.",
     )
 
-    # 3. SGD + weight decay matches Layca.
+
+def _weight_decay_claim(
+    table: Table, default: Mapping[str, Any]
+) -> dict[str, str]:
+    """3. SGD + weight decay matches Layca."""
     wd = _best(table["fig3"])
     diff, t = _compare(wd, default)
     matches = abs(diff) <= MATCH_POINTS or abs(t) < T_THRESHOLD
-    out.append(
-        {
-            "claim": "SGD + weight decay (tuned) reaches Layca's test accuracy "
-            "(Fig. 3)",
-            "verdict": "holds" if matches else "does not hold",
-            "evidence": f"best SGD + weight decay {_describe(wd)}; Layca "
-            f"{_describe(default)}; difference {diff:+.2f} points, Welch t "
-            f"{t:+.1f} (match: within {MATCH_POINTS} points or |t| < "
-            f"{T_THRESHOLD:g}). Its least-rotated layer "
-            f"{wd['rotation_min']:.2f} vs Layca's "
-            f"{default['rotation_min']:.2f}.",
-        }
+    return _claim(
+        "SGD + weight decay (tuned) reaches Layca's test accuracy (Fig. 3)",
+        "holds" if matches else "does not hold",
+        f"best SGD + weight decay {_describe(wd)}; Layca "
+        f"{_describe(default)}; difference {diff:+.2f} points, Welch t "
+        f"{t:+.1f} (match: within {MATCH_POINTS} points or |t| < "
+        f"{T_THRESHOLD:g}). Its least-rotated layer "
+        f"{wd['rotation_min']:.2f} vs Layca's "
+        f"{default['rotation_min']:.2f}.",
     )
 
-    # 4. Layca on adaptive methods closes their generalization gap.
-    for method in adaptive_methods(table["fig6"]):
-        plain = _best([c for c in table["fig6"] if c["kind"] == method])
-        ours = _best(
-            [c for c in table["fig6"] if c["kind"] == f"{method}-layca"]
-        )
-        gap_plain, t_gap = _compare(default, plain)
-        gap_ours, _ = _compare(default, ours)
-        gain, t_gain = _compare(ours, plain)
-        if t_gap < T_THRESHOLD:
-            verdict = "inconclusive"  # no gap to close at this scale
-        else:
-            verdict = "holds" if t_gain >= T_THRESHOLD else "does not hold"
-        out.append(
-            {
-                "claim": f"Layca on top of {method} closes its gap to SGD + "
-                "Layca (Fig. 6)",
-                "verdict": verdict,
-                "evidence": f"best {method} {_describe(plain)}; best "
-                f"{method} + Layca {_describe(ours)}; gap to SGD + Layca "
-                f"{gap_plain:+.2f} points (Welch t {t_gap:+.1f}) -> "
-                f"{gap_ours:+.2f} with Layca (gain {gain:+.2f}, t "
-                f"{t_gain:+.1f}); inconclusive when the plain method has no "
-                "gap (t < 2).",
-            }
-        )
 
-    # 5. Section 6: more rotation, more digit-like features, better test.
+def _adaptive_claim(
+    table: Table, default: Mapping[str, Any], method: str
+) -> dict[str, str]:
+    """4. Layca on an adaptive method closes its generalization gap."""
+    plain = _best([c for c in table["fig6"] if c["kind"] == method])
+    ours = _best([c for c in table["fig6"] if c["kind"] == f"{method}-layca"])
+    gap_plain, t_gap = _compare(default, plain)
+    gap_ours, _ = _compare(default, ours)
+    gain, t_gain = _compare(ours, plain)
+    if t_gap < T_THRESHOLD:
+        verdict = "inconclusive"  # no gap to close at this scale
+    else:
+        verdict = "holds" if t_gain >= T_THRESHOLD else "does not hold"
+    return _claim(
+        f"Layca on top of {method} closes its gap to SGD + Layca (Fig. 6)",
+        verdict,
+        f"best {method} {_describe(plain)}; best {method} + Layca "
+        f"{_describe(ours)}; gap to SGD + Layca {gap_plain:+.2f} points "
+        f"(Welch t {t_gap:+.1f}) -> {gap_ours:+.2f} with Layca (gain "
+        f"{gain:+.2f}, t {t_gain:+.1f}); inconclusive when the plain method "
+        "has no gap (t < 2).",
+    )
+
+
+def _mlp_claim(table: Table) -> dict[str, str]:
+    """5. Section 6: more rotation, more digit-like features, better test."""
     mlp = sorted(table["fig8"], key=lambda c: -c["hparams"]["learning_rate"])
     rates = [c["hparams"]["learning_rate"] for c in mlp]
     rho = spearman(rates, [c["test_mean"] for c in mlp])
-    out.append({
-        "claim": "Section 6 MLP: larger Layca learning rates (more rotation) "
-        "give better test accuracy (Fig. 8)",
-        "verdict": "holds" if rho > 0.5 else (
-            "does not hold" if rho < -0.5 else "inconclusive"
-        ),
-        "evidence": "test accuracy from the largest rate to the smallest: "
+    verdict = "does not hold" if rho < -0.5 else "inconclusive"
+    return _claim(
+        "Section 6 MLP: larger Layca learning rates (more rotation) give "
+        "better test accuracy (Fig. 8)",
+        "holds" if rho > 0.5 else verdict,
+        "test accuracy from the largest rate to the smallest: "
         + ", ".join(_describe(c) for c in mlp)
         + f"; Spearman(rate, accuracy) {rho:.2f}; mean final rotation "
         + ", ".join(f"{c['rotation_mean']:.2f}" for c in mlp)
         + ".",
-    })  # fmt: skip
-    return out
+    )
 
 
 def _direction(t: float, *, positive: str, negative: str) -> str:

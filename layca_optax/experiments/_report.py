@@ -1,5 +1,7 @@
 """The demo's outputs: a text table, ``results.json``, the figure, the
-per-run histories (CSV) and a Markdown report; and its progress bars."""
+per-run histories (CSV) and a Markdown report; and its progress bars. The
+reproduction writes its JSON, PNGs, histories and progress bar with the
+same helpers."""
 
 from __future__ import annotations
 

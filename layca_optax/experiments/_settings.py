@@ -14,6 +14,9 @@ TASKS = ("mnist1d", "cifar10", "cifar100")
 MAX_JOBS = 4
 """The default worker processes: the CPUs, up to this many."""
 
+DEFAULT_SCALE = 1.0
+"""What ``--scale`` multiplies the epochs by unless given."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -52,7 +55,7 @@ def make_settings(
     data_dir: str | None = None,
     seeds: int | None = None,
     first_seed: int = DEFAULT.seeds[0],
-    scale: float = 1.0,
+    scale: float = DEFAULT_SCALE,
 ) -> Settings:
     """:data:`DEFAULT` (or :data:`QUICK`) with the command line's changes.
 
