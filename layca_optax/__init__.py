@@ -25,43 +25,35 @@ from layca_optax._projection import project_to_tangent
 from layca_optax._reprojection import reproject_to_sphere
 from layca_optax._shard_map import psum_layer_sums, with_psum_layer_sums
 from layca_optax._variants import hyperball, layca_lars
-from layca_optax.analysis._adam import adam_nu_percentiles
-from layca_optax.analysis._adaptcopy import (
+from layca_optax.analysis import (
+    InitFn,
+    ReinitResult,
     RotationRecording,
     ScaleByRecordedRatesState,
+    adam_nu_percentiles,
     adapt_copy,
-    rotation_rate_row,
-    scale_by_recorded_rates,
-)
-from layca_optax.analysis._equilibrium import (
     equilibrium_layca_learning_rate,
     equilibrium_rotation,
     equilibrium_weight_decay,
-)
-from layca_optax.analysis._reinit import (
-    InitFn,
+    plot_reinit_robustness,
     reinit_robustness,
     rerandom_draws,
+    rotation_rate_row,
+    scale_by_recorded_rates,
 )
-from layca_optax.analysis._reinit_plot import plot_reinit_robustness
-from layca_optax.analysis._reinit_result import ReinitResult
-from layca_optax.monitor._forward_order import forward_order
-from layca_optax.monitor._history import RotationHistory
-from layca_optax.monitor._metrics import (
+from layca_optax.monitor import (
+    RotationHistory,
+    TrackRotationState,
+    forward_order,
     layer_rotation,
-    rotation_metrics,
-    rotation_rate,
-)
-from layca_optax.monitor._plots import (
     plot_rotation_curves,
     plot_rotation_rates,
-)
-from layca_optax.monitor._tracking import (
-    TrackRotationState,
+    rotation_metrics,
+    rotation_rate,
     track_rotation,
     tracked_metrics,
 )
-from layca_optax.sharding._shardings import param_shardings, state_shardings
+from layca_optax.sharding import param_shardings, state_shardings
 
 
 __version__ = "0.1.0"

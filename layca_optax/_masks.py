@@ -135,12 +135,13 @@ def default_layer_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(_is_layer, params)
 
 
-def resolve_mask(mask: optax.MaskOrFn, tree: Any) -> Any:
-    """A bool for every leaf of ``tree``; ``ValueError`` if ``mask`` is bad."""
+def resolve_mask(mask: optax.MaskOrFn, tree: Any, name: str = "mask") -> Any:
+    """A bool for every leaf of ``tree``; ``ValueError`` naming the argument
+    ``name`` if ``mask`` is bad."""
     if mask is None:
         mask = default_layer_mask
     mask_tree = mask(tree) if callable(mask) else mask
-    check_mask_leaves(mask_tree)
+    check_mask_leaves(mask_tree, name)
     try:
         return jax.tree.map(
             lambda flag, sub: jax.tree.map(lambda _: flag, sub),
@@ -149,29 +150,29 @@ def resolve_mask(mask: optax.MaskOrFn, tree: Any) -> Any:
         )
     except ValueError as err:
         raise ValueError(
-            f"{checks.arg('mask')} must have the structure of the params or "
+            f"{checks.arg(name)} must have the structure of the params or "
             f"a prefix of it, got {mask_tree!r}: {err}"
         ) from None
 
 
-def check_mask_leaves(mask_tree: Any) -> None:
+def check_mask_leaves(mask_tree: Any, name: str = "mask") -> None:
     """``ValueError`` unless every leaf of ``mask_tree`` is a Python bool;
     an array (or a single ``False``) is what ``optax.inject_hyperparams``
     makes of a mask that is not in ``static_args``."""
     hint = (
-        " Under optax.inject_hyperparams, pass the mask as static: "
+        f" Under optax.inject_hyperparams, pass `{name}` as static: "
         f"optax.inject_hyperparams({checks.caller()}, "
-        "static_args=('mask',))."
+        f"static_args=({name!r},))."
     )
     for flag in jax.tree.leaves(mask_tree):
         if not isinstance(flag, bool):
             raise ValueError(
-                f"{checks.arg('mask')} leaves must be Python bools (the mask "
+                f"{checks.arg(name)} leaves must be Python bools (they "
                 f"must be static), got {flag!r}." + hint
             )
     if mask_tree is False:
         raise ValueError(
-            f"`{checks.caller()}(mask=False)` makes no leaf a layer, so Layca "
-            "would update nothing. Pass a tree of bools, a callable of the "
-            "params, or None for the default rule." + hint
+            f"`{checks.caller()}({name}=False)` makes no leaf a layer, so "
+            "Layca would update nothing. Pass a tree of bools, a callable of "
+            "the params, or None for the default rule." + hint
         )

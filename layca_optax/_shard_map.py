@@ -30,7 +30,9 @@ _PSUM: contextvars.ContextVar[tuple[tuple[str, ...], str] | None] = (
 )
 
 
-def check_axis_names(axis_names: Any, owner: str) -> tuple[str, ...]:
+def check_axis_names(
+    axis_names: Any, owner: str, name: str = "axis_names"
+) -> tuple[str, ...]:
     """``axis_names`` as a tuple of distinct strings, or ``ValueError``."""
     names = (axis_names,) if isinstance(axis_names, str) else axis_names
     try:
@@ -40,7 +42,7 @@ def check_axis_names(axis_names: Any, owner: str) -> tuple[str, ...]:
     ok = all(isinstance(n, str) and n for n in names)
     if not names or not ok or len(set(names)) != len(names):
         raise ValueError(
-            f"`{owner}(axis_names=...)` must be a mesh axis name or a sequence "
+            f"`{owner}({name}=...)` must be a mesh axis name or a sequence "
             f"of distinct names, got {axis_names!r}."
         )
     return names

@@ -16,12 +16,7 @@ from layca_optax._normalization import normalize_to_param_norm
 from layca_optax._partition import check_partition_args, partition_layers
 from layca_optax._projection import project_to_tangent
 from layca_optax._reprojection import reproject_to_sphere
-
-# rotation_rate_row: re-exported for layca_optax/__init__.py's import.
-from layca_optax.analysis._recording import (  # noqa: F401
-    RotationRecording,
-    rotation_rate_row,
-)
+from layca_optax.analysis._recording import RotationRecording
 
 
 class ScaleByRecordedRatesState(NamedTuple):

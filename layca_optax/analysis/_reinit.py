@@ -55,11 +55,7 @@ def _select(layers: Any, params: Any, paths: list[str]) -> list[int]:
                     f"(closest: {close}; {len(paths)} leaves in all)."
                 )
         return [paths.index(p) for p in dict.fromkeys(wanted)]
-    try:
-        flags = jax.tree.leaves(resolve_mask(layers, params))
-    except ValueError as err:  # name the argument `layers`, not `mask`
-        msg = str(err).replace(checks.arg("mask"), checks.arg("layers"))
-        raise ValueError(msg) from None
+    flags = jax.tree.leaves(resolve_mask(layers, params, "layers"))
     chosen = [i for i, f in enumerate(flags) if f]
     if not chosen:
         raise ValueError(

@@ -28,11 +28,7 @@ def _mesh_entry(
     """A ``PartitionSpec`` entry for ``names``, its device count, its names."""
     if names is None:
         return None, 1, ()
-    try:
-        tup = check_axis_names(names, checks.caller())
-    except ValueError as err:  # it names the argument `axis_names`
-        msg = str(err).replace(checks.arg("axis_names"), checks.arg(arg))
-        raise ValueError(msg) from None
+    tup = check_axis_names(names, checks.caller(), arg)
     for name in tup:
         if name not in mesh.axis_names:
             raise ValueError(
