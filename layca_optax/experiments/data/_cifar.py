@@ -17,6 +17,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from layca_optax import _checks as checks
 from layca_optax.experiments.data._dataset import (
     Dataset,
     DatasetError,
@@ -118,7 +119,7 @@ def _files(root: Path, spec: _Spec) -> dict[str, tuple[str, bytes]]:
                         f"load_cifar: {path} not found: expected "
                         f"{spec.expected}"
                     )
-                out[name] = (str(path), read_file(path, "load_cifar"))
+                out[name] = (str(path), read_file(path))
             return out
     archive = root / spec.archive
     if not archive.is_file():
@@ -184,6 +185,7 @@ def _batch(where: str, raw: bytes, spec: _Spec, k: int) -> tuple[Any, Any]:
     return data, labels
 
 
+@checks.public
 def load_cifar(
     data_dir: str | os.PathLike[str] | None = None,
     num_classes: int = 10,
@@ -222,7 +224,7 @@ def load_cifar(
         raise DatasetError(
             f"load_cifar: num_classes must be 10 or 100, got {num_classes!r}"
         )
-    root = resolve_data_dir(data_dir, caller="load_cifar")
+    root = resolve_data_dir(data_dir)
     parts: dict[bool, list[Any]] = {False: [], True: []}
     for name, (where, raw) in _files(root, spec).items():
         parts[name in spec.test].append(_batch(where, raw, spec, num_classes))

@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from layca_optax import _checks as checks
+
 
 ENV_VAR = "LAYCA_DATA_DIR"
 """The environment variable naming the data folder when none is passed."""
@@ -68,14 +70,14 @@ def make_dataset(
     return Dataset(x, y, x_test, y_test, name, num_classes)
 
 
-def resolve_data_dir(
-    data_dir: str | os.PathLike[str] | None = None, *, caller: str = "load"
-) -> Path:
+@checks.public
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The data folder: ``data_dir`` if given, else ``$LAYCA_DATA_DIR``.
+
+    Errors name the loader the user called (or this function).
 
     Args:
       data_dir: the folder holding the dataset files, or None.
-      caller: the function named in error messages.
 
     Returns:
       The folder, which exists.
@@ -87,26 +89,31 @@ def resolve_data_dir(
         data_dir = os.environ.get(ENV_VAR) or None
         if data_dir is None:
             raise DatasetError(
-                f"{caller}: no data directory: pass data_dir (--data-dir) or "
-                f"set {ENV_VAR}; nothing is downloaded"
+                f"{checks.caller()}: no data directory: pass data_dir "
+                f"(--data-dir) or set {ENV_VAR}; nothing is downloaded"
             )
     path = Path(data_dir).expanduser()
     if not path.is_dir():
-        raise DatasetError(f"{caller}: data_dir {str(path)!r} is no folder")
+        raise DatasetError(
+            f"{checks.caller()}: data_dir {str(path)!r} is no folder"
+        )
     return path
 
 
-def read_file(path: Path, caller: str) -> bytes:
+def read_file(path: Path) -> bytes:
     """The bytes of ``path``, gunzipped if it ends with ``.gz``.
 
     Raises:
-      DatasetError: naming ``caller`` and ``path``, if it cannot be read.
+      DatasetError: naming the loader called and ``path``, if it cannot be
+        read.
     """
     try:
         raw = path.read_bytes()
         return gzip.decompress(raw) if path.suffix == ".gz" else raw
     except (OSError, EOFError, zlib.error) as err:
-        raise DatasetError(f"{caller}: cannot read {path}: {err}") from err
+        raise DatasetError(
+            f"{checks.caller()}: cannot read {path}: {err}"
+        ) from err
 
 
 def validation_split(

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from layca_optax import _checks as checks
 from layca_optax.experiments.data._dataset import (
     Dataset,
     DatasetError,
@@ -28,7 +29,7 @@ _MNIST = (
 
 def _idx(path: Path, magic: int, shape: tuple[int | None, ...]) -> np.ndarray:
     """Parses an IDX file of unsigned bytes (MNIST's format)."""
-    raw, ndim = read_file(path, "load_mnist"), len(shape)
+    raw, ndim = read_file(path), len(shape)
     head = 4 + 4 * ndim
 
     def fail(why: str) -> DatasetError:
@@ -59,6 +60,7 @@ def _find(root: Path, name: str, folders: tuple[str, ...]) -> Path | None:
     return None
 
 
+@checks.public
 def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> Dataset:
     """MNIST from its four IDX files in ``data_dir`` (or ``$LAYCA_DATA_DIR``).
 
@@ -78,7 +80,7 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> Dataset:
     Raises:
       DatasetError: a file is missing or malformed (the message names it).
     """
-    root = resolve_data_dir(data_dir, caller="load_mnist")
+    root = resolve_data_dir(data_dir)
     arrays = []
     for name, magic, shape in (
         ("train-images-idx3-ubyte", 0x803, (None, 28, 28)),

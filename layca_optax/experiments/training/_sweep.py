@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from layca_optax import _checks as checks
 from layca_optax.experiments.data import Dataset
 from layca_optax.experiments.models import CNN
 from layca_optax.experiments.training._compiled import (
@@ -36,13 +37,15 @@ from layca_optax.experiments.training._schedule import (
 from layca_optax.experiments.training._step import init_fn
 
 
-def _check(data: Dataset, epochs: int, batch_size: int, caller: str) -> None:
+def _check(data: Dataset, epochs: int, batch_size: int) -> None:
+    """``ValueError`` naming the function called unless ``epochs >= 1``
+    and ``data`` holds one batch."""
     if epochs < 1:
-        raise ValueError(f"`{caller}(epochs=...)` must be >= 1, got {epochs}.")
+        raise ValueError(f"{checks.arg('epochs')} must be >= 1, got {epochs}.")
     if steps_per_epoch(len(data.x_train), batch_size) < 1:
         raise ValueError(
-            f"`{caller}`: {len(data.x_train)} samples make no batch of "
-            f"{batch_size}."
+            f"`{checks.caller()}`: {len(data.x_train)} samples make no batch "
+            f"of {batch_size}."
         )
 
 
@@ -98,15 +101,16 @@ def train_sweep(
     Returns:
       A :class:`SweepResult`.
     """
-    _check(data, epochs, batch_size, "train_sweep")
-    model = CNN() if model is None else model
     hparams = dict(hparams or {})
-    for name, values in hparams.items():
-        if len(values) != len(seeds):
-            raise ValueError(
-                f"`train_sweep`: hparams[{name!r}] has {len(values)} values "
-                f"for {len(seeds)} seeds."
-            )
+    with checks.calling("train_sweep"):  # the checks only: not the run
+        _check(data, epochs, batch_size)
+        for name, values in hparams.items():
+            if len(values) != len(seeds):
+                raise ValueError(
+                    f"`{checks.caller()}`: hparams[{name!r}] has "
+                    f"{len(values)} values for {len(seeds)} seeds."
+                )
+    model = CNN() if model is None else model
     arrays = tuple(jnp.asarray(a) for a in data[:4])
     setup = Setup(
         model=model,
@@ -233,7 +237,8 @@ def train(
     Returns:
       A :class:`TrainResult`.
     """
-    _check(data, epochs, batch_size, "train")
+    with checks.calling("train"):  # the checks only: not the run
+        _check(data, epochs, batch_size)
     sweep = train_sweep(
         _Given(optimizer),
         data,
