@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import jax
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx
+from layca_optax import _axes as ax, _checks as checks
+from layca_optax._axes import Axis
 from layca_optax._direction import checked_base
 from layca_optax._layca import scale_by_layca
 from layca_optax._masks import KeyPathLike
@@ -19,7 +20,6 @@ from layca_optax._multipliers import (
     scale_by_layer_multipliers,
 )
 from layca_optax._normalization import normalize_to_param_norm
-from layca_optax._numerics import Axis
 from layca_optax._partition import (
     check_partition_args,
     partition_layers,
@@ -186,12 +186,12 @@ def layca(
         )
     checks.check_scalar(eps, "eps", low=0.0)
     checks.check_bool(fused, "fused")
-    nx.check_axis(axis)
+    ax.check_axis(axis)
     check_partition_args(base, other, mask)
     # A traced alpha (optax.inject_hyperparams) may change later: it always
     # needs an order, or it would be silently ignored.
     if layer_order is None and alpha is not None:
-        if not nx.is_concrete(alpha) or alpha != 0:
+        if not checks.is_concrete(alpha) or alpha != 0:
             raise ValueError(
                 f"`{checks.caller()}(alpha={alpha!r})` needs `layer_order`: "
                 "the layers' key paths from input to output (pytree leaf "

@@ -30,8 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx
-from layca_optax._numerics import Axis, is_concrete
+from layca_optax import _axes as ax, _checks as checks
+from layca_optax._axes import Axis
+from layca_optax._checks import is_concrete
+from layca_optax._masks import path_str
 
 
 _DIRECTIONS = (
@@ -171,19 +173,19 @@ def muon_dimension_numbers(axis: Axis = None) -> Any:
       Jordan et al., `Muon: an optimizer for hidden layers in neural
       networks <https://kellerjordan.github.io/posts/muon/>`_, 2024.
     """
-    nx.check_axis(axis)
+    ax.check_axis(axis)
 
     def fn(params: Any) -> Any:
         treedef: Any
         flat, treedef = jax.tree_util.tree_flatten_with_path(params)
         out = []
         for (path, x), axes in zip(
-            flat, nx.axes_per_leaf(params, axis), strict=True
+            flat, ax.axes_per_leaf(params, axis), strict=True
         ):
             if len(axes) < 2:
                 raise ValueError(
                     f"`muon_dimension_numbers(axis={axis!r})`: the layer "
-                    f"{nx.path_str(path)!r} of shape {np.shape(x)} reduces "
+                    f"{path_str(path)!r} of shape {np.shape(x)} reduces "
                     f"over {len(axes)} axis; Muon needs matrices (two or "
                     "more reduced axes). Route vectors to `other`."
                 )

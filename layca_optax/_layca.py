@@ -9,13 +9,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx, _sums as sm
+from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax._axes import Axis
 from layca_optax._multipliers import (
     Multipliers,
     check_multipliers,
     layer_factors,
 )
-from layca_optax._numerics import Axis
 from layca_optax._projection import parallel_rtol
 
 
@@ -34,7 +34,7 @@ def rate_terms(eta: Any, eps: Any) -> tuple[Any, Any, Any]:
     when ``eta`` and ``eps`` are static (no traced operations), arrays
     otherwise.
     """
-    if nx.is_concrete((eta, eps)) and jnp.ndim(eta) == 0:
+    if checks.is_concrete((eta, eps)) and jnp.ndim(eta) == 0:
         x, e = float(eta), float(eps)
         root = math.sqrt(1 + x * x)
         thresh = (e / x) ** 2 if x > 0 else math.inf
@@ -80,7 +80,7 @@ def _leaf(axes: tuple[int, ...], d: jax.Array, w: jax.Array, terms: tuple):
     """One layer's update ``w_{t+1} - w`` from the direction ``d``: one
     reduction pass for ``||w||^2``, ``<d, w>`` and ``||d||^2`` in at least
     float32, and one elementwise pass; ``terms`` from :func:`rate_terms`."""
-    dtype = nx.reduction_dtype(jnp.result_type(d, w))
+    dtype = sm.reduction_dtype(jnp.result_type(d, w))
     wf, df = w.astype(dtype), d.astype(dtype)
     sums = sm.layer_sums(axes, ww=(wf, wf), dw=(df, wf), dd=(df, df))
     a_w, a_d = layca_coefficients(**sums, terms=terms)
@@ -154,7 +154,7 @@ def scale_by_layca(
       Eq. 1). The single-reduction, single-pass form is this library's; it
       agrees with the four chained operations to rounding.
     """
-    nx.check_axis(axis)
+    ax.check_axis(axis)
     checks.check_scalar(eps, "eps", low=0.0)
     checks.check_learning_rate(learning_rate)
     check_multipliers(multipliers, None)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx
+from layca_optax import _checks as checks, _sums as sm
 from layca_optax._masks import KeyPathLike, leaf_paths, path_str
 
 
@@ -68,7 +68,7 @@ def depth_multipliers(
     if num_layers == 1:
         return [1.0]
     last = num_layers - 1
-    if nx.is_concrete(alpha):
+    if checks.is_concrete(alpha):
         x = float(alpha)  # type: ignore[arg-type]
         if x > 0:
             return [(1 - x) ** (5 * (last - i) / last) for i in range(last + 1)]
@@ -114,7 +114,7 @@ def resolve_multipliers(
 
 
 def _scale_leaf(u: jax.Array, m: Any) -> jax.Array:
-    dtype = nx.reduction_dtype(u.dtype)
+    dtype = sm.reduction_dtype(u.dtype)
     return (u.astype(dtype) * jnp.asarray(m, dtype)).astype(u.dtype)
 
 

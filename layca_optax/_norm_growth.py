@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx, _sums as sm
-from layca_optax._numerics import Axis
+from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax._axes import Axis
 
 
 class CapNormGrowthState(NamedTuple):
@@ -20,12 +20,12 @@ class CapNormGrowthState(NamedTuple):
 
 def _norm_leaf(axes: tuple[int, ...], w: jax.Array, _: jax.Array) -> jax.Array:
     """The norm of each layer of ``w`` (per-layer values, as in ``_sums``)."""
-    wf = w.astype(nx.reduction_dtype(w.dtype))
+    wf = w.astype(sm.reduction_dtype(w.dtype))
     return jnp.sqrt(sm.layer_sums(axes, ww=(wf, wf))["ww"])
 
 
 def _cap_leaf(axes, u, w, n0, max_growth):
-    dtype = nx.reduction_dtype(u.dtype)
+    dtype = sm.reduction_dtype(u.dtype)
     uf, wf = u.astype(dtype), w.astype(dtype)
     v = wf + uf
     sums = sm.layer_sums(axes, vv=(v, v), ww=(wf, wf))
@@ -83,7 +83,7 @@ def cap_norm_growth(
       ``Supplementary Results/LARS.py`` (first version of the paper).
     """
     checks.check_scalar(max_growth, "max_growth", low=0.0)
-    nx.check_axis(axis)
+    ax.check_axis(axis)
 
     def init_fn(params):
         return CapNormGrowthState(

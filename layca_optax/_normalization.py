@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx, _sums as sm
-from layca_optax._numerics import Axis
+from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax._axes import Axis
 
 
 def _coefficients(uu, ww, *, eps: jax.typing.ArrayLike) -> tuple:
@@ -19,7 +19,7 @@ def _coefficients(uu, ww, *, eps: jax.typing.ArrayLike) -> tuple:
 
 
 def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array, eps) -> jax.Array:
-    dtype = nx.reduction_dtype(u.dtype)
+    dtype = sm.reduction_dtype(u.dtype)
     uf, wf = u.astype(dtype), w.astype(dtype)
     sums = sm.layer_sums(axes, uu=(uf, uf), ww=(wf, wf))
     (scale,) = _coefficients(**sums, eps=eps)
@@ -75,6 +75,6 @@ def normalize_to_param_norm(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019.
     """
-    nx.check_axis(axis)
+    ax.check_axis(axis)
     checks.check_scalar(eps, "eps", low=0.0)
     return sm.stateless_map_layers(_leaf, axis, shared=(eps,))

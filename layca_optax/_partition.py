@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx
+from layca_optax import _axes as ax, _checks as checks
+from layca_optax._axes import Axis
 from layca_optax._masks import path_str, resolve_mask
-from layca_optax._numerics import Axis
 
 
 _LAYER, _OTHER = "layca", "other"
@@ -31,10 +31,10 @@ def _labels_fn(mask: optax.MaskOrFn):
 def zero_layers(params: Any, axis: Axis) -> list[str]:
     """Paths of the leaves of ``params`` with a zero layer (a zero slice
     with ``axis``); empty unless ``params`` holds values (not tracers)."""
-    if not nx.is_concrete(params):
+    if not checks.is_concrete(params):
         return []
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    axes = nx.axes_per_leaf(params, axis)
+    axes = ax.axes_per_leaf(params, axis)
     with jax.ensure_compile_time_eval():  # concrete params inside a jit
         flags = jax.device_get(
             [

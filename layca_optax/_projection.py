@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx, _sums as sm
-from layca_optax._numerics import Axis
+from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax._axes import Axis
 
 
 def parallel_rtol(dtype: Any) -> float:
@@ -20,7 +20,7 @@ def parallel_rtol(dtype: Any) -> float:
     the rounding of a one-pass estimate of its tangential norm (the one
     :func:`layca_optax.scale_by_layca` uses), so both paths agree.
     """
-    return (32 * nx.machine_eps(dtype)) ** 0.5
+    return (32 * sm.machine_eps(dtype)) ** 0.5
 
 
 def _coefficients(uu, ww, uw) -> tuple:
@@ -38,7 +38,7 @@ def _coefficients(uu, ww, uw) -> tuple:
 
 
 def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> jax.Array:
-    dtype = nx.reduction_dtype(u.dtype)
+    dtype = sm.reduction_dtype(u.dtype)
     uf, wf = u.astype(dtype), w.astype(dtype)
     sums = sm.layer_sums(axes, uu=(uf, uf), ww=(wf, wf), uw=(uf, wf))
     a_u, a_w = _coefficients(**sums)
@@ -99,5 +99,5 @@ def project_to_tangent(*, axis: Axis = None) -> optax.GradientTransformation:
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019.
     """
-    nx.check_axis(axis)
+    ax.check_axis(axis)
     return sm.stateless_map_layers(_leaf, axis)

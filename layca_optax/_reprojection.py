@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx, _sums as sm
-from layca_optax._numerics import Axis
+from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax._axes import Axis
 
 
 def _coefficients(vv, ww, uu) -> tuple:
@@ -23,7 +23,7 @@ def _coefficients(vv, ww, uu) -> tuple:
 
 
 def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> jax.Array:
-    dtype = nx.reduction_dtype(u.dtype)
+    dtype = sm.reduction_dtype(u.dtype)
     wf, uf = w.astype(dtype), u.astype(dtype)
     v = wf + uf
     sums = sm.layer_sums(axes, vv=(v, v), ww=(wf, wf), uu=(uf, uf))
@@ -77,5 +77,5 @@ def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019.
     """
-    nx.check_axis(axis)
+    ax.check_axis(axis)
     return sm.stateless_map_layers(_leaf, axis)

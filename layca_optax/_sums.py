@@ -33,9 +33,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from layca_optax._axes import axes_per_leaf
 from layca_optax._checks import no_params_error
-from layca_optax._numerics import axes_per_leaf
 from layca_optax._shard_map import complete_sum, summing_context
+
+
+def reduction_dtype(dtype: Any) -> jnp.dtype:
+    """At least float32: bf16/f16 leaves are reduced in float32."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def machine_eps(dtype: Any) -> float:
+    """Machine epsilon of ``dtype``."""
+    return float(jnp.finfo(dtype).eps)
 
 
 def keep_dims(axes: tuple[int, ...], ndim: int) -> bool:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import jax
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx
+from layca_optax import _axes as ax, _checks as checks
+from layca_optax._axes import Axis
 from layca_optax._direction import checked_base
 from layca_optax._norm_growth import cap_norm_growth
 from layca_optax._normalization import normalize_to_param_norm
-from layca_optax._numerics import Axis
 from layca_optax._partition import (
     check_partition_args,
     partition_layers,
@@ -19,7 +19,7 @@ from layca_optax._reprojection import reproject_to_sphere
 
 def _check(learning_rate, base, other, mask, axis):
     checks.check_learning_rate(learning_rate)
-    nx.check_axis(axis)
+    ax.check_axis(axis)
     check_partition_args(base, other, mask)
 
 

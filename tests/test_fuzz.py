@@ -177,7 +177,7 @@ def check(case):
     for k in SHAPES:
         for x in (new[k], updates[k], rate[k], tracked[k]):
             assert np.isfinite(np.asarray(x, np.float64)).all(), (k, x)
-        axes = layca_optax._numerics.resolve_axes(
+        axes = layca_optax._axes.resolve_axes(
             params[k], AXES[case["axis"]], "t"
         )
         w = slices(np.asarray(params[k], np.float64), axes)

@@ -377,7 +377,7 @@ def _hook_installed():
 
 needs_hook = pytest.mark.skipif(
     not _hook_installed(),
-    reason="the reductions in _numerics/_tracking do not call "
+    reason="the reductions in _sums/monitor do not call "
     "layca_optax.sharding._shardings.complete_sum yet",
 )
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx
+from layca_optax import _checks as checks, _sums as sm
 from layca_optax._masks import leaf_paths, path_str, resolve_mask
 from layca_optax.monitor._keys import check_prefix
 
@@ -145,9 +145,9 @@ def adam_nu_percentiles(
     values = {}
     for path in _summarized(moments, params, mask):
         nu, count = moments[path]
-        x = jnp.asarray(nu, nx.reduction_dtype(jnp.result_type(nu)))
+        x = jnp.asarray(nu, sm.reduction_dtype(jnp.result_type(nu)))
         if b2 is not None:
-            x = nx.safe_div(x, 1 - jnp.asarray(b2, x.dtype) ** count)
+            x = sm.ratio(x, 1 - jnp.asarray(b2, x.dtype) ** count)
         values[path] = jnp.percentile(x.ravel(), jnp.asarray(qs, x.dtype))
     return {
         f"{name}_p{q:g}/{path}": v[k]

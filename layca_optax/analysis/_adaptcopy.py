@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx
+from layca_optax import _checks as checks, _sums as sm
 from layca_optax._direction import checked_base
 from layca_optax._masks import leaf_paths
 from layca_optax._normalization import normalize_to_param_norm
@@ -101,7 +101,7 @@ def scale_by_recorded_rates(
         row = jnp.asarray(table)[jnp.minimum(state.count, last)]
 
         def scale(u):
-            dtype = nx.reduction_dtype(u.dtype)
+            dtype = sm.reduction_dtype(u.dtype)
             return (u.astype(dtype) * row[next(cols)].astype(dtype)).astype(
                 u.dtype
             )

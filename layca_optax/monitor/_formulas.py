@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from layca_optax import _numerics as nx, _sums as sm
+from layca_optax import _sums as sm
 
 
 def metric_sums(
@@ -24,7 +24,7 @@ def metric_sums(
     ``dd = <d, d>`` and ``nn = <new, new>``, with ``d = new - old``, in at
     least float32; scalars when a layer is the whole leaf (see
     :func:`_sums.layer_sums`)."""
-    dtype = nx.reduction_dtype(jnp.result_type(new, old))
+    dtype = sm.reduction_dtype(jnp.result_type(new, old))
     a, b = jnp.asarray(new).astype(dtype), jnp.asarray(old).astype(dtype)
     d = a - b
     if tan:
@@ -99,7 +99,7 @@ def update_sums(
 ) -> dict[str, jax.Array]:
     """``ww = <w, w>``, ``uw = <u, w>``, ``uu = <u, u>`` and ``nn = <new,
     new>`` (``new = w + u`` as ``optax.apply_updates`` gives it)."""
-    dtype = nx.reduction_dtype(jnp.result_type(u, w))
+    dtype = sm.reduction_dtype(jnp.result_type(u, w))
     w, u, new = w.astype(dtype), u.astype(dtype), new.astype(dtype)
     return sm.layer_sums(axes, ww=(w, w), uw=(u, w), uu=(u, u), nn=(new, new))
 
@@ -109,7 +109,7 @@ def update_metrics(ww, uw, uu, nn) -> tuple[Any, Any, Any]:
     radial ratio and the norm of ``w + u``, from :func:`update_sums`."""
     nw, k, tangential = tangent_parts(ww, uw, uu)
     radial = jnp.abs(k) * nw  # |<u, w>| / ||w||
-    floor = nx.machine_eps(jnp.result_type(ww)) * radial
+    floor = sm.machine_eps(jnp.result_type(ww)) * radial
     ratio = sm.ratio(radial, jnp.maximum(tangential, floor))
     ratio = ratio + sm.nan_if_nonfinite(ww, uu)
     rate = tan_from_parts(nw, k, tangential, ww, uu, nn)

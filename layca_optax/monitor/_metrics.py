@@ -8,9 +8,9 @@ from typing import Any
 import jax
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx, _sums as sm
+from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax._axes import Axis
 from layca_optax._masks import path_str, resolve_mask, shape_mismatch
-from layca_optax._numerics import Axis
 from layca_optax.monitor._formulas import cosine_leaf, tan_leaf
 from layca_optax.monitor._keys import check_prefix, split_slices
 
@@ -28,9 +28,9 @@ def layer_axes(tree: Any, mask: optax.MaskOrFn, axis: Axis) -> list[Any]:
     if not flat:
         return []
     flags = jax.tree.leaves(resolve_mask(mask, tree))
-    rules = nx.axis_rules(tree, axis)
+    rules = ax.axis_rules(tree, axis)
     return [
-        nx.resolve_axes(x, rule, path) if flag else None
+        ax.resolve_axes(x, rule, path) if flag else None
         for (path, x), rule, flag in zip(flat, rules, flags, strict=True)
     ]
 
@@ -53,7 +53,7 @@ def _map_layers(
     :func:`_sums.per_leaf` (one cached trace per shape), as a tree like
     ``new`` with ``None`` at the leaves that are not layers. ``names`` are
     the arguments ``new`` and ``old`` of the function called."""
-    nx.check_axis(axis)
+    ax.check_axis(axis)
     treedef: Any
     flat, treedef = jax.tree_util.tree_flatten_with_path(new)
     what = f"the two parameter trees (`{names[0]}` and `{names[1]}`)"

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx
-from layca_optax._numerics import Axis
+from layca_optax import _checks as checks, _sums as sm
+from layca_optax._axes import Axis
 from layca_optax.monitor._formulas import cosine_from_sums, metric_sums
 
 
@@ -101,7 +101,7 @@ def sketch(x: jax.Array, seed: jax.Array, dim: int) -> jax.Array:
     """CountSketch of the flattened ``x``: each entry goes, with a random
     sign, to one of ``dim`` buckets, both hashed from its index and the
     two-word ``seed``."""
-    x = jnp.ravel(x).astype(nx.reduction_dtype(x.dtype))
+    x = jnp.ravel(x).astype(sm.reduction_dtype(x.dtype))
     h = _mix(_mix(jnp.arange(x.size, dtype=jnp.uint32) ^ seed[0]) + seed[1])
     sign = jnp.where(h >> 31 == 0, 1.0, -1.0).astype(x.dtype)
     bucket = ((h & 0x7FFFFFFF) % dim).astype(jnp.int32)

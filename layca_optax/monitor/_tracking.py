@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _checks as checks, _numerics as nx
+from layca_optax import _axes as ax, _checks as checks
+from layca_optax._axes import Axis
 from layca_optax._masks import path_str
-from layca_optax._numerics import Axis
 from layca_optax.monitor._keys import check_prefix
 from layca_optax.monitor._references import check_reference
 from layca_optax.monitor._tracking_step import initial_values, step_values
@@ -138,7 +138,7 @@ def track_rotation(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 3.
     """
-    nx.check_axis(axis)
+    ax.check_axis(axis)
     ref = check_reference(reference, sketch_dim, axis, key)
 
     def init_fn(params: optax.Params) -> TrackRotationState:

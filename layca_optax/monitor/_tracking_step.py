@@ -13,8 +13,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from layca_optax import _numerics as nx, _sums as sm
-from layca_optax._numerics import Axis
+from layca_optax import _sums as sm
+from layca_optax._axes import Axis
 from layca_optax.monitor._formulas import (
     drop_reduced,
     update_metrics,
@@ -30,7 +30,7 @@ def _init_leaf(
     """The initial rate, radial ratio, norm, cosine and reference of one
     layer: zeros, its norm, and what ``reference`` stores."""
     w = jnp.asarray(w)
-    wf = w.astype(nx.reduction_dtype(w.dtype))
+    wf = w.astype(sm.reduction_dtype(w.dtype))
     ww = sm.layer_sums(axes, ww=(wf, wf))["ww"]
     norm = drop_reduced(jnp.sqrt(ww), axes)
     zero = jnp.zeros_like(norm)
