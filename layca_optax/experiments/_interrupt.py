@@ -8,7 +8,10 @@ inside a compiled JAX computation (a whole training run is one), so a
 watcher thread, woken by the signal itself (``signal.set_wakeup_fd``),
 ends the process at once if the main thread has not started unwinding
 within :data:`GRACE_SECONDS`. Nothing is being written then: every output
-file is written by Python code, atomically, after the computations.
+file is written by Python code, atomically, after the computations. Python
+ignores an exception raised where it cannot propagate (a garbage-collector
+callback, as JAX registers one): such an :class:`Interrupted` is not
+printed, and the watcher sends the signal again.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 
 GRACE_SECONDS = 2.0
@@ -62,12 +67,23 @@ class _Watch:
         self.done = threading.Event()  # stop_on_signals has exited
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.write_fd, False)  # as set_wakeup_fd needs
+        self.previous_hook = sys.unraisablehook
 
     def handler(self, signum: int, frame: object) -> None:
         del frame
         if not self.raised.is_set():  # later signals: unwinding already
             self.raised.set()
             raise Interrupted(signum)
+
+    def unraisable(self, unraisable: Any) -> None:
+        """``sys.unraisablehook``: an :class:`Interrupted` raised where
+        Python ignores exceptions (a garbage-collector callback, as JAX
+        registers one; a finalizer) is not printed, and the watcher sends
+        the signal again; anything else goes to the previous hook."""
+        if isinstance(unraisable.exc_value, Interrupted):
+            self.raised.clear()  # not raised after all
+        else:
+            self.previous_hook(unraisable)
 
     def watch(self) -> None:
         signum = 0
@@ -76,10 +92,18 @@ class _Watch:
             if not data or self.done.is_set():
                 return
             signum = data[0]
+        deadline = time.monotonic() + DEADLINE_SECONDS
         if not self.raised.wait(GRACE_SECONDS):
             self.exit(signum)  # the main thread is inside a computation
-        if not self.done.wait(DEADLINE_SECONDS - GRACE_SECONDS):
-            self.exit(signum)
+        while not self.done.wait(0.1):
+            if time.monotonic() > deadline:
+                self.exit(signum)
+            if not self.raised.is_set():  # swallowed: again (unraisable)
+                main = threading.main_thread().ident
+                if main is not None:
+                    signal.pthread_kill(main, signum)
+                if not self.raised.wait(GRACE_SECONDS):
+                    self.exit(signum)
 
     def exit(self, signum: int) -> None:
         if self.done.is_set():
@@ -111,6 +135,7 @@ def stop_on_signals(prog: str) -> Iterator[None]:
     watch = _Watch(prog)
     old = {s: signal.signal(s, watch.handler) for s in SIGNALS}
     old_fd = signal.set_wakeup_fd(watch.write_fd, warn_on_full_buffer=False)
+    sys.unraisablehook = watch.unraisable
     thread = threading.Thread(
         target=watch.watch, name=f"{prog}-signals", daemon=True
     )
@@ -120,6 +145,7 @@ def stop_on_signals(prog: str) -> Iterator[None]:
     finally:
         watch.done.set()
         signal.set_wakeup_fd(old_fd)
+        sys.unraisablehook = watch.previous_hook
         for s, handler in old.items():
             signal.signal(s, handler)
         with contextlib.suppress(OSError):
