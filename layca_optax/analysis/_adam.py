@@ -147,7 +147,8 @@ def adam_nu_percentiles(
         nu, count = moments[path]
         x = jnp.asarray(nu, sm.reduction_dtype(jnp.result_type(nu)))
         if b2 is not None:
-            x = sm.ratio(x, 1 - jnp.asarray(b2, x.dtype) ** count)
+            den = 1 - jnp.asarray(b2, x.dtype) ** count  # 0 before a step
+            x = x * sm.ratio(jnp.ones_like(den), den)
         values[path] = jnp.percentile(x.ravel(), jnp.asarray(qs, x.dtype))
     return {
         f"{name}_p{q:g}/{path}": v[k]
