@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import jax
 import optax
 
-from layca_optax import _axes as ax, _checks as checks
+from layca_optax import _axes as ax, _checks as checks, _sums as sm
 from layca_optax._axes import Axis
 from layca_optax._direction import checked_base
 from layca_optax._layca import scale_by_layca
@@ -27,6 +27,24 @@ from layca_optax._partition import (
 )
 from layca_optax._projection import project_to_tangent
 from layca_optax._reprojection import reproject_to_sphere
+
+
+def _widened() -> optax.GradientTransformation:
+    """The chain's updates in at least float32 (the fused step computes in
+    it too): in float16 its intermediate values (the direction times the
+    rate, the step before reprojection) overflow for ordinary inputs."""
+    return optax.stateless(
+        lambda u, _: jax.tree.map(
+            lambda x: x.astype(sm.reduction_dtype(x.dtype)), u
+        )
+    )
+
+
+def _in_param_dtype() -> optax.GradientTransformation:
+    """The update in the params' dtype, as the fused step returns it."""
+    return optax.stateless(
+        lambda u, p: jax.tree.map(lambda x, w: x.astype(w.dtype), u, p)
+    )
 
 
 @checks.public
@@ -213,6 +231,7 @@ def layca(
     else:
         layer_tx = optax.chain(
             direction,
+            _widened(),
             # The authors' "step": the direction scaled by eta_l, which the
             # zero-step threshold of the normalization compares with eps.
             scale_by_layer_multipliers(factors),
@@ -222,5 +241,6 @@ def layca(
             scale_by_layer_multipliers(factors),
             optax.scale_by_learning_rate(learning_rate),
             reproject_to_sphere(axis=axis),
+            _in_param_dtype(),
         )
     return partition_layers(warn_zero_layers(layer_tx, axis), other, mask)

@@ -179,15 +179,21 @@ def check_transformation(tx: Any, name: str) -> None:
         )
 
 
+MAX_RATE = 1e6
+"""The largest learning rate: ``tan`` of the angle per step, 89.99994
+degrees. Larger rates turn no further, and their squares and products with
+a direction overflow float32 in the per-layer terms."""
+
+
 def check_learning_rate(learning_rate: Any) -> None:
-    """``ValueError`` for a learning rate that is not a non-negative real
-    number or a schedule, or a schedule whose value at step 0 is not.
+    """``ValueError`` for a learning rate that is not a real number in ``[0,
+    MAX_RATE]`` or a schedule, or a schedule whose value at step 0 is not.
 
     (A schedule that turns negative later gives no update from then on:
     Layca's step has no sign to flip. This is documented, not checked.)
     """
     if not callable(learning_rate):
-        check_scalar(learning_rate, "learning_rate", low=0.0)
+        check_scalar(learning_rate, "learning_rate", low=0.0, high=MAX_RATE)
         return
     try:
         first = learning_rate(0)
@@ -195,7 +201,7 @@ def check_learning_rate(learning_rate: Any) -> None:
         return
     if jnp.ndim(first) == 0:
         what = "the schedule's value at step 0"
-        check_scalar(first, "learning_rate", low=0.0, what=what)
+        check_scalar(first, "learning_rate", low=0.0, high=MAX_RATE, what=what)
 
 
 def no_params_error() -> ValueError:

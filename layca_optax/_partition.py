@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _axes as ax, _checks as checks
+from layca_optax import _axes as ax, _checks as checks, _sums as sm
 from layca_optax._axes import Axis
 from layca_optax._masks import path_str, resolve_mask
 
@@ -134,6 +134,8 @@ def partition_layers(
     warned: list[bool] = []
 
     def init_fn(params):
+        if jax.tree.leaves(params):
+            sm.check_floating(params, resolve_mask(mask, params))
         if not warned and jax.tree.leaves(params):
             message = split_message(params, mask, other)
             if message:

@@ -34,7 +34,8 @@ import numpy as np
 import optax
 
 from layca_optax._axes import axes_per_leaf
-from layca_optax._checks import no_params_error
+from layca_optax._checks import caller, no_params_error
+from layca_optax._masks import path_str
 from layca_optax._shard_map import complete_sum, summing_context
 
 
@@ -144,6 +145,7 @@ def map_layers(
     treedef: Any
     us, treedef = jax.tree.flatten(updates)
     ws = treedef.flatten_up_to(params)
+    check_floating(params)
     others = [treedef.flatten_up_to(tree) for tree in rest]
     extra = list(zip(*others, strict=True)) if others else [()] * len(us)
     axes = axes_per_leaf(updates, axis)
@@ -152,6 +154,25 @@ def map_layers(
         for a, u, w, r in zip(axes, us, ws, extra, strict=True)
     ]
     return treedef.unflatten(out)
+
+
+def check_floating(params: Any, flags: Any = None) -> None:
+    """``ValueError`` naming the first layer (leaf of ``params``, where
+    ``flags`` is True if given) whose weights are not real floating point:
+    rotating integer, bool or complex weights would truncate them or drop
+    their imaginary part."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    marks = [True] * len(flat) if flags is None else jax.tree.leaves(flags)
+    for (path, w), layer in zip(flat, marks, strict=True):
+        dtype = getattr(w, "dtype", None) or jnp.result_type(w)
+        if layer and not jnp.issubdtype(dtype, jnp.floating):
+            where = repr(path_str(path)) if path else "(the params)"
+            raise ValueError(
+                f"`{caller()}`: the layer {where} has dtype "
+                f"{dtype}; layers must be real floating point (float16, "
+                "bfloat16, float32, float64). Leave it out of `mask` (it "
+                "then goes to `other`)."
+            )
 
 
 def stateless_map_layers(
