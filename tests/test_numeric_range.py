@@ -153,3 +153,29 @@ def test_non_floating_layers_are_refused_at_init(dtype):
     mask = {"a": {"kernel": False}, "b": {"kernel": True}}
     tx = layca_optax.layca(0.1, mask=mask, other=optax.set_to_zero())
     tx.update(params, tx.init(params), params)
+
+
+@pytest.mark.parametrize("ratio", [1e-12, 1e-6, 1e-3, 0.5, 2.0, 1e3, 1e6, 1e12])
+@pytest.mark.parametrize("degrees", [1.0, 30.0, 120.0])
+def test_metrics_exact_when_the_norms_are_far_apart(ratio, degrees):
+    """layer_rotation and rotation_rate gave 0 (no rotation), 2 or inf when
+    the two weights' norms differed by 1e6 or more (one formula's
+    cancellation); each now uses the formula exact for its layer."""
+    t = np.radians(degrees)
+    old = jnp.asarray([[1.0, 0.0, 0.0]])
+    new = jnp.asarray([[np.cos(t), np.sin(t), 0.0]]) * ratio
+    np.testing.assert_allclose(
+        float(layca_optax.layer_rotation(new, old)), 1 - np.cos(t), rtol=2e-3
+    )
+    np.testing.assert_allclose(
+        float(layca_optax.rotation_rate(new, old)), np.tan(t), rtol=2e-3
+    )
+    # track_rotation reads the rate of the update as applied (w + u in
+    # float32, itself rounded when w + u is much smaller than w).
+    tx = layca_optax.track_rotation()
+    _, state = tx.update(new - old, tx.init(old), old)
+    (rate,) = jax.tree.leaves(state.rotation_rate)
+    applied = np.asarray(optax.apply_updates(old, new - old), np.float64)
+    with np.errstate(divide="ignore"):  # 1e-12: w + u rounds to 90 degrees
+        tan = np.hypot(applied[0, 1], applied[0, 2]) / applied[0, 0]
+    np.testing.assert_allclose(np.arctan(rate), np.arctan(tan), rtol=2e-3)

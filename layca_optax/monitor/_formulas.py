@@ -20,43 +20,63 @@ from layca_optax import _sums as sm
 def metric_sums(
     new: jax.Array, old: jax.Array, axes: tuple[int, ...], tan: bool = False
 ) -> dict[str, jax.Array]:
-    """Per layer: ``oo = <old, old>``, (with ``tan``: ``do = <d, old>``,)
-    ``dd = <d, d>`` and ``nn = <new, new>``, with ``d = new - old``, in at
-    least float32; scalars when a layer is the whole leaf (see
-    :func:`_sums.layer_sums`)."""
+    """Per layer: ``oo = <old, old>``, ``dd = <d, d>``, ``nn = <new, new>``,
+    ``no = <new, old>`` (and with ``tan``: ``do = <d, old>``), with ``d =
+    new - old``, in at least float32, in one pass; scalars when a layer is
+    the whole leaf (see :func:`_sums.layer_sums`)."""
     dtype = sm.reduction_dtype(jnp.result_type(new, old))
     a, b = jnp.asarray(new).astype(dtype), jnp.asarray(old).astype(dtype)
     d = a - b
+    pairs = {"oo": (b, b), "dd": (d, d), "nn": (a, a), "no": (a, b)}
     if tan:
-        return sm.layer_sums(axes, oo=(b, b), do=(d, b), dd=(d, d), nn=(a, a))
-    return sm.layer_sums(axes, oo=(b, b), dd=(d, d), nn=(a, a))
+        pairs["do"] = (d, b)
+    return sm.layer_sums(axes, **pairs)
 
 
-def cosine_from_sums(oo, dd, nn):
+def cosine_from_sums(oo, dd, nn, no):
     """1 - cos of the angle between ``old`` and ``new`` from the sums of
-    :func:`metric_sums`; NaN for non-finite sums."""
+    :func:`metric_sums`; NaN for non-finite sums.
+
+    Two formulas, each exact where the other cancels: ``(||d||^2 - (||new||
+    - ||old||)^2) / (2 ||new|| ||old||)`` for small angles between layers of
+    similar norms, ``1 - <new, old> / (||new|| ||old||)`` elsewhere (norms
+    far apart, large angles). Per layer, the one with the smaller rounding
+    bound is used: the first loses ``eps (||d||^2 + gap^2) / den``, the
+    second ``eps``.
+    """
     na, nb = jnp.sqrt(nn), jnp.sqrt(oo)
-    # 1 - cos = (||w - w0||^2 - (||w|| - ||w0||)^2) / (2 ||w|| ||w0||): exact
-    # and free of the cancellation in 1 - <w, w0> / (||w|| ||w0||).
     gap = na - nb
     den = (na * nb) * 2
     both = den > 0
-    dist = (dd - gap * gap) / sm.where(both, den, 1)
+    safe = sm.where(both, den, 1)
+    by_gap = (dd - gap * gap) / safe
+    by_dot = 1 - (no * 2) / safe
+    dist = sm.where(dd + gap * gap < den, by_gap, by_dot)
     # Degenerate: 0 when both are zero, 1 when only one is.
     total = nn + oo
     one = (total > 0).astype(dist.dtype)
     lo, hi = (np.asarray(x, dist.dtype) for x in (0, 2))
     out = jax.lax.clamp(lo, sm.where(both, dist, one), hi)
-    return out + (total + dd) * 0  # NaN for a non-finite sum
+    return out + (total + dd + no) * 0  # NaN for a non-finite sum
 
 
-def tan_from_sums(oo, do, dd, nn):
+def tan_from_sums(oo, do, dd, nn, no):
     """tan of the angle from ``old`` to ``new = old + d``, from one-pass sums.
 
-    Takes ``||old||^2, <d, old>, ||d||^2, ||new||^2``; 0 when either is 0,
-    ``inf`` at 90 degrees, NaN for non-finite sums.
+    Takes ``||old||^2, <d, old>, ||d||^2, ||new||^2, <new, old>``; 0 when
+    either norm is 0, ``inf`` at 90 degrees, negative beyond, NaN for
+    non-finite sums. ``new``'s part along ``old`` is ``<new, old> /
+    ||old||``; its part across is computed from ``d`` or from ``new``,
+    whichever is smaller (the other cancels: ``d`` when ``new`` is much
+    smaller than ``old``, ``new`` when it is nearly parallel to ``old``).
     """
-    return tan_from_parts(*tangent_parts(oo, do, dd), oo, dd, nn)
+    along = sm.ratio(no, jnp.sqrt(oo))
+    from_d = dd - sm.ratio(do, oo) * do
+    from_new = nn - sm.ratio(no, oo) * no
+    across = jnp.sqrt(jnp.maximum(sm.where(dd <= nn, from_d, from_new), 0))
+    tan = sm.where(along == 0, jnp.inf, sm.ratio(across, along))
+    out = sm.where((oo > 0) & (nn > 0), tan, 0.0)
+    return out + sm.nan_if_nonfinite(oo, dd, nn, no)
 
 
 def tangent_parts(bb, db, dd) -> tuple[Any, Any, Any]:
@@ -64,16 +84,6 @@ def tangent_parts(bb, db, dd) -> tuple[Any, Any, Any]:
     the norm of the part of ``d`` across ``old``."""
     k = sm.ratio(db, bb)
     return jnp.sqrt(bb), k, jnp.sqrt(jnp.maximum(dd - k * db, 0))
-
-
-def tan_from_parts(nb, k, across, bb, dd, aa):
-    """:func:`tan_from_sums` from :func:`tangent_parts`' values."""
-    # With d = new - old, `new` has ||old|| (1 + k) along `old`, and across
-    # it the part of d across `old`.
-    along = nb * (1 + k)
-    tan = sm.where(along == 0, jnp.inf, sm.ratio(across, along))
-    out = sm.where((bb > 0) & (aa > 0), tan, 0.0)
-    return out + sm.nan_if_nonfinite(bb, dd, aa)
 
 
 def drop_reduced(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
@@ -97,20 +107,23 @@ def tan_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
 def update_sums(
     w: jax.Array, u: jax.Array, new: jax.Array, axes: tuple[int, ...]
 ) -> dict[str, jax.Array]:
-    """``ww = <w, w>``, ``uw = <u, w>``, ``uu = <u, u>`` and ``nn = <new,
-    new>`` (``new = w + u`` as ``optax.apply_updates`` gives it)."""
+    """``ww = <w, w>``, ``uw = <u, w>``, ``uu = <u, u>``, ``nn = <new,
+    new>`` and ``nw = <new, w>`` (``new = w + u`` as
+    ``optax.apply_updates`` gives it)."""
     dtype = sm.reduction_dtype(jnp.result_type(u, w))
     w, u, new = w.astype(dtype), u.astype(dtype), new.astype(dtype)
-    return sm.layer_sums(axes, ww=(w, w), uw=(u, w), uu=(u, u), nn=(new, new))
+    return sm.layer_sums(
+        axes, ww=(w, w), uw=(u, w), uu=(u, u), nn=(new, new), nw=(new, w)
+    )
 
 
-def update_metrics(ww, uw, uu, nn) -> tuple[Any, Any, Any]:
+def update_metrics(ww, uw, uu, nn, nw) -> tuple[Any, Any, Any]:
     """Per layer: the rotation rate of the update ``u`` of ``w``, its
     radial ratio and the norm of ``w + u``, from :func:`update_sums`."""
-    nw, k, tangential = tangent_parts(ww, uw, uu)
-    radial = jnp.abs(k) * nw  # |<u, w>| / ||w||
+    norm_w, k, tangential = tangent_parts(ww, uw, uu)
+    radial = jnp.abs(k) * norm_w  # |<u, w>| / ||w||
     floor = sm.machine_eps(jnp.result_type(ww)) * radial
     ratio = sm.ratio(radial, jnp.maximum(tangential, floor))
     ratio = ratio + sm.nan_if_nonfinite(ww, uu)
-    rate = tan_from_parts(nw, k, tangential, ww, uu, nn)
+    rate = tan_from_sums(oo=ww, do=uw, dd=uu, nn=nn, no=nw)
     return rate, ratio, jnp.sqrt(nn)
