@@ -24,6 +24,7 @@ from layca_optax.experiments.data._dataset import (
     make_dataset,
     read_file,
     resolve_data_dir,
+    too_large,
 )
 
 
@@ -78,16 +79,30 @@ def safe_unpickle(file: IO[bytes]) -> Any:
 
 
 class _Spec(NamedTuple):
+    name: str
     folder: str
     archive: str
     train: tuple[str, ...]
     test: tuple[str, ...]
     label_key: str
     expected: str
+    images: int  # per train file, as many per test file
+    test_images: int
+
+    def count(self, file: str) -> int:
+        """The images the real ``file`` holds: the most it may hold."""
+        return self.test_images if file in self.test else self.images
+
+    def holder(self, file: str) -> str:
+        """``file`` in words: ``"a CIFAR-10 batch"``."""
+        if self.name == "CIFAR-10":
+            return "a CIFAR-10 batch"
+        return f"the CIFAR-100 {file} file"
 
 
 _SPECS = {
     10: _Spec(
+        "CIFAR-10",
         "cifar-10-batches-py",
         "cifar-10-python.tar.gz",
         tuple(f"data_batch_{i}" for i in range(1, 6)),
@@ -95,20 +110,36 @@ _SPECS = {
         "labels",
         "the CIFAR-10 python batches (data_batch_1..5, test_batch) "
         "from cifar-10-python.tar.gz",
+        10000,
+        10000,
     ),
     100: _Spec(
+        "CIFAR-100",
         "cifar-100-python",
         "cifar-100-python.tar.gz",
         ("train",),
         ("test",),
         "fine_labels",
         "the CIFAR-100 python files (train, test) from cifar-100-python.tar.gz",
+        50000,
+        10000,
     ),
 }
 
+_PIXELS = 3072  # bytes per image: 32 x 32 x 3
+_BYTES_PER_IMAGE = _PIXELS + 1024  # and room for labels, names, opcodes
+_MEMBERS = 64  # the archives hold 9 (CIFAR-10) and 5 (CIFAR-100) entries
+
+
+def _limit(spec: _Spec, file: str) -> int:
+    """The most bytes ``file`` may have: its images and room for the rest
+    (the real files have 31 to 41 bytes per image besides the pixels)."""
+    return spec.count(file) * _BYTES_PER_IMAGE
+
 
 def _files(root: Path, spec: _Spec) -> dict[str, tuple[str, bytes]]:
-    """``{name: (where, content)}`` from a folder or the tar.gz archive."""
+    """``{name: (where, content)}`` from a folder or the tar.gz archive;
+    sizes are checked before reading."""
     names = spec.train + spec.test
     for folder in (root / spec.folder, root):
         if (folder / names[0]).is_file():
@@ -119,7 +150,9 @@ def _files(root: Path, spec: _Spec) -> dict[str, tuple[str, bytes]]:
                         f"load_cifar: {path} not found: expected "
                         f"{spec.expected}"
                     )
-                out[name] = (str(path), read_file(path))
+                limit = _limit(spec, name)
+                raw = read_file(path, limit, _files_of(spec, name))
+                out[name] = (str(path), raw)
             return out
     archive = root / spec.archive
     if not archive.is_file():
@@ -129,13 +162,7 @@ def _files(root: Path, spec: _Spec) -> dict[str, tuple[str, bytes]]:
         )
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            out = {}
-            for name in names:
-                member = tar.extractfile(f"{spec.folder}/{name}")
-                if member is None:
-                    raise KeyError(f"{spec.folder}/{name} is not a file")
-                out[name] = (f"{archive}:{spec.folder}/{name}", member.read())
-            return out
+            return _members(archive, tar, spec)
     except (OSError, EOFError, zlib.error, KeyError, tarfile.TarError) as err:
         raise DatasetError(
             f"load_cifar: cannot read {archive} ({err}): expected "
@@ -143,8 +170,50 @@ def _files(root: Path, spec: _Spec) -> dict[str, tuple[str, bytes]]:
         ) from err
 
 
-def _batch(where: str, raw: bytes, spec: _Spec, k: int) -> tuple[Any, Any]:
-    """The ``(data, labels)`` of one batch, validated."""
+def _files_of(spec: _Spec, file: str) -> str:
+    return f"a file of {spec.count(file)} CIFAR images"
+
+
+def _members(
+    archive: Path, tar: tarfile.TarFile, spec: _Spec
+) -> dict[str, tuple[str, bytes]]:
+    """The files of ``spec`` in ``tar``, each size checked before reading,
+    reading no further into the archive than its files can fill."""
+    names = spec.train + spec.test
+    wanted = {f"{spec.folder}/{name}": name for name in names}
+    end = sum(_limit(spec, name) for name in names) + 2**20
+    out: dict[str, tuple[str, bytes]] = {}
+    for _ in range(_MEMBERS):
+        if len(out) == len(names) or (member := tar.next()) is None:
+            break
+        name, where = wanted.get(member.name), f"{archive}:{member.name}"
+        if name is not None and member.size > (limit := _limit(spec, name)):
+            where, size = f"load_cifar: {where}", str(member.size)
+            what = _files_of(spec, name)
+            raise DatasetError(too_large(where, size, what, limit))
+        if member.offset_data + member.size > end:
+            raise DatasetError(
+                f"load_cifar: {archive}: {member.name} ends at byte "
+                f"{member.offset_data + member.size}, past the {end} "
+                f"the {spec.name} files can fill; expected {spec.expected}"
+            )
+        if name is None:
+            continue
+        file = tar.extractfile(member) if member.isfile() else None
+        if file is None:
+            raise KeyError(f"{member.name} is not a file")
+        out[name] = (where, file.read())
+    if missing := [n for n in names if n not in out]:
+        raise KeyError(f"{spec.folder}/{missing[0]} not found")
+    return dict(sorted(out.items(), key=lambda item: names.index(item[0])))
+
+
+def _batch(
+    file: str, where: str, raw: bytes, spec: _Spec, k: int
+) -> tuple[Any, Any]:
+    """The ``(data, labels)`` of one batch, validated: at most the real
+    file's images, as one bytes-backed uint8 array, and a list of int
+    labels in range."""
 
     def fail(why: str) -> DatasetError:
         return DatasetError(
@@ -157,32 +226,49 @@ def _batch(where: str, raw: bytes, spec: _Spec, k: int) -> tuple[Any, Any]:
         raise fail(f"not a CIFAR pickle ({type(err).__name__}: {err})") from err
     if not isinstance(batch, dict):
         raise fail(f"a pickled {type(batch).__name__}, not a dict")
-    entry = {
-        (key.decode() if isinstance(key, bytes) else key): value
-        for key, value in batch.items()
-    }
+    entry = {}
+    for key, value in batch.items():
+        if isinstance(key, bytes):
+            try:
+                key = key.decode()
+            except UnicodeDecodeError:
+                raise fail(f"key {key[:32]!r} is not text") from None
+        entry[key] = value
     data, labels = entry.get("data"), entry.get(spec.label_key)
     if not (
         isinstance(data, np.ndarray)
         and data.dtype == np.uint8
         and data.ndim == 2
-        and data.shape[1] == 3072
+        and data.shape[1] == _PIXELS
     ):
         got = getattr(data, "shape", type(data).__name__)
         raise fail(f"'data' is {got}, not an (N, 3072) uint8 array")
-    if not isinstance(labels, list | tuple | np.ndarray):
-        raise fail(f"no {spec.label_key!r} list")
-    labels = np.asarray(labels)
-    if (
-        labels.shape != (len(data),)
-        or labels.dtype.kind not in "iu"
-        or (labels.size and not 0 <= labels.min() <= labels.max() < k)
-    ):
+    n, most = len(data), spec.count(file)
+    if n > most:
         raise fail(
-            f"{spec.label_key!r} holds {labels.shape} {labels.dtype} values "
-            f"for {len(data)} images; expected one integer in 0..{k - 1} each"
+            f"'data' holds {n} images: more than the {most} of "
+            f"{spec.holder(file)}"
         )
-    return data, labels
+    # The pickle's own bytes, row after row: no stride tricks (a stride of
+    # 0 repeats one byte for every pixel), no view of a larger buffer.
+    backed = isinstance(data.base, bytes) and len(data.base) == data.nbytes
+    if n and not (backed and data.strides == (_PIXELS, 1)):
+        raise fail(
+            f"'data' is not a bytes-backed array of its {n} x {_PIXELS} "
+            f"pixels (strides {data.strides}, over "
+            f"{type(data.base).__name__})"
+        )
+    key, valid = spec.label_key, f"an int in 0..{k - 1}"
+    if not isinstance(labels, list | tuple):
+        raise fail(f"no {key!r} list")
+    if len(labels) != n:
+        raise fail(f"{key!r} holds {len(labels)} labels for {n} images")
+    for i, label in enumerate(labels):
+        if type(label) is not int:  # no bool, no nested list
+            raise fail(f"{key!r}[{i}] is a {type(label).__name__}, not {valid}")
+        if not 0 <= label < k:
+            raise fail(f"{key!r}[{i}] is not {valid}")
+    return data, np.array(labels, np.int64)
 
 
 @checks.public
@@ -200,8 +286,12 @@ def load_cifar(
     reads them from ``cifar-10-python.tar.gz`` (``cifar-100-python.tar.gz``)
     there without extracting it. Pickles are read by :func:`safe_unpickle`.
     Each batch is checked: a dict with an ``(N, 3072)`` uint8 ``data`` array
-    (rows of 1024 red, green, blue pixels) and N integer labels
-    (``labels``, or ``fine_labels`` for CIFAR-100) in range.
+    (rows of 1024 red, green, blue pixels) and a list of N integer labels
+    (``labels``, or ``fine_labels`` for CIFAR-100) in range. Files are data:
+    a file's size is checked before it is read (at most 4,096 bytes per
+    image), N may not exceed the real file's (10,000 per CIFAR-10 batch,
+    50,000 and 10,000 in CIFAR-100's train and test files), and ``data``
+    must hold the pickle's own bytes, row after row (no stride tricks).
 
     Args:
       data_dir: the folder, or None for ``$LAYCA_DATA_DIR``.
@@ -227,7 +317,8 @@ def load_cifar(
     root = resolve_data_dir(data_dir)
     parts: dict[bool, list[Any]] = {False: [], True: []}
     for name, (where, raw) in _files(root, spec).items():
-        parts[name in spec.test].append(_batch(where, raw, spec, num_classes))
+        batch = _batch(name, where, raw, spec, num_classes)
+        parts[name in spec.test].append(batch)
     (x, y), (xt, yt) = (
         (
             np.concatenate([d for d, _ in parts[t]]),

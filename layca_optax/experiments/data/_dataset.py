@@ -8,14 +8,19 @@ for in an explicit ``data_dir``, else in the folder named by the
 ``LAYCA_DATA_DIR`` environment variable (:func:`resolve_data_dir`); nothing
 is downloaded. A missing, truncated or malformed file raises
 :class:`DatasetError`, a ``ValueError`` whose message names the path and
-the format expected there.
+the format expected there. Files are data: sizes are checked against the
+real format before anything is allocated, and gzip is read no further than
+the format holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -100,20 +105,62 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return path
 
 
-def read_file(path: Path) -> bytes:
-    """The bytes of ``path``, gunzipped if it ends with ``.gz``.
+@contextlib.contextmanager
+def open_file(path: Path) -> Iterator[io.BufferedIOBase]:
+    """``path`` opened for binary reading, gunzipped if it ends with
+    ``.gz``; read it inside the ``with`` (gzip fails there).
 
     Raises:
       DatasetError: naming the loader called and ``path``, if it cannot be
-        read.
+        opened or read (a missing file, a folder, a corrupt gzip stream).
     """
     try:
-        raw = path.read_bytes()
-        return gzip.decompress(raw) if path.suffix == ".gz" else raw
+        with open(path, "rb") as raw:
+            if path.suffix == ".gz":
+                with gzip.GzipFile(fileobj=raw) as unzipped:
+                    yield unzipped
+            else:
+                yield raw
     except (OSError, EOFError, zlib.error) as err:
         raise DatasetError(
             f"{checks.caller()}: cannot read {path}: {err}"
         ) from err
+
+
+def too_large(where: str, size: str, what: str, limit: int) -> str:
+    """The message of a file larger than its format: ``<where> has <size>
+    bytes, more than <what> can hold (<limit>)``."""
+    return f"{where} has {size} bytes, more than {what} can hold ({limit})"
+
+
+def read_file(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of ``path``, gunzipped if it ends with ``.gz``: at most
+    ``limit``, checked before reading (a plain file's size) or while
+    reading (at most ``limit + 1`` bytes are gunzipped).
+
+    Args:
+      path: the file.
+      limit: the most bytes the file may hold, ``what`` can hold.
+      what: what the file should be, for the message (``"a CIFAR-10
+        batch"``).
+
+    Raises:
+      DatasetError: naming the loader called and ``path``, if it cannot be
+        read or holds more than ``limit`` bytes.
+    """
+
+    def fail(size: str) -> DatasetError:
+        where = f"{checks.caller()}: {path}"
+        return DatasetError(too_large(where, size, what, limit))
+
+    gz = path.suffix == ".gz"
+    with open_file(path) as f:
+        if not gz and (size := os.fstat(f.fileno()).st_size) > limit:
+            raise fail(str(size))
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise fail(f"over {limit}" + (" gunzipped" if gz else ""))
+    return raw
 
 
 def validation_split(

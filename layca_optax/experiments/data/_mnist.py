@@ -16,40 +16,72 @@ from layca_optax.experiments.data._dataset import (
     Dataset,
     DatasetError,
     make_dataset,
-    read_file,
+    open_file,
     resolve_data_dir,
 )
 
 
+_TRAIN, _TEST = 60000, 10000  # images (and labels) in MNIST's two sets
 _MNIST = (
     "the MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
     "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each optionally .gz)"
 )
 
 
-def _idx(path: Path, magic: int, shape: tuple[int | None, ...]) -> np.ndarray:
-    """Parses an IDX file of unsigned bytes (MNIST's format)."""
-    raw, ndim = read_file(path), len(shape)
+def _idx(
+    path: Path, magic: int, shape: tuple[int | None, ...], count: int
+) -> np.ndarray:
+    """Parses an IDX file of unsigned bytes (MNIST's format).
+
+    ``shape``'s None is the number of items, at most ``count`` (the real
+    set's). The header is checked before the data is read, and at most one
+    byte more than it declares is read (or gunzipped).
+    """
+    ndim = len(shape)
     head = 4 + 4 * ndim
+    kind = "images" if ndim == 3 else "labels"
 
     def fail(why: str) -> DatasetError:
-        kind = "images" if ndim == 3 else "labels"
         return DatasetError(
             f"load_mnist: {path} is not an MNIST IDX {kind} file ({why}); "
             f"expected {_MNIST}"
         )
 
-    if len(raw) < head:
-        raise fail(f"{len(raw)} bytes, shorter than its header")
-    got = int.from_bytes(raw[:4], "big")
-    if got != magic:
-        raise fail(f"magic number {got:#010x}, not {magic:#010x}")
-    dims = struct.unpack(f">{ndim}I", raw[4:head])
-    if any(e is not None and d != e for d, e in zip(dims, shape, strict=True)):
-        raise fail(f"dimensions {dims}")
-    if len(raw) != head + int(np.prod(dims)):
-        raise fail(f"{len(raw)} bytes for dimensions {dims}: truncated")
-    return np.frombuffer(raw, np.uint8, offset=head).reshape(dims)
+    with open_file(path) as f:
+        raw = f.read(head)
+        if len(raw) < head:
+            raise fail(f"{len(raw)} bytes, shorter than its header")
+        got = int.from_bytes(raw[:4], "big")
+        if got != magic:
+            raise fail(f"magic number {got:#010x}, not {magic:#010x}")
+        dims = struct.unpack(f">{ndim}I", raw[4:head])
+        if any(
+            e is not None and d != e for d, e in zip(dims, shape, strict=True)
+        ):
+            raise fail(f"dimensions {dims}")
+        if dims[0] > count:
+            which = "train" if count == _TRAIN else "test"
+            raise fail(
+                f"dimensions {dims}: {dims[0]} {kind}: more than the "
+                f"{count} of MNIST's {which} set"
+            )
+        size, data = head + int(np.prod(dims)), b""
+        # A plain file's size is known before reading; a gzipped one's is
+        # not, so one byte more than declared is gunzipped, no more.
+        n = None if path.suffix == ".gz" else os.fstat(f.fileno()).st_size
+        if n is None or n == size:
+            data = f.read(size - head + 1)
+            n = head + len(data)
+    if n > size:
+        raise fail(
+            f"more than the {size} bytes of dimensions {dims}: data after "
+            f"the end"
+        )
+    if n < size:
+        raise fail(
+            f"{n} bytes for dimensions {dims}, which need {size}: truncated"
+        )
+    return np.frombuffer(data, np.uint8).reshape(dims)
 
 
 def _find(root: Path, name: str, folders: tuple[str, ...]) -> Path | None:
@@ -68,8 +100,10 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> Dataset:
     ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally
     gzipped) may also lie in ``mnist/`` or ``MNIST/raw/`` below it. Each is
     checked: magic number (0x00000803 for images, 0x00000801 for labels),
-    28 x 28 images, length, labels in 0..9, as many labels as images.
-    Pixels are scaled to ``[0, 1]``.
+    28 x 28 images, at most as many as the real set (60,000 train, 10,000
+    test), length, labels in 0..9, as many labels as images. The header is
+    checked before the data is read, and no more than it declares is read
+    or gunzipped. Pixels are scaled to ``[0, 1]``.
 
     Args:
       data_dir: the folder, or None for ``$LAYCA_DATA_DIR``.
@@ -82,11 +116,11 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> Dataset:
     """
     root = resolve_data_dir(data_dir)
     arrays = []
-    for name, magic, shape in (
-        ("train-images-idx3-ubyte", 0x803, (None, 28, 28)),
-        ("train-labels-idx1-ubyte", 0x801, (None,)),
-        ("t10k-images-idx3-ubyte", 0x803, (None, 28, 28)),
-        ("t10k-labels-idx1-ubyte", 0x801, (None,)),
+    for name, magic, shape, count in (
+        ("train-images-idx3-ubyte", 0x803, (None, 28, 28), _TRAIN),
+        ("train-labels-idx1-ubyte", 0x801, (None,), _TRAIN),
+        ("t10k-images-idx3-ubyte", 0x803, (None, 28, 28), _TEST),
+        ("t10k-labels-idx1-ubyte", 0x801, (None,), _TEST),
     ):
         path = _find(root, name, ("mnist", "MNIST/raw"))
         if path is None:
@@ -94,7 +128,7 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> Dataset:
                 f"load_mnist: {root / name} not found (nor .gz, nor in "
                 f"mnist/ or MNIST/raw/): expected {_MNIST}"
             )
-        arrays.append((path, _idx(path, magic, shape)))
+        arrays.append((path, _idx(path, magic, shape, count)))
     (_, x), (_, y), (_, xt), (_, yt) = arrays
     for (path, labels), images in ((arrays[1], x), (arrays[3], xt)):
         if len(labels) != len(images) or labels.max(initial=0) > 9:
