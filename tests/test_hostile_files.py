@@ -10,7 +10,9 @@ much now: the checks run on the declared sizes, before any allocation.
 """
 
 import gzip
+import json
 import pickle
+import re
 import struct
 import tarfile
 import time
@@ -18,6 +20,7 @@ import time
 import numpy as np
 import pytest
 
+import layca_optax
 from layca_optax.experiments.data import DatasetError, load_cifar, load_mnist
 
 
@@ -275,3 +278,75 @@ def test_mnist_header_larger_than_the_dataset(tmp_path, name, dims, why):
         f.truncate(min(len(head) + int(np.prod(dims)), 2**30))
     message = raises_quickly(DatasetError, why, load_mnist, tmp_path)
     assert str(tmp_path / name) in message
+
+
+# ------------------------------------------------------- RotationHistory
+
+FORMAT = "layca_optax.RotationHistory"
+HUGE_STEP = json.dumps(
+    {"format": FORMAT, "records": [{"step": 10**30, "a": 1}]}
+)
+HISTORY_CRAFTED = {
+    "deep.json": ("[" * 10000, "nested too deeply"),
+    "deep-record.json": (
+        json.dumps({"format": FORMAT, "records": []})[:-2] + "[" * 5000,
+        "nested too deeply",
+    ),
+    "huge-step.json": (HUGE_STEP, r"record 0: .*fit in int64, got 10{30}"),
+    "huge-step.csv": (
+        f"step,a\n{10**30},0.5\n",
+        r"line 2: .*fit in int64, got 10{30}",
+    ),
+    "negative-step.csv": (
+        f"step,a\n{-(2**63) - 1},0.5\n",
+        r"line 2: .*fit in int64",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HISTORY_CRAFTED))
+def test_history_crafted_files(tmp_path, name):
+    content, why = HISTORY_CRAFTED[name]
+    path = tmp_path / name
+    path.write_text(content)
+    load = getattr(layca_optax.RotationHistory, f"load_{name.split('.')[1]}")
+    raises_quickly(
+        ValueError, f"load_.*{re.escape(str(path))}: .*{why}", load, path
+    )
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_history_missing_file_or_folder_is_a_value_error(tmp_path, fmt):
+    load = getattr(layca_optax.RotationHistory, f"load_{fmt}")
+    missing = tmp_path / f"missing.{fmt}"
+    for path, why in ((missing, "No such file"), (tmp_path, "directory")):
+        raises_quickly(
+            ValueError,
+            f"`RotationHistory.load_{fmt}`: {re.escape(str(path))}: "
+            f"cannot read .*{why}",
+            load,
+            path,
+        )
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_history_file_larger_than_the_cap_is_not_read(tmp_path, fmt):
+    path = tmp_path / f"big.{fmt}"
+    with open(path, "wb") as f:  # sparse: no disk used
+        f.truncate(2**30)
+    load = getattr(layca_optax.RotationHistory, f"load_{fmt}")
+    raises_quickly(
+        ValueError,
+        f"{re.escape(str(path))}: 1073741824 bytes, more than the "
+        f"268435456 bytes .* history file",
+        load,
+        path,
+    )
+
+
+def test_history_append_step_past_int64():
+    history = layca_optax.RotationHistory()
+    with pytest.raises(ValueError, match=r"step_or_epoch.*fit in int64"):
+        history.append(2**63, {"a": 1.0})
+    history.append(2**63 - 1, {"a": 1.0})
+    assert history.steps.tolist() == [2**63 - 1]

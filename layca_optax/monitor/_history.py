@@ -15,6 +15,7 @@ from layca_optax.monitor._history_records import (
     PARSERS,
     csv_text,
     json_text,
+    read_text,
     record_values,
 )
 
@@ -35,8 +36,10 @@ class RotationHistory:
     and load as JSON or CSV (one row per record: ``step``, then the
     metric keys); writes are atomic (a temporary file in the same folder,
     then ``os.replace``), and loading checks the file, raising
-    ``ValueError`` with the path and what is wrong. Non-finite values are
-    kept (``NaN``/``Infinity`` in JSON, as Python's ``json`` writes them).
+    ``ValueError`` with the path and what is wrong (a missing file, one
+    over 256 MiB, JSON nested too deeply, a step past int64...). Non-finite
+    values are kept (``NaN``/``Infinity`` in JSON, as Python's ``json``
+    writes them).
 
     Example:
       >>> import layca_optax
@@ -106,7 +109,8 @@ class RotationHistory:
         """Adds one record: a step (or epoch) and its metrics.
 
         Args:
-          step_or_epoch: an int, larger than the last one appended.
+          step_or_epoch: an int (within int64), larger than the last one
+            appended.
           metrics: a mapping from str keys (not ``"step"``) to real
             numbers: floats, NumPy or JAX scalars, or arrays, which are
             split into one key per entry (``key/i``, ``key/i/j``...). The
@@ -141,6 +145,10 @@ class RotationHistory:
             raise ValueError(
                 f"{checks.arg('step_or_epoch')} must be an int, "
                 f"got {step_or_epoch!r}."
+            )
+        if not -(2**63) <= step < 2**63:
+            raise ValueError(
+                f"{checks.arg('step_or_epoch')} must fit in int64, got {step}."
             )
         if self._steps and step <= self._steps[-1]:
             raise ValueError(
@@ -232,8 +240,7 @@ class RotationHistory:
         parse = PARSERS[fmt]
         history = cls()
         try:
-            with open(path, encoding="utf-8", newline="") as f:
-                rows = parse(f.read())
+            rows = parse(read_text(path))
             for where, step, metrics in rows:
                 try:
                     history.append(step, metrics)
@@ -252,10 +259,15 @@ class RotationHistory:
         """Reads a history written by :meth:`save_json`.
 
         Args:
-          path: the JSON file.
+          path: the JSON file, at most 256 MiB.
 
         Returns:
           The history.
+
+        Raises:
+          ValueError: naming the file and the problem: it cannot be read
+            (missing, a folder), is larger than the cap, is not UTF-8 JSON
+            of this format (or nests too deeply), or a record is invalid.
         """
         return cls._load(path, "json")
 
@@ -264,9 +276,15 @@ class RotationHistory:
         """Reads a history written by :meth:`save_csv`.
 
         Args:
-          path: the CSV file: a header ``step,<key>,...``, a row per record.
+          path: the CSV file: a header ``step,<key>,...``, a row per record;
+            at most 256 MiB.
 
         Returns:
           The history.
+
+        Raises:
+          ValueError: naming the file and the problem: it cannot be read
+            (missing, a folder), is larger than the cap, is not UTF-8 CSV
+            of this format, or a row is invalid.
         """
         return cls._load(path, "csv")

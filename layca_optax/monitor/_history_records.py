@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,26 @@ from layca_optax.monitor._keys import split_slices
 
 FORMAT = "layca_optax.RotationHistory"
 STEP = "step"
+MAX_FILE_BYTES = 256 * 2**20
+"""The largest history file read (256 MiB), checked before reading."""
+
+
+def read_text(path: Any) -> str:
+    """The UTF-8 text of ``path``, at most :data:`MAX_FILE_BYTES`; a
+    ``ValueError`` saying what is wrong (it cannot be read, is larger, is
+    not UTF-8), for the caller to prefix with the path."""
+    cap = f"the {MAX_FILE_BYTES} bytes read from a history file"
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:  # before reading
+                raise ValueError(f"{size} bytes, more than {cap}")
+            raw = f.read(MAX_FILE_BYTES + 1)  # a pipe has no size
+    except OSError as err:
+        raise ValueError(f"cannot read it ({err.strerror or err})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ValueError(f"more than {cap}")
+    return raw.decode("utf-8")  # a UnicodeDecodeError is a ValueError
 
 
 def record_values(metrics: Any) -> dict[str, float]:
@@ -81,6 +102,10 @@ def parse_json(text: str) -> list[tuple[str, Any, dict]]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"not valid JSON: {err}") from None
+    except RecursionError:  # "[[[[..." deeper than the interpreter's stack
+        raise ValueError(
+            "not a history: JSON nested too deeply (a history nests 3 deep)"
+        ) from None
     ok = isinstance(data, dict) and data.get("format") == FORMAT
     records = data.get("records") if ok else None
     if not isinstance(records, list):
