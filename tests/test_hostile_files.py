@@ -10,12 +10,14 @@ much now: the checks run on the declared sizes, before any allocation.
 """
 
 import gzip
+import io
 import json
 import pickle
 import re
 import struct
 import tarfile
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -350,3 +352,100 @@ def test_history_append_step_past_int64():
         history.append(2**63, {"a": 1.0})
     history.append(2**63 - 1, {"a": 1.0})
     assert history.steps.tolist() == [2**63 - 1]
+
+
+# ----------------------------------------------------- RotationRecording
+
+
+def npz(**arrays):
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+def npy(array):
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def huge_member():
+    """An .npz whose ``rates`` header says 10^5 x 10^5 floats (80 GB) over
+    a few bytes of data."""
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        head,
+        {"descr": "<f8", "fortran_order": False, "shape": (10**5, 10**5)},
+    )
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr("paths.npy", npy(np.array(["w"])))
+        zf.writestr("rates.npy", head.getvalue() + bytes(8))
+    return out.getvalue()
+
+
+GOOD = npz(paths=np.array(["a", "b"]), rates=np.zeros((3, 2)))
+RECORDING_CRAFTED = {
+    "scalar-paths": (
+        npz(paths=np.array("a"), rates=np.zeros((3, 1))),
+        r"'paths' is a \(\) <U1 array, not a 1-d array of str",
+    ),
+    "scalar-rates": (
+        npz(paths=np.array(["a"]), rates=np.array(0.5)),
+        r"'rates' is a \(\) float64 array, not a 2-d array of real floats",
+    ),
+    "npy": (npy(np.zeros((3, 2))), "a .npy file, not an .npz archive"),
+    "empty": (b"", "an empty file, not an .npz archive"),
+    "truncated": (GOOD[: len(GOOD) // 2], "not a readable .npz archive"),
+    "complex": (
+        npz(paths=np.array(["a"]), rates=np.ones((3, 1)) * 1j),
+        r"'rates' is a \(3, 1\) complex128 array, not .* real floats",
+    ),
+    "object": (
+        npz(paths=np.array(["a"]), rates=np.array([[None]] * 3)),
+        "'rates' holds Python objects",
+    ),
+    "paths-2d": (
+        npz(paths=np.array([["a", "b"]]), rates=np.zeros((3, 1))),
+        r"'paths' is a \(1, 2\) <U1 array, not a 1-d array of str",
+    ),
+    "columns": (
+        npz(paths=np.array(["a", "b"]), rates=np.zeros((3, 3))),
+        r"2 paths for 3 columns of rates",
+    ),
+    "huge-header": (
+        huge_member(),
+        r"'rates' declares \(100000, 100000\) float64 .* member has 8",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDING_CRAFTED))
+def test_recording_crafted_files(tmp_path, name):
+    content, why = RECORDING_CRAFTED[name]
+    path = tmp_path / f"{name}.npz"
+    path.write_bytes(content)
+    message = raises_quickly(
+        ValueError,
+        f"`RotationRecording.load`: {re.escape(str(path))}: .*{why}",
+        layca_optax.RotationRecording.load,
+        path,
+    )
+    assert "allow_pickle" not in message
+
+
+def test_recording_round_trip_still_loads(tmp_path):
+    path = tmp_path / "good.npz"
+    path.write_bytes(GOOD)
+    rec = layca_optax.RotationRecording.load(path)
+    assert rec.paths == ("a", "b") and rec.rates.shape == (3, 2)
+    assert rec.rates.dtype == np.float64 and rec.rates.flags.writeable
+    # Compressed, Fortran order, float32: still a recording.
+    rates = np.asfortranarray(np.arange(6, dtype=np.float32).reshape(3, 2))
+    np.savez_compressed(path, paths=np.array(["a", "b"]), rates=rates)
+    rec = layca_optax.RotationRecording.load(path)
+    np.testing.assert_array_equal(rec.rates, rates)
+    # A path twice: the constructor's error, naming the file.
+    path.write_bytes(npz(paths=np.array(["a", "a"]), rates=np.zeros((1, 2))))
+    with pytest.raises(ValueError, match=r"load`: .*good.npz: .*duplicates"):
+        layca_optax.RotationRecording.load(path)

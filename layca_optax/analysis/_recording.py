@@ -8,12 +8,17 @@ loaded without pickle. :func:`adapt_copy` replays a recording in Layca.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from typing import Any
+import struct
+import zipfile
+import zlib
+from typing import IO, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.lib.format as npy
 import optax
 
 from layca_optax import _checks as checks
@@ -172,16 +177,116 @@ class RotationRecording:
     def load(cls, file: str | os.PathLike[str]) -> RotationRecording:
         """Reads a file written by :meth:`save` (no pickle).
 
+        The file is data: each array's header is checked (1-d str
+        ``paths``, 2-d real floating ``rates``, one column per path, no
+        object arrays, no more bytes declared than the archive holds)
+        before the array is read.
+
         Args:
           file: the file written by :meth:`save`.
 
         Returns:
           The :class:`RotationRecording`.
+
+        Raises:
+          ValueError: naming the file and the problem (not an ``.npz``
+            archive, empty, truncated, other arrays, wrong dtypes or
+            shapes).
+          OSError: the file cannot be opened (missing, a folder).
         """
-        with np.load(file, allow_pickle=False) as data:
-            if set(data.files) != {"paths", "rates"}:
-                raise ValueError(
-                    f"`RotationRecording.load({file!r})`: expected arrays "
-                    f"'paths' and 'rates', found {sorted(data.files)}."
-                )
-            return cls(tuple(str(p) for p in data["paths"]), data["rates"])
+        where = f"`RotationRecording.load`: {os.fspath(file)}"
+        try:
+            with open(file, "rb") as f:
+                paths, rates = _read_npz(f)
+        except _Refused as err:
+            raise ValueError(f"{where}: {err}.") from None
+        except _UNREADABLE as err:
+            raise ValueError(
+                f"{where}: not a readable .npz archive "
+                f"({type(err).__name__}: {err})."
+            ) from None
+        try:
+            return cls(tuple(str(p) for p in paths), rates)
+        except ValueError as err:  # e.g. a path twice
+            raise ValueError(f"{where}: {err}") from None
+
+
+class _Refused(ValueError):
+    """What makes a file no recording, for :meth:`RotationRecording.load`
+    to prefix with the path."""
+
+
+# How a corrupt zip or .npy header fails (ValueError: a bad .npy header).
+_UNREADABLE = (
+    zipfile.BadZipFile,
+    EOFError,
+    zlib.error,
+    struct.error,
+    NotImplementedError,  # an unsupported compression
+    RuntimeError,  # an encrypted member
+    ValueError,
+)
+
+
+# Each array's rank, dtype kind, and both in words.
+_ARRAYS = {
+    "paths": (1, "U", "a 1-d array of str"),
+    "rates": (2, "f", "a 2-d array of real floats"),
+}
+
+
+def _read_npz(f: IO[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """``paths`` and ``rates`` from an open ``.npz`` file, each header
+    checked before its array is read."""
+    start = f.read(6)
+    if not start:
+        raise _Refused("an empty file, not an .npz archive")
+    if start == b"\x93NUMPY":
+        raise _Refused(
+            "a .npy file, not an .npz archive (save writes one holding "
+            "'paths' and 'rates')"
+        )
+    f.seek(0)
+    with zipfile.ZipFile(f) as zf:
+        names = {n.removesuffix(".npy"): n for n in zf.namelist()}
+        if len(names) != 2 or set(names) != {"paths", "rates"}:
+            found = sorted(names)[:8] + ["..."] * (len(names) > 8)
+            raise _Refused(
+                f"expected arrays 'paths' and 'rates', found {found}"
+            )
+        paths = _member(zf, zf.getinfo(names["paths"]), "paths")
+        rates = _member(zf, zf.getinfo(names["rates"]), "rates")
+    if len(paths) != rates.shape[1]:
+        raise _Refused(
+            f"{len(paths)} paths for {rates.shape[1]} columns of rates"
+        )
+    return paths, rates
+
+
+def _member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> Any:
+    """The array ``key`` of the archive: its header checked (dtype, shape,
+    and size against the member's) before it is read."""
+    with zf.open(info) as f:
+        version = npy.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = npy.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = npy.read_array_header_2_0(f)
+        else:
+            raise _Refused(f"{key!r} is an .npy of version {version}")
+        if dtype.hasobject:
+            raise _Refused(
+                f"{key!r} holds Python objects (a pickled object array), "
+                f"which are not loaded"
+            )
+        ndim, kind, wanted = _ARRAYS[key]
+        if len(shape) != ndim or dtype.kind != kind:
+            raise _Refused(f"{key!r} is a {shape} {dtype} array, not {wanted}")
+        size, held = math.prod(shape) * dtype.itemsize, info.file_size
+        if size != held - f.tell():
+            raise _Refused(
+                f"{key!r} declares {shape} {dtype} ({size} bytes), but its "
+                f"member has {held - f.tell()} bytes after the header"
+            )
+    with zf.open(info) as f:  # again, from the start: numpy reads it all
+        return npy.read_array(f, allow_pickle=False)
