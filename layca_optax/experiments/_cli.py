@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,15 +16,44 @@ from layca_optax.experiments._parser import PROG, build_parser
 
 
 def _check_out(parser: argparse.ArgumentParser, out: Path) -> None:
-    """Exits with a one-line error (status 2) unless ``out`` can be written,
-    before any training."""
-    if out.exists() and not out.is_dir():
-        parser.error(f"--out {out} exists and is not a directory")
-    folder = out if out.exists() else out.absolute().parent
-    if not folder.is_dir():
-        parser.error(f"--out {out}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        parser.error(f"--out {out}: {folder} is not writable")
+    """Exits with a one-line error (status 2) unless ``out`` is a folder
+    that can be written, or can be created (its parent exists), before
+    any training. Nothing is left behind: a folder created to try is
+    removed (each command creates it once its other checks pass)."""
+    try:
+        if out.is_symlink() and not out.exists():
+            parser.error(f"--out {out} is a broken symbolic link")
+        if out.exists() and not out.is_dir():
+            parser.error(f"--out {out} exists and is not a directory")
+        if out.is_dir():
+            if not os.access(out, os.W_OK | os.X_OK):
+                parser.error(f"--out {out} is not writable")
+            _try_writing(parser, out)
+            return
+        parent = out.absolute().parent
+        if not parent.exists():
+            parser.error(f"--out {out}: the folder {parent} does not exist")
+        if not parent.is_dir():
+            parser.error(f"--out {out}: {parent} is not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            parser.error(f"--out {out}: {parent} is not writable")
+        try:
+            out.mkdir()
+        except OSError as e:
+            parser.error(f"--out {out}: cannot create it: {e.strerror or e}")
+        out.rmdir()
+    except OSError as e:  # a name too long, a folder that cannot be read
+        parser.error(f"--out {out}: {e.strerror or e}")
+
+
+def _try_writing(parser: argparse.ArgumentParser, out: Path) -> None:
+    """Writes and removes a file in the folder ``out``."""
+    try:
+        fd, name = tempfile.mkstemp(dir=out, prefix=".layca-optax-check-")
+    except OSError as e:
+        parser.error(f"--out {out}: cannot write into it: {e.strerror or e}")
+    os.close(fd)
+    os.unlink(name)
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

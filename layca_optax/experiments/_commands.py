@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 from layca_optax.experiments import _settings, mnist1d
 
@@ -30,9 +33,37 @@ def _missing(command: str, needed: list[str]) -> bool:
     return bool(missing)
 
 
+def _prepare_out(
+    parser: argparse.ArgumentParser,
+    out: Path,
+    files: Iterable[str] = (),
+    folders: Iterable[str] = (),
+) -> None:
+    """Creates ``out`` (``_cli`` checked that it can be) once nothing in it
+    is in the way of the outputs: a folder where a file is written
+    (``files``, relative to ``out``), or a file or broken link where a
+    folder is (``folders``). One-line error, status 2, otherwise."""
+    try:
+        for name in folders:
+            path = out / name
+            if (path.is_symlink() or path.exists()) and not path.is_dir():
+                parser.error(
+                    f"--out {out}: {name} exists and is not a directory"
+                )
+        for name in files:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                parser.error(
+                    f"--out {out}: {name} is a directory, where a file is "
+                    "written"
+                )
+        out.mkdir(exist_ok=True)
+    except OSError as e:
+        parser.error(f"--out {out}: {e.strerror or e}")
+
+
 def demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``layca-optax demo``: trains, prints the tables, writes ``--out``."""
-    del parser
     needed = ["flax", "mnist1d"] + (["matplotlib"] if args.out else [])
     if _missing("demo", needed):
         return 1
@@ -42,6 +73,10 @@ def demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if epochs is None:
         epochs = mnist1d.QUICK_EPOCHS if args.quick else mnist1d.DEFAULT_EPOCHS
     names = list(dict.fromkeys(args.optimizers))  # without repeats
+    if args.out is not None:
+        written = [mnist1d.RESULTS_NAME, mnist1d.FIGURE_NAME]
+        written += [mnist1d.REPORT_NAME, *map(mnist1d.history_name, names)]
+        _prepare_out(parser, args.out, written)
     print(
         f"{', '.join(names)} on MNIST-1D: 1-D CNN, {epochs} epochs, "
         f"seed {args.seed}",
@@ -64,19 +99,77 @@ def demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_problem(data: Any, batch_size: int) -> str | None:
+    """What makes ``data`` (a ``Dataset``) unfit to train on, if anything."""
+    import numpy as np
+
+    n_train, n_test = len(data.x_train), len(data.x_test)
+    if n_train == 0 or n_test == 0:
+        return f"{n_train} train and {n_test} test images"
+    if n_train < batch_size:
+        return f"{n_train} train images make no batch of {batch_size}"
+    classes = len(np.unique(data.y_train))
+    if classes < 2:
+        return f"the train labels hold {classes} class, not 2 or more"
+    return None
+
+
+def _check_tasks(parser: argparse.ArgumentParser, settings: Any) -> None:
+    """Loads every dataset the run needs and checks that each can be
+    trained on (images in both sets, a full batch, two classes or more),
+    so that bad files are reported before any training."""
+    from layca_optax.experiments import _tasks
+    from layca_optax.experiments.data import ENV_VAR, DatasetError
+
+    try:
+        _tasks.check_data(settings)
+        tasks = [_tasks.cnn_task(settings), _tasks.mlp_task(settings)]
+    except DatasetError as e:
+        parser.error(str(e))
+    except OSError as e:  # a folder name too long, unreadable...
+        where = "--data-dir" if settings.data_dir else f"${ENV_VAR}"
+        parser.error(f"{where}: {e.strerror or e}: {e.filename}")
+    folder = settings.data_dir or os.environ.get(ENV_VAR)
+    for task in tasks:
+        problem = _data_problem(task.data, task.batch_size)
+        if problem is not None:
+            parser.error(
+                f"{task.data.name} in {folder}: {problem}; nothing trained"
+            )
+
+
+def _last_seed(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> None:
+    """Exits (status 2) unless the seeds ``--seed .. --seed + --seeds - 1``
+    are at most ``MAX_SEED``."""
+    base = _settings.QUICK if args.quick else _settings.DEFAULT
+    count = len(base.seeds) if args.seeds is None else args.seeds
+    last = args.seed + count - 1
+    if last > _settings.MAX_SEED:
+        parser.error(
+            f"argument --seed: the seeds {args.seed}..{last} must be at most "
+            f"{_settings.MAX_SEED}"
+        )
+
+
 _REPRODUCE_NEEDS = ["flax", "mnist1d", "sklearn", "matplotlib", "tqdm"]
 
 
 def reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """``layca-optax reproduce``: checks the data, trains every run, writes
-    ``--out``, prints the verdicts."""
+    """``layca-optax reproduce``: checks the data and ``--out``, trains
+    every run, writes ``--out``, prints the verdicts."""
     if _missing("reproduce", _REPRODUCE_NEEDS):
         return 1
-    if args.data_dir is not None and not args.data_dir.is_dir():
-        parser.error(f"--data-dir {args.data_dir} is not a folder")
-    from layca_optax.experiments._tasks import check_data
-    from layca_optax.experiments.data import DatasetError
-    from layca_optax.experiments.reproduce import run_reproduce
+    _last_seed(parser, args)
+    try:
+        if args.data_dir is not None and not args.data_dir.is_dir():
+            parser.error(f"--data-dir {args.data_dir} is not a folder")
+    except OSError as e:
+        parser.error(f"--data-dir {args.data_dir}: {e.strerror or e}")
+    from layca_optax.experiments import reproduce as repro
+    from layca_optax.experiments._experiments import experiments
+    from layca_optax.experiments._repro_figures import FIGURES
 
     settings = _settings.make_settings(
         quick=args.quick,
@@ -86,10 +179,15 @@ def reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         first_seed=args.seed,
         scale=args.scale,
     )
-    try:
-        check_data(settings)
-    except DatasetError as e:
-        parser.error(str(e))
+    _check_tasks(parser, settings)
+    histories = [
+        repro.history_path(e.name, c.label, seed)
+        for e in experiments(settings.quick)
+        for c in e.configs
+        for seed in settings.seeds
+    ]
+    written = [repro.RESULTS_NAME, repro.REPORT_NAME, *FIGURES.values()]
+    _prepare_out(parser, args.out, [*written, *histories], [repro.HISTORIES])
     command = shlex.join(["layca-optax", *args.argv])
     print(
         f"reproduce: {settings.task}, seeds {settings.seeds[0]}.."
@@ -98,7 +196,7 @@ def reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         f"{args.out}",
         flush=True,
     )
-    results = run_reproduce(
+    results = repro.run_reproduce(
         settings,
         args.out,
         jobs=args.jobs,
@@ -119,12 +217,18 @@ def report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``layca-optax report``: redraws the figures and ``report.md``."""
     if _missing("report", ["matplotlib"]):
         return 1
-    from layca_optax.experiments.reproduce import load_results, write_report
+    from layca_optax.experiments._repro_figures import FIGURES
+    from layca_optax.experiments.reproduce import (
+        REPORT_NAME,
+        load_results,
+        write_report,
+    )
 
     try:
         results = load_results(args.out)
     except ValueError as e:
         parser.error(str(e))
+    _prepare_out(parser, args.out, [REPORT_NAME, *FIGURES.values()])
     write_report(results, args.out)
     print(f"wrote report.md and the figures in {args.out}")
     return 0

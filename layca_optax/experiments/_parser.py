@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from layca_optax.experiments import _settings, mnist1d
 
@@ -28,23 +30,96 @@ def _version() -> str:
         return __version__
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted, shortened to about ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            digits = text.strip().lstrip("+-").replace("_", "")
+            if not digits.isdigit():
+                raise argparse.ArgumentTypeError(
+                    f"not an integer: {_shown(text)}"
+                ) from None
+            value = low - 1 if text.strip().startswith("-") else high + 1
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f"must be at least {low}, got {_shown(text)}"
+            )
+        if value > high:
+            raise argparse.ArgumentTypeError(
+                f"must be at most {high}, got {_shown(text)}"
+            )
+        return value
+
+    return parse
+
+
+def _positive_float(high: float = math.inf) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number above 0, at most ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a number: {_shown(text)}"
+            ) from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number, got {_shown(text)}"
+            )
+        if not value > 0:
+            raise argparse.ArgumentTypeError(
+                f"must be positive, got {_shown(text)}"
+            )
+        if value > high:
+            raise argparse.ArgumentTypeError(
+                f"must be at most {high:g}, got {_shown(text)}"
+            )
+        return value
+
+    return parse
+
+
+def _path(text: str) -> Path:
+    """An argparse ``type``: a path, not empty (that would be the current
+    folder) and without NUL characters."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"a NUL character in {_shown(text)}")
+    return Path(text)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (status 2):
+    ``layca-optax demo: error: argument --epochs: must be at least 1, got
+    '0'``, newlines shown as ``\\n`` and a very long message shortened."""
+
+    def error(self, message: str) -> NoReturn:
+        message = message.replace("\r", "\\r").replace("\n", "\\n")
+        if message.startswith("the following arguments are required"):
+            message += f" (see {self.prog} --help)"
+        if len(message) > _MAX_MESSAGE:
+            half = _MAX_MESSAGE // 2
+            message = f"{message[:half]}...{message[-half:]}"
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+_MAX_MESSAGE = 600
+"""The longest error message printed whole (a hostile path can be long)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``layca-optax``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Layca (layer-level controlled amount of weight "
         "rotation) for Optax: demo and tools.",
@@ -77,10 +152,10 @@ def _add_demo(commands: Any) -> None:
     optimizers = mnist1d.OPTIMIZERS
     demo.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=_int_range(1, mnist1d.MAX_EPOCHS),
         default=None,
-        help=f"epochs of each run (default: {mnist1d.DEFAULT_EPOCHS}, or "
-        f"{mnist1d.QUICK_EPOCHS} with --quick)",
+        help=f"epochs of each run, at most {mnist1d.MAX_EPOCHS} (default: "
+        f"{mnist1d.DEFAULT_EPOCHS}, or {mnist1d.QUICK_EPOCHS} with --quick)",
     )
     demo.add_argument(
         "--quick",
@@ -98,13 +173,14 @@ def _add_demo(commands: Any) -> None:
     )
     demo.add_argument(
         "--seed",
-        type=int,
+        type=_int_range(0, _settings.MAX_SEED),
         default=mnist1d.DEFAULT_SEED,
-        help="seed of the initialization and shuffling (default: %(default)s)",
+        help="seed of the initialization and shuffling, from 0 to "
+        f"{_settings.MAX_SEED} (default: %(default)s)",
     )
     demo.add_argument(
         "--out",
-        type=Path,
+        type=_path,
         default=None,
         metavar="DIR",
         help="write results.json, layer_rotation.png, report.md and "
@@ -112,7 +188,7 @@ def _add_demo(commands: Any) -> None:
     )
     demo.add_argument(
         "--sgd-lr",
-        type=_positive_float,
+        type=_positive_float(),
         default=mnist1d.SGD_LEARNING_RATE,
         metavar="LR",
         help="initial learning rate of plain SGD (default: %(default)g, the "
@@ -130,7 +206,7 @@ def _add_report(commands: Any) -> None:
     )
     report.add_argument(
         "--out",
-        type=Path,
+        type=_path,
         required=True,
         metavar="DIR",
         help="the folder of a reproduce run (holds results.json)",
@@ -154,7 +230,7 @@ def _add_reproduce(commands: Any) -> None:
     )
     reproduce.add_argument(
         "--out",
-        type=Path,
+        type=_path,
         default=Path("reproduce-out"),
         metavar="DIR",
         help="the output folder (created if its parent exists; default: "
@@ -171,7 +247,7 @@ def _add_reproduce(commands: Any) -> None:
     )
     reproduce.add_argument(
         "--data-dir",
-        type=Path,
+        type=_path,
         default=None,
         metavar="DIR",
         help="folder with the CIFAR python batches (--task cifar10/100) "
@@ -185,25 +261,27 @@ def _add_run_size(reproduce: Any) -> None:
     default, quick = _settings.DEFAULT, _settings.QUICK
     reproduce.add_argument(
         "--seeds",
-        type=_positive_int,
+        type=_int_range(1, _settings.MAX_SEEDS),
         default=None,
         metavar="N",
-        help=f"seeds per configuration (default: {len(default.seeds)}, or "
-        f"{len(quick.seeds)} with --quick)",
+        help=f"seeds per configuration, at most {_settings.MAX_SEEDS} "
+        f"(default: {len(default.seeds)}, or {len(quick.seeds)} with --quick)",
     )
     reproduce.add_argument(
         "--seed",
-        type=int,
+        type=_int_range(0, _settings.MAX_SEED),
         default=default.seeds[0],
-        help="the first seed; runs use SEED .. SEED+N-1 (default: %(default)s)",
+        help="the first seed; runs use SEED .. SEED+N-1, at most "
+        f"{_settings.MAX_SEED} (default: %(default)s)",
     )
     reproduce.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=_int_range(1, _settings.max_jobs()),
         default=_settings.default_jobs(),
         metavar="N",
         help="worker processes; results do not depend on it (default: "
-        f"%(default)s, the CPUs up to {_settings.MAX_JOBS})",
+        f"%(default)s, the CPUs up to {_settings.MAX_JOBS}; at most "
+        f"{_settings.max_jobs()} here)",
     )
     reproduce.add_argument(
         "--quick",
@@ -213,9 +291,10 @@ def _add_run_size(reproduce: Any) -> None:
     )
     reproduce.add_argument(
         "--scale",
-        type=_positive_float,
+        type=_positive_float(_settings.MAX_SCALE),
         default=_settings.DEFAULT_SCALE,
         help=f"multiply the epochs (CNN {default.epochs}, MLP "
-        f"{default.mlp_epochs}) by this, e.g. 2.5 for the paper's 100 CNN "
-        "epochs on a GPU (default: %(default)g)",
+        f"{default.mlp_epochs}) by this, at most {_settings.MAX_SCALE:g}, "
+        "e.g. 2.5 for the paper's 100 CNN epochs on a GPU (default: "
+        "%(default)g)",
     )

@@ -5,6 +5,7 @@ for ``--help``)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 
@@ -16,6 +17,17 @@ MAX_JOBS = 4
 
 DEFAULT_SCALE = 1.0
 """What ``--scale`` multiplies the epochs by unless given."""
+
+MAX_SCALE = 10.0
+"""The largest ``--scale``: 400 CNN and 1,000 MLP epochs."""
+
+MAX_SEEDS = 100
+"""The most seeds per configuration (``--seeds``): 100 seeds are 5,900
+runs, a ``results.json`` of about 75 MB at the default scale."""
+
+MAX_SEED = 2**32 - 1
+"""The largest seed: JAX's keys hold 32 bits of it (larger seeds, and
+negative ones, would repeat smaller ones)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +79,11 @@ def make_settings(
       first_seed: the seeds are ``first_seed .. first_seed + seeds - 1``.
       scale: multiplies both epoch counts (rounded, at least 1).
 
+    Raises:
+      ValueError: ``seeds`` is not in 1..:data:`MAX_SEEDS`, a seed is not
+        in 0..:data:`MAX_SEED`, or ``scale`` is not a number in
+        (0, :data:`MAX_SCALE`].
+
     Example:
       >>> make_settings(quick=True, first_seed=5, scale=2).seeds
       (5, 6)
@@ -74,7 +91,21 @@ def make_settings(
       100
     """
     base = QUICK if quick else DEFAULT
-    count = seeds or len(base.seeds)
+    count = len(base.seeds) if seeds is None else seeds
+    if not 1 <= count <= MAX_SEEDS:
+        raise ValueError(
+            f"make_settings: seeds must be from 1 to {MAX_SEEDS}, got {count}"
+        )
+    last = first_seed + count - 1
+    if not (0 <= first_seed and last <= MAX_SEED):
+        raise ValueError(
+            f"make_settings: the seeds {first_seed}..{last} must lie in "
+            f"0..{MAX_SEED}"
+        )
+    if not (math.isfinite(scale) and 0 < scale <= MAX_SCALE):
+        raise ValueError(
+            f"make_settings: scale must be in (0, {MAX_SCALE:g}], got {scale!r}"
+        )
     return dataclasses.replace(
         base,
         task=task,
@@ -88,3 +119,10 @@ def make_settings(
 def default_jobs() -> int:
     """The default worker processes: the CPUs, up to :data:`MAX_JOBS`."""
     return min(os.cpu_count() or 1, MAX_JOBS)
+
+
+def max_jobs() -> int:
+    """The most worker processes ``--jobs`` accepts: the CPUs, or
+    :data:`MAX_JOBS` if more (each worker loads JAX and the data: more
+    workers than CPUs only cost memory)."""
+    return max(os.cpu_count() or 1, MAX_JOBS)

@@ -40,6 +40,10 @@ under a load average of 6-7 (docs/getting_started.md)."""
 QUICK_EPOCHS = 3
 """Epochs of ``layca-optax demo --quick``, a smoke test."""
 
+MAX_EPOCHS = 1000
+"""The most epochs ``layca-optax demo --epochs`` accepts (25 times the
+default: about half an hour per optimizer on 2 cores)."""
+
 DEFAULT_SEED = 0
 """The seed of the initialization and of the shuffling."""
 

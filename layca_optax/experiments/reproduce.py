@@ -24,6 +24,8 @@ from layca_optax.experiments._experiments import experiments
 from layca_optax.experiments._report import history, progress_bar, write_json
 from layca_optax.experiments._repro_report import (
     REPORT_NAME,
+    MalformedResults,
+    check_results,
     markdown,
     write_figures,
     write_report,
@@ -34,6 +36,7 @@ from layca_optax.experiments._settings import Settings
 
 __all__ = (
     "HISTORIES",
+    "MAX_RESULTS_BYTES",
     "REPORT_NAME",
     "RESULTS_NAME",
     "history_path",
@@ -47,6 +50,10 @@ __all__ = (
 
 RESULTS_NAME = "results.json"
 HISTORIES = "histories"
+
+MAX_RESULTS_BYTES = 1 << 30
+"""The largest ``results.json`` :func:`load_results` reads (1 GiB; the
+default scale writes about 2 MB, 100 seeds about 75 MB)."""
 
 
 def history_path(experiment: str, label: str, seed: int) -> str:
@@ -155,22 +162,34 @@ def load_results(out: str | Path) -> dict[str, Any]:
     """Reads ``out/results.json`` written by ``reproduce``.
 
     Raises:
-      ValueError: it is missing, not JSON, or not a reproduction's results
-        (the message names the path).
+      ValueError: it is missing, not a regular file, larger than
+        :data:`MAX_RESULTS_BYTES`, not JSON, or not a reproduction's results
+        (an entry the report reads is missing or of the wrong type); the
+        message names the path and the problem.
     """
     path = Path(out) / RESULTS_NAME
     try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
+        if not path.exists():
+            raise ValueError(f"{path} not found: run `reproduce --out` first")
+        if not path.is_file():
+            raise ValueError(f"{path} is not a regular file")
+        with path.open("rb") as f:
+            raw = f.read(MAX_RESULTS_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read: {e.strerror or e}") from None
+    if len(raw) > MAX_RESULTS_BYTES:
         raise ValueError(
-            f"{path} not found: run `reproduce --out` first"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a readable JSON file: {e}") from None
-    keys = ("experiments", "settings", "claims")
-    if not isinstance(results, dict) or any(k not in results for k in keys):
-        raise ValueError(
-            f"{path} is not the results of `layca-optax reproduce` "
-            f"(needs the keys {', '.join(keys)})"
+            f"{path} is too large: over {MAX_RESULTS_BYTES:,} bytes"
         )
+    try:
+        results = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError, MemoryError) as e:
+        why = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise ValueError(f"{path} is not a readable JSON file: {why}") from None
+    try:
+        check_results(results)
+    except MalformedResults as e:
+        raise ValueError(
+            f"{path} is not the results of `layca-optax reproduce`: {e}"
+        ) from None
     return results
