@@ -107,6 +107,9 @@ NUMERIC = [
     (["reproduce", "--jobs", "0"], ["--jobs"]),
     (["reproduce", "--jobs", "-1"], ["--jobs"]),
     (["reproduce", "--jobs", "1000000"], ["--jobs", "at most"]),
+    (["reproduce", "--jobs", "nan"], ["--jobs", "not an integer"]),
+    (["demo", "--epochs", "inf"], ["--epochs", "not an integer"]),
+    (["reproduce", "--seeds", "inf"], ["--seeds", "not an integer"]),
     (["reproduce", "--task", "imagenet"], ["--task", "imagenet"]),
     (["reproduce", "--data-dir", ""], ["--data-dir"]),
     # the command itself
@@ -217,16 +220,17 @@ def test_report_out_is_a_dangling_link(tmp_path, capsys):
     rejected(["report", "--out", str(tmp_path / "link")], capsys, "--out")
 
 
-def test_a_good_out_is_created_before_training(tmp_path, capsys):
-    """The folder is made (its parent exists) and checked, then the run
-    starts; nothing else is left in it."""
+def test_a_good_out_is_left_as_it_was(tmp_path, capsys):
+    """A folder that can be created, or written into, passes; the checks
+    leave nothing behind (an interrupted run leaves no trace either)."""
     out = tmp_path / "new"
     with pytest.raises(_Trained):
         _cli.main(["demo", "--quick", "--out", str(out)])
-    assert out.is_dir() and list(out.iterdir()) == []
+    assert not out.exists()
+    out.mkdir()
     with pytest.raises(_Trained):
-        _cli.main(["reproduce", "--quick", "--out", str(tmp_path / "r")])
-    assert list((tmp_path / "r").iterdir()) == []
+        _cli.main(["reproduce", "--quick", "--out", str(out)])
+    assert list(out.iterdir()) == []
 
 
 # -------------------------------------------------------------- data folder

@@ -18,8 +18,9 @@ from layca_optax.experiments._parser import PROG, build_parser
 def _check_out(parser: argparse.ArgumentParser, out: Path) -> None:
     """Exits with a one-line error (status 2) unless ``out`` is a folder
     that can be written, or can be created (its parent exists), before
-    any training. Nothing is left behind: a folder created to try is
-    removed (each command creates it once its other checks pass)."""
+    any training. Nothing is left behind: a file written to try, or a
+    folder created to try, is removed (the folder is made when the
+    outputs are written, so that an interrupted run leaves no trace)."""
     try:
         if out.is_symlink() and not out.exists():
             parser.error(f"--out {out} is a broken symbolic link")

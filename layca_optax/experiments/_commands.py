@@ -33,16 +33,18 @@ def _missing(command: str, needed: list[str]) -> bool:
     return bool(missing)
 
 
-def _prepare_out(
+def _check_outputs(
     parser: argparse.ArgumentParser,
     out: Path,
     files: Iterable[str] = (),
     folders: Iterable[str] = (),
 ) -> None:
-    """Creates ``out`` (``_cli`` checked that it can be) once nothing in it
-    is in the way of the outputs: a folder where a file is written
-    (``files``, relative to ``out``), or a file or broken link where a
-    folder is (``folders``). One-line error, status 2, otherwise."""
+    """Exits (status 2) if something in ``out`` is in the way of the
+    outputs: a folder where a file is written (``files``, relative to
+    ``out``), or a file or broken link where a folder is (``folders``).
+    ``_cli`` checked that ``out`` is, or can be created as, a writable
+    folder; it is created when the outputs are written (an interrupted
+    run leaves nothing)."""
     try:
         for name in folders:
             path = out / name
@@ -57,7 +59,6 @@ def _prepare_out(
                     f"--out {out}: {name} is a directory, where a file is "
                     "written"
                 )
-        out.mkdir(exist_ok=True)
     except OSError as e:
         parser.error(f"--out {out}: {e.strerror or e}")
 
@@ -76,7 +77,7 @@ def demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.out is not None:
         written = [mnist1d.RESULTS_NAME, mnist1d.FIGURE_NAME]
         written += [mnist1d.REPORT_NAME, *map(mnist1d.history_name, names)]
-        _prepare_out(parser, args.out, written)
+        _check_outputs(parser, args.out, written)
     print(
         f"{', '.join(names)} on MNIST-1D: 1-D CNN, {epochs} epochs, "
         f"seed {args.seed}",
@@ -187,7 +188,7 @@ def reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         for seed in settings.seeds
     ]
     written = [repro.RESULTS_NAME, repro.REPORT_NAME, *FIGURES.values()]
-    _prepare_out(parser, args.out, [*written, *histories], [repro.HISTORIES])
+    _check_outputs(parser, args.out, [*written, *histories], [repro.HISTORIES])
     command = shlex.join(["layca-optax", *args.argv])
     print(
         f"reproduce: {settings.task}, seeds {settings.seeds[0]}.."
@@ -228,7 +229,7 @@ def report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         results = load_results(args.out)
     except ValueError as e:
         parser.error(str(e))
-    _prepare_out(parser, args.out, [REPORT_NAME, *FIGURES.values()])
+    _check_outputs(parser, args.out, [REPORT_NAME, *FIGURES.values()])
     write_report(results, args.out)
     print(f"wrote report.md and the figures in {args.out}")
     return 0
