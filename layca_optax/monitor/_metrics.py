@@ -200,7 +200,7 @@ def rotation_metrics(
       >>> w0 = {"Dense_0": {"kernel": jnp.eye(2)}}
       >>> w1 = {"Dense_0": {"kernel": jnp.array([[1.0, 1.0], [-1.0, 1.0]])}}
       >>> jax.jit(layca_optax.rotation_metrics)(w1, w0)
-      {'rotation/Dense_0/kernel': Array(0.29289323, dtype=float32)}
+      {'rotation/Dense_0/kernel': Array(0.2928932, dtype=float32)}
 
       Per stacked layer of a scanned model:
 
