@@ -107,6 +107,24 @@ def test_report_redraws_from_results(quick_run):
     assert (quick_run / FIGURES["fig1"]).exists()
 
 
+def test_report_of_a_diverged_run(quick_run, tmp_path):
+    # A run whose weights or accuracy went non-finite is written as null
+    # in results.json; the report and the figures show it as n/a.
+    results = json.loads((quick_run / "results.json").read_text())
+    mlp = results["experiments"]["fig8"]["configs"][0]["runs"][0]
+    layer = results["settings"]["mlp"]["layers"][0]
+    mlp["final_rotation"][layer] = None
+    mlp["rotation_mean"] = mlp["rotation_min"] = None
+    mlp["test_accuracy"] = None
+    mlp["rotation_curves"][layer][-1] = None
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert _cli.main(["report", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "nan" not in report.lower().replace("nano", "")
+    assert "n/a" in report
+    assert (tmp_path / FIGURES["fig8"]).stat().st_size > 10_000
+
+
 @pytest.mark.parametrize(
     "content, why",
     [

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from layca_optax.experiments._experiments import LAYCA_DEFAULT
+from layca_optax.experiments._format import number
 
 
 T_THRESHOLD = 2.0
@@ -85,15 +86,22 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def _best(configs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    return dict(max(configs, key=lambda c: c["test_mean"]))
+    """The configuration of highest mean test accuracy (a diverged one,
+    NaN, is never the best)."""
+
+    def key(c: Mapping[str, Any]) -> float:
+        return -math.inf if math.isnan(c["test_mean"]) else c["test_mean"]
+
+    return dict(max(configs, key=key))
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
+    return f"{number(x, scale=100)}%"
 
 
 def _describe(c: Mapping[str, Any]) -> str:
-    return f"{c['label']} {_pct(c['test_mean'])} +- {100 * c['test_std']:.2f}"
+    sd = number(c["test_std"], scale=100)
+    return f"{c['label']} {_pct(c['test_mean'])} +- {sd}"
 
 
 def _compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, float]:
@@ -151,7 +159,7 @@ def _rotation_claim(table: Table) -> dict[str, str]:
         f"accuracy and the final rotation of the *least* rotated layer: "
         f"{rho_min:.2f} (of the mean rotation: {rho_mean:.2f}); holds when "
         f">= 0.5. Best: {_describe(best)}, least-rotated layer "
-        f"{best['rotation_min']:.2f}.",
+        f"{number(best['rotation_min'])}.",
     )
 
 
@@ -182,8 +190,8 @@ def _weight_decay_claim(
         f"{_describe(default)}; difference {diff:+.2f} points, Welch t "
         f"{t:+.1f} (match: within {MATCH_POINTS} points or |t| < "
         f"{T_THRESHOLD:g}). Its least-rotated layer "
-        f"{wd['rotation_min']:.2f} vs Layca's "
-        f"{default['rotation_min']:.2f}.",
+        f"{number(wd['rotation_min'])} vs Layca's "
+        f"{number(default['rotation_min'])}.",
     )
 
 
@@ -224,7 +232,7 @@ def _mlp_claim(table: Table) -> dict[str, str]:
         "test accuracy from the largest rate to the smallest: "
         + ", ".join(_describe(c) for c in mlp)
         + f"; Spearman(rate, accuracy) {rho:.2f}; mean final rotation "
-        + ", ".join(f"{c['rotation_mean']:.2f}" for c in mlp)
+        + ", ".join(number(c["rotation_mean"]) for c in mlp)
         + ".",
     )
 

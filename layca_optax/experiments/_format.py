@@ -1,8 +1,10 @@
-"""How the experiments write numbers: learning rates as powers of 3."""
+"""How the experiments write numbers: learning rates as powers of 3, and
+values that may be missing (``null`` in ``results.json``: not finite)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 
 def power_of_3(x: float, *, op: str = "^", below_one: bool = False) -> str:
@@ -27,3 +29,16 @@ def power_of_3(x: float, *, op: str = "^", below_one: bool = False) -> str:
         if abs(k * 2 - round(k * 2)) < 1e-9:
             return f"3{op}{round(k * 2) / 2:g}"
     return f"{x:g}"
+
+
+def number(x: Any, spec: str = ".2f", *, scale: float = 1.0) -> str:
+    """``x * scale`` formatted with ``spec``; ``"n/a"`` when ``x`` is None
+    (a non-finite value in ``results.json``) or not finite.
+
+    Example:
+      >>> number(0.98765, ".2f", scale=100), number(None), number(math.nan)
+      ('98.77', 'n/a', 'n/a')
+    """
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return format(x * scale, spec)

@@ -16,6 +16,7 @@ import numpy as np
 import layca_optax
 from layca_optax.experiments import _report
 from layca_optax.experiments._claims import adaptive_methods, stats
+from layca_optax.experiments._format import number
 
 
 FIGURES = {
@@ -42,8 +43,8 @@ def _figure(rows: int, cols: int, width: float, height: float) -> Any:
 def _title(config: Mapping[str, Any]) -> str:
     s = stats(config)
     return (
-        f"{config['label']}\ntest {100 * s['test_mean']:.1f} "
-        f"+- {100 * s['test_std']:.1f}%"
+        f"{config['label']}\ntest {number(s['test_mean'], '.1f', scale=100)}"
+        f" +- {number(s['test_std'], '.1f', scale=100)}%"
     )
 
 
@@ -138,7 +139,7 @@ def fig8(configs: Sequence[Mapping[str, Any]], layers: Sequence[str]) -> Any:
         ax.set_yticks([])
         rotation = run["final_rotation"][first]
         ax.set_title(
-            f"{_title(config)}\nfirst-layer rotation {rotation:.2f}",
+            f"{_title(config)}\nfirst-layer rotation {number(rotation)}",
             fontsize=8,
         )
     fig.suptitle("Fig. 8: MLP first-layer features after Layca training")
