@@ -57,10 +57,16 @@ docs: $(DOCS_STAMP)
 	$(PY) -m sphinx -T -W --keep-going -E -j auto -b html -d docs/_build/doctrees docs docs/_build/html
 	$(PY) -m sphinx -W --keep-going -b doctest -d docs/_build/doctrees docs docs/_build/doctest
 
-# Property-based tests with the larger hypothesis profile (300 examples).
+# The hostile-input tests (numerics, API misuse, crafted files, command line,
+# signals), hypothesis with its larger profile (300 examples per test); prints
+# the inputs tried and failures per category (tests/fuzz_counts.py) and writes
+# them to build/fuzz_counts.json.
 .PHONY: fuzz
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=layca-fuzz $(PY) -m pytest tests/test_fuzz.py
+	mkdir -p build
+	HYPOTHESIS_PROFILE=layca-fuzz $(PY) -m pytest -n auto -p tests.fuzz_counts \
+		--fuzz-counts build/fuzz_counts.json \
+		$$($(PY) -c 'from tests.fuzz_counts import FILES; print(*FILES)')
 
 # The test suite against the oldest supported jax and optax (the minimums
 # in pyproject.toml), in a venv of its own.

@@ -82,7 +82,10 @@ AXES = {"none": None, "fan_in": layca_optax.fan_in_axes, "last": _last_axis}
 BASES = {
     "sgd": lambda: None,
     "momentum": lambda: optax.trace(0.9),
-    "adam": optax.scale_by_adam,
+    # optax's default eps, 1e-8, is 0 in float16: Adam itself (optax.adam
+    # too) returns NaN for an all-zero float16 gradient. The range of Layca
+    # assumes a finite direction (tests/test_numeric_range.py, the docs).
+    "adam": lambda: optax.scale_by_adam(eps=1e-6),
 }
 ALL = {k: True for k in SHAPES}
 

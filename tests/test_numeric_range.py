@@ -123,6 +123,26 @@ def test_beyond_the_range_the_layer_is_nan_not_a_number(dtype, big, fused):
         assert bool(jnp.all(jnp.isnan(u))), (angle, u)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_float16_adam_base_needs_an_eps_float16_holds(fused):
+    """Found by ``make fuzz``: optax's default eps (1e-8) is 0 in float16,
+    so Adam (``optax.adam`` alone as well) divides 0 by 0 for an all-zero
+    float16 gradient. Layca passes that layer's NaN on, the other layers
+    untouched; with an eps float16 holds (1e-6) the layer is left as is."""
+    w = {"a": jnp.ones((3, 2), jnp.float16), "b": jnp.ones((2, 2), jnp.float16)}
+    g = {"a": jnp.zeros((3, 2), jnp.float16), "b": w["b"].at[0, 0].set(3.0)}
+    plain, _ = optax.adam(0.1).update(g, optax.adam(0.1).init(w), w)
+    assert bool(jnp.all(jnp.isnan(plain["a"])))  # optax's own behaviour
+    for eps, finite in ((1e-8, False), (1e-6, True)):
+        tx = layca_optax.layca(0.25, optax.scale_by_adam(eps=eps), fused=fused)
+        u, _ = jax.jit(tx.update)(g, tx.init(w), w)
+        assert bool(jnp.all(jnp.isfinite(u["b"])))
+        if finite:
+            assert not bool(jnp.any(u["a"]))  # a zero direction: no update
+        else:
+            assert bool(jnp.all(jnp.isnan(u["a"])))
+
+
 @pytest.mark.parametrize(
     "lr", [2e6, 2e19, optax.constant_schedule(1e7), float("inf")]
 )
