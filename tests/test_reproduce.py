@@ -59,6 +59,17 @@ def test_quick_run_writes_every_output(quick_run):
     report = (quick_run / "report.md").read_text()
     for name in FIGURES.values():
         assert f"]({name})" in report
+    for text in (
+        "## Layer rotation and re-initialization robustness",
+        "Are the least-rotated layers the robust ones?",
+        "| pooled | 5 optimizers |",
+        "| verdict (test) | verdict (test-2) |",
+        "picking on test accuracy instead",
+        "Test-2 evidence:",
+        "| validation acc. % | test acc. % | test-2 acc. % |",
+        "(picked)",
+    ):
+        assert text in report, text
     seeds = results["settings"]["seeds"]
     assert seeds == list(_settings.QUICK.seeds)
     histories = list((quick_run / "histories").glob("*.csv"))
@@ -83,8 +94,28 @@ def test_quick_run_results_are_consistent(quick_run):
                     math.isfinite(v) for v in run["final_rotation"].values()
                 )
     claims = results["claims"]
-    assert len(claims) == 5  # fig 1-3 rotation, fig 2, fig 3, adam, fig 8
+    # fig 1-3 rotation, fig 2, fig 3, adam, fig 8, rotation vs reinit
+    assert len(claims) == 6
     assert all(c["verdict"] in VERDICTS and c["evidence"] for c in claims)
+    assert all(c["verdict_picked_on_test"] in VERDICTS for c in claims)
+    assert [c["verdict_test2"] is None for c in claims] == [False] * 5 + [True]
+    test2 = results["settings"]["test2"]
+    assert test2 == {"n": 10_000, "data_seed": 43}
+    for experiment in results["experiments"].values():
+        layers = results["settings"][experiment["task"]]["layers"]
+        for config in experiment["configs"]:
+            for run in config["runs"]:
+                assert 0.0 <= run["validation_accuracy"] <= 1.0
+                cnn = experiment["task"] == "cnn"
+                assert (run["test2_accuracy"] is not None) == cnn
+                assert list(run["reset_accuracy"]) == layers
+                if "reinit" in run:  # its "init" column: the same resets
+                    init = [row[0] for row in run["reinit"]["reinit"]]
+                    reset = list(run["reset_accuracy"].values())
+                    np.testing.assert_allclose(init, reset, atol=1e-5)
+                    assert run["reinit"]["baseline"] == pytest.approx(
+                        run["validation_accuracy"], abs=1e-5
+                    )
     # The reinit study ran on Layca's default CNN and on the MLP.
     probed = [
         (name, config["label"])
@@ -123,6 +154,71 @@ def test_report_of_a_diverged_run(quick_run, tmp_path):
     assert "nan" not in report.lower().replace("nano", "")
     assert "n/a" in report
     assert (tmp_path / FIGURES["fig8"]).stat().st_size > 10_000
+
+
+_RUN = ("experiments", "fig2", "configs", 0, "runs", 1)
+_LAYER = "Conv_2/kernel"
+NEW_FIELDS_BROKEN = {
+    "validation-str": ((*_RUN, "validation_accuracy"), "x"),
+    "validation-missing": ((*_RUN, "validation_accuracy"), None, "del"),
+    "test2-list": ((*_RUN, "test2_accuracy"), [0.5]),
+    "reset-missing-layer": ((*_RUN, "reset_accuracy", _LAYER), None, "del"),
+    "reset-str": ((*_RUN, "reset_accuracy", _LAYER), "high"),
+    "reset-list": ((*_RUN, "reset_accuracy"), [0.5]),
+    "old-verdict-missing": (
+        ("claims", 1, "verdict_picked_on_test"),
+        None,
+        "del",
+    ),
+    "test2-verdict-int": (("claims", 0, "verdict_test2"), 3),
+    "test2-evidence-list": (("claims", 2, "evidence_test2"), ["x"]),
+    "test2-settings-str": (("settings", "test2"), "10000"),
+    "test2-n-str": (("settings", "test2", "n"), "many"),
+    "validation-seed-missing": (("settings", "validation_seed"), None, "del"),
+    "n-validation-float": (("settings", "cnn", "n_validation"), 0.2),
+}
+
+
+def _mutated(results, where, value, delete=False):
+    results = json.loads(json.dumps(results))
+    node = results
+    for key in where[:-1]:
+        node = node[key]
+    if delete:
+        del node[where[-1]]
+    else:
+        node[where[-1]] = value
+    return results
+
+
+@pytest.mark.parametrize("name", list(NEW_FIELDS_BROKEN))
+def test_results_checker_rejects_broken_new_fields(quick_run, tmp_path, name):
+    where, value, *delete = NEW_FIELDS_BROKEN[name]
+    results = json.loads((quick_run / "results.json").read_text())
+    bad = _mutated(results, where, value, bool(delete))
+    (tmp_path / "results.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError) as e:
+        reproduce.load_results(tmp_path)
+    message = str(e.value)
+    assert "\n" not in message and str(tmp_path) in message
+    assert str(where[-1]) in message or "test2" in message
+
+
+def test_results_checker_accepts_runs_without_test2(quick_run, tmp_path):
+    # As --task cifar10 writes them: no second test set anywhere.
+    results = json.loads((quick_run / "results.json").read_text())
+    results["settings"]["test2"] = None
+    for claim in results["claims"]:
+        claim["verdict_test2"] = claim["evidence_test2"] = None
+    for e in results["experiments"].values():
+        for c in e["configs"]:
+            for run in c["runs"]:
+                run["test2_accuracy"] = None
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert reproduce.load_results(tmp_path) == results
+    assert _cli.main(["report", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "Test-2: n/a" in report and "Test-2 evidence" not in report
 
 
 @pytest.mark.parametrize(
@@ -307,6 +403,7 @@ def test_optimizer_kinds():
 def _config(label, kind, accuracies, rotation=0.5, **hp):
     runs = [
         {
+            "validation_accuracy": a,
             "test_accuracy": a,
             "train_accuracy": 1.0,
             "rotation_mean": rotation,

@@ -148,6 +148,11 @@ def _floats(values: Iterable[Any]) -> list[float | None]:
     return [float(f"{v:.6g}") if math.isfinite(v) else None for v in out]
 
 
+def finite(value: float | None) -> float | None:
+    """A JSON-ready float (6 significant digits); None if not finite."""
+    return None if value is None else _floats([value])[0]
+
+
 def summary(result: Any, **settings: Any) -> dict[str, Any]:
     """One optimizer's entry of ``results.json``.
 

@@ -15,7 +15,7 @@ import numpy as np
 
 import layca_optax
 from layca_optax.experiments import _report
-from layca_optax.experiments._claims import adaptive_methods, stats
+from layca_optax.experiments._claims import adaptive_methods, pick, stats
 from layca_optax.experiments._format import number
 
 
@@ -26,6 +26,7 @@ FIGURES = {
     "fig6": "fig6_adaptive.png",
     "fig8": "fig8_mlp_features.png",
     "reinit": "reinit_robustness.png",
+    "rotation_reinit": "rotation_reinit.png",
 }
 """Each figure's file name in ``--out``."""
 
@@ -103,11 +104,11 @@ def fig6(configs: Sequence[Mapping[str, Any]], layers: Sequence[str]) -> Any:
     for j, method in enumerate(methods):
         for i, kind in enumerate((method, f"{method}-layca")):
             group = [c for c in configs if c["kind"] == kind]
-            best = max(group, key=lambda c: stats(c)["test_mean"])
-            _curves(axes[i, j], best, layers)
+            best = pick([{**stats(c), "i": k} for k, c in enumerate(group)])
+            _curves(axes[i, j], group[best["i"]], layers)
     fig.suptitle(
-        "Fig. 6: adaptive methods at their best learning rate, without "
-        "(top) and with Layca (bottom)"
+        "Fig. 6: adaptive methods at their learning rate picked on "
+        "validation, without (top) and with Layca (bottom)"
     )
     return fig
 
@@ -172,4 +173,26 @@ def reinit(studies: Mapping[str, Sequence[Mapping[str, Any]]]) -> Any:
             title=f"{name}: baseline {result.baseline:.3f}",
         )
     fig.suptitle("Re-initialization robustness (mean over seeds)")
+    return fig
+
+
+def rotation_reinit(
+    found: Mapping[str, Sequence[tuple[Sequence[float], Sequence[float]]]],
+) -> Any:
+    """Final rotation against re-initialization drop, one point per layer
+    and run, one color per optimizer (its configuration picked on
+    validation)."""
+    fig, axes = _figure(1, 1, 6.0, 4.2)
+    ax = axes[0, 0]
+    colors = ["C0", "C1", "C2", "C3", "C4", "C5", "C6"]
+    for color, (name, pairs) in zip(colors, found.items(), strict=False):
+        x = [v for rotations, _ in pairs for v in rotations]
+        y = [v for _, drops in pairs for v in drops]
+        ax.scatter(x, y, s=18, alpha=0.75, color=color, label=name)
+    ax.axhline(0.0, color="0.6", lw=0.8)
+    ax.set_xlabel("final rotation (cosine distance to init)")
+    ax.set_ylabel("drop when reset to init (validation, points)")
+    if found:
+        ax.legend(fontsize=8)
+    fig.suptitle("Layer rotation vs re-initialization drop (every layer, seed)")
     return fig

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import layca_optax
+from layca_optax._masks import path_str
 from layca_optax.experiments import _report, _tasks
 from layca_optax.experiments._experiments import (
     LAYCA_DEFAULT,
@@ -24,6 +25,7 @@ from layca_optax.experiments._experiments import (
 from layca_optax.experiments._settings import Settings
 from layca_optax.experiments._workers import run_parallel
 from layca_optax.experiments.training import accuracy, train_sweep
+from layca_optax.experiments.training._step import call_cached
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,13 +53,54 @@ def _checkpoints(epochs: int) -> list[int]:
     return sorted(m for m in marks if m <= epochs)
 
 
+def _accuracy_fn(model: Any) -> Callable[..., Any]:
+    """``accuracy`` of ``model``, jitted once per (hashable) model."""
+    return call_cached(_jitted_accuracy, model)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_accuracy(model: Any) -> Callable[..., Any]:
+    return jax.jit(functools.partial(accuracy, model))
+
+
+def _evaluate(
+    task: _tasks.Task, result: Any, data: tuple[Any, Any] | None
+) -> float | None:
+    """The trained model's accuracy on ``(x, y)`` (None: no such set)."""
+    if data is None:
+        return None
+    acc = _accuracy_fn(task.model)
+    x, y = (jnp.asarray(a) for a in data)
+    return float(acc(result.params, result.batch_stats, x, y))
+
+
+def _reset_accuracy(task: _tasks.Task, result: Any) -> dict[str, float]:
+    """Validation accuracy with one kernel reset to its initial value (the
+    others trained), per kernel: the "init" column of Zhang et al.'s study
+    at the cost of one evaluation per layer (no compilation per run)."""
+    acc = _accuracy_fn(task.model)
+    x, y = (jnp.asarray(a) for a in task.validation)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(result.params)
+    init = jax.tree.leaves(result.init_params)
+    paths = [path_str(p) for p, _ in flat]
+    out = {}
+    for layer in task.model.layer_names:
+        i = paths.index(layer)
+        leaves = [v for _, v in flat]
+        leaves[i] = init[i]
+        params = jax.tree.unflatten(treedef, leaves)
+        out[layer] = float(acc(params, result.batch_stats, x, y))
+    return out
+
+
 def _reinit(task: _tasks.Task, result: Any, seed: int, draws: int) -> dict:
-    """Zhang et al.'s re-initialization robustness of one trained run."""
-    model, data = task.model, task.data
-    x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    """Zhang et al.'s re-initialization robustness of one trained run, on
+    the validation split."""
+    model = task.model
+    x, y = (jnp.asarray(a) for a in task.validation)
     batch_stats = result.batch_stats
 
-    def test_accuracy(params):
+    def validation_accuracy(params):
         return accuracy(model, params, batch_stats, x, y)
 
     marks = _checkpoints(task.epochs)
@@ -66,7 +109,7 @@ def _reinit(task: _tasks.Task, result: Any, seed: int, draws: int) -> dict:
         for m in marks[1:]
     ]
     found = layca_optax.reinit_robustness(
-        test_accuracy,
+        validation_accuracy,
         result.params,
         checkpoints,
         key=jax.random.key(seed),
@@ -84,13 +127,35 @@ def _reinit(task: _tasks.Task, result: Any, seed: int, draws: int) -> dict:
     }
 
 
+def _train(task: _tasks.Task, config: Any, seed: int, keep: bool) -> Any:
+    """One run of ``config`` on ``task`` (its parameters after every epoch
+    kept if ``keep``)."""
+    return train_sweep(
+        Optimizer(config.kind, tuple(task.model.layer_names)),
+        task.data,
+        task.epochs,
+        [seed],
+        {k: [v] for k, v in config.hparams.items()},
+        model=task.model,
+        batch_size=task.batch_size,
+        decay_factor=task.decay_factor,
+        decay_at=task.decay_at,
+        keep_params=keep,
+    )[0]
+
+
 def run_unit(settings: Settings, unit: Unit) -> dict[str, Any]:
     """Trains one run; returns its ``results.json`` entry.
 
     The entry is :func:`~layca_optax.experiments._report.summary`'s, with the
-    seed, plus ``"reinit"`` for the runs the reinit study probes (Layca's
-    default on the CNN, the first rate on the MLP) and ``"features"`` (the
-    first 16 hidden units' input weights as images) for the MLP's runs.
+    seed; the final accuracies on the validation split
+    (``"validation_accuracy"``) and on MNIST-1D's second test set
+    (``"test2_accuracy"``, None for the other tasks); the validation
+    accuracy with each kernel reset to its initial value
+    (``"reset_accuracy"``); ``"reinit"`` (Zhang et al.'s study, on the
+    validation split) for the runs it probes (Layca's default on the CNN,
+    the first rate on the MLP); and ``"features"`` (the first 16 hidden
+    units' input weights as images) for the MLP's runs.
     """
     experiment = {e.name: e for e in experiments(settings.quick)}[
         unit.experiment
@@ -101,19 +166,16 @@ def run_unit(settings: Settings, unit: Unit) -> dict[str, Any]:
         experiment.task == "mlp" and unit.config == 0
     )
     small = settings.task == "mnist1d" or experiment.task == "mlp"
-    result = train_sweep(
-        Optimizer(config.kind, tuple(task.model.layer_names)),
-        task.data,
-        task.epochs,
-        [unit.seed],
-        {k: [v] for k, v in config.hparams.items()},
-        model=task.model,
-        batch_size=task.batch_size,
-        decay_factor=task.decay_factor,
-        decay_at=task.decay_at,
-        keep_params=probed or small,  # small: one compile per family
-    )[0]
+    # small: one compile per family
+    result = _train(task, config, unit.seed, probed or small)
+    second = (
+        _tasks.second_test_set(settings) if experiment.task == "cnn" else None
+    )
     entry = {"seed": unit.seed, **_report.summary(result)}
+    for key, data in (("validation", task.validation), ("test2", second)):
+        entry[f"{key}_accuracy"] = _report.finite(_evaluate(task, result, data))
+    reset = _reset_accuracy(task, result)
+    entry["reset_accuracy"] = {k: _report.finite(v) for k, v in reset.items()}
     if probed:
         entry["reinit"] = _reinit(
             task, result, unit.seed, settings.reinit_draws
@@ -155,6 +217,13 @@ def run_all(
     )
 
 
+def _test2_block(settings: Settings) -> dict[str, int] | None:
+    """The second test set's size and data seed (None: not MNIST-1D)."""
+    if settings.task != "mnist1d":
+        return None
+    return {"n": _tasks.TEST2_SIZE, "data_seed": _tasks.TEST2_SEED}
+
+
 def describe(settings: Settings) -> dict[str, Any]:
     """The settings block of ``results.json``."""
     cnn, mlp = _tasks.cnn_task(settings), _tasks.mlp_task(settings)
@@ -164,6 +233,7 @@ def describe(settings: Settings) -> dict[str, Any]:
             "description": task.description,
             "layers": list(task.model.layer_names),
             "n_train": len(task.data.x_train),
+            "n_validation": len(task.validation[1]),
             "n_test": len(task.data.x_test),
             "epochs": task.epochs,
             "batch_size": task.batch_size,
@@ -174,6 +244,8 @@ def describe(settings: Settings) -> dict[str, Any]:
     return {
         "task": settings.task,
         "seeds": list(settings.seeds),
+        "validation_seed": _tasks.VALIDATION_SEED,
+        "test2": _test2_block(settings),
         "quick": settings.quick,
         "cnn": block(cnn),
         "mlp": block(mlp),

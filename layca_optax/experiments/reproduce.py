@@ -19,13 +19,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from layca_optax.experiments._claims import check_claims, table
+from layca_optax.experiments import _robustness
+from layca_optax.experiments._claims import table, verdicts
 from layca_optax.experiments._experiments import experiments
+from layca_optax.experiments._format import number
 from layca_optax.experiments._report import history, progress_bar, write_json
-from layca_optax.experiments._repro_report import (
-    REPORT_NAME,
+from layca_optax.experiments._repro_check import (
     MalformedResults,
     check_results,
+)
+from layca_optax.experiments._repro_report import (
+    REPORT_NAME,
     markdown,
     write_figures,
     write_report,
@@ -70,8 +74,10 @@ def _progress(total: int, verbose: bool):
     def done(unit: Unit, entry: Mapping[str, Any]) -> None:
         count[0] += 1
         text = (
-            f"{unit.experiment} #{unit.config} seed {unit.seed}: test "
-            f"{entry['test_accuracy']:.1%} ({entry['seconds']:.0f} s)"
+            f"{unit.experiment} #{unit.config} seed {unit.seed}: validation "
+            f"{number(entry['validation_accuracy'], '.1%')}, test "
+            f"{number(entry['test_accuracy'], '.1%')} "
+            f"({entry['seconds']:.0f} s)"
         )
         if bar.disable and verbose:
             print(f"[{count[0]}/{total}] {text}", file=sys.stderr, flush=True)
@@ -80,6 +86,28 @@ def _progress(total: int, verbose: bool):
             bar.update()
 
     return bar, done
+
+
+def _experiments(
+    settings: Settings, found: Mapping[tuple[str, int], list]
+) -> dict[str, Any]:
+    """The ``experiments`` block: each configuration with its runs."""
+    return {
+        e.name: {
+            "title": e.title,
+            "task": e.task,
+            "configs": [
+                {
+                    "label": c.label,
+                    "kind": c.kind,
+                    "hparams": dict(c.hparams),
+                    "runs": found[(e.name, i)],
+                }
+                for i, c in enumerate(e.configs)
+            ],
+        }
+        for e in experiments(settings.quick)
+    }
 
 
 def run_reproduce(
@@ -120,24 +148,12 @@ def run_reproduce(
         "jobs": jobs,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "settings": describe(settings),
-        "experiments": {
-            e.name: {
-                "title": e.title,
-                "task": e.task,
-                "configs": [
-                    {
-                        "label": c.label,
-                        "kind": c.kind,
-                        "hparams": dict(c.hparams),
-                        "runs": found[(e.name, i)],
-                    }
-                    for i, c in enumerate(e.configs)
-                ],
-            }
-            for e in experiments(settings.quick)
-        },
+        "experiments": _experiments(settings, found),
     }
-    results["claims"] = check_claims(table(results))
+    results["claims"] = [
+        *verdicts(table(results)),
+        _robustness.claim(results),
+    ]
     if out is not None:
         write_outputs(results, out)
     return results

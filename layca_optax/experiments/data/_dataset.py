@@ -242,3 +242,64 @@ def take_per_class(
         x_train=_frozen(dataset.x_train[keep], np.float32),
         y_train=_frozen(y[keep], np.int32),
     )
+
+
+def _quotas(counts: np.ndarray, fraction: float) -> np.ndarray:
+    """``round(fraction * counts.sum())`` spread over classes in proportion
+    to ``counts`` (largest remainders first, ties to the first class)."""
+    exact = fraction * counts
+    quotas = np.floor(exact).astype(int)
+    left = int(round(fraction * counts.sum())) - int(quotas.sum())
+    order = np.argsort(-(exact - quotas), kind="stable")
+    quotas[order[:left]] += 1
+    return quotas
+
+
+def stratified_validation_split(
+    dataset: Dataset, fraction: float = 0.2, seed: int = 0
+) -> Dataset:
+    """Holds out ``fraction`` of the train set, stratified, as validation.
+
+    ``round(fraction * n_train)`` samples, spread over the classes in
+    proportion to their counts (largest remainders first). For each class
+    in order, a permutation of its train indices by one
+    ``np.random.RandomState(seed)``; its first entries go to validation.
+    Both parts keep the train set's order. The split depends only on the
+    labels, ``fraction`` and ``seed``: the same for every training seed and
+    configuration.
+
+    Args:
+      dataset: the dataset to split.
+      fraction: the held-out share, in (0, 1).
+      seed: the permutations' seed.
+
+    Returns:
+      A :class:`Dataset` whose train arrays are the kept train samples and
+      whose test arrays are the validation samples (``dataset``'s test set
+      is not in it), named ``dataset.name + "-val"``.
+
+    Raises:
+      DatasetError: ``fraction`` leaves no validation or no train sample.
+
+    Example:
+      >>> from layca_optax.experiments.data import load_digits
+      >>> val = stratified_validation_split(load_digits())
+      >>> val.x_train.shape[0], val.x_test.shape[0]
+      (1150, 288)
+    """
+    y, n = dataset.y_train, len(dataset.y_train)
+    if not 0 < fraction < 1 or not 0 < round(fraction * n) < n:
+        raise DatasetError(
+            f"stratified_validation_split: fraction {fraction!r} of {n} "
+            "train samples leaves no validation or no train sample"
+        )
+    rng = np.random.RandomState(seed)
+    counts = np.bincount(y, minlength=dataset.num_classes)
+    held = [
+        rng.permutation(np.flatnonzero(y == c))[:k]
+        for c, k in enumerate(_quotas(counts, fraction))
+    ]
+    val = np.sort(np.concatenate(held))
+    keep = np.setdiff1d(np.arange(n), val)
+    x, name, k = dataset.x_train, f"{dataset.name}-val", dataset.num_classes
+    return make_dataset(x[keep], y[keep], x[val], y[val], name, k)
