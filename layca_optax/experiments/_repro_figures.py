@@ -194,5 +194,9 @@ def rotation_reinit(
     ax.set_ylabel("drop when reset to init (validation, points)")
     if found:
         ax.legend(fontsize=8)
-    fig.suptitle("Layer rotation vs re-initialization drop (every layer, seed)")
+    fig.suptitle(
+        "Layer rotation vs re-initialization drop: every layer and seed of "
+        "each optimizer's configuration picked on validation",
+        fontsize=9,
+    )
     return fig

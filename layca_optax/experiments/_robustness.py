@@ -18,7 +18,11 @@ from typing import Any
 
 from layca_optax.experiments._claims import pick, stats
 from layca_optax.experiments._format import number
-from layca_optax.experiments._rotation_reinit import drops, summarize
+from layca_optax.experiments._rotation_reinit import (
+    PERMUTATIONS,
+    drops,
+    summarize,
+)
 
 
 FAMILIES = (
@@ -170,7 +174,7 @@ def section(results: Mapping[str, Any], image: str) -> list[str]:
         "over the CNN's layers, of final rotation and drop; its mean and sd "
         "are over runs; t is the one-sample t of the runs' rho against 0; "
         "the permutation p shuffles each run's drops over its layers "
-        "(10,000 draws). Runs whose drops all tie have no rho.",
+        f"({PERMUTATIONS:,} draws). Runs whose drops all tie have no rho.",
         "",
         "| optimizer | picked configuration | runs with rho | layers | "
         "mean rho | sd | t | p (t) | p (permutation) |",
