@@ -1,26 +1,24 @@
-"""The rank statistics of ``_rotation_reinit`` against SciPy, and the
-re-initialization drops they are fed."""
+"""The rank statistics of ``_rotation_reinit`` (SciPy's, with the edge cases
+the report needs), and the re-initialization drops they are fed."""
 
 import math
 
 import numpy as np
 import pytest
 
-from layca_optax.experiments import _rotation_reinit as rr
-
 
 stats = pytest.importorskip("scipy.stats")
-special = pytest.importorskip("scipy.special")
+
+from layca_optax.experiments import _rotation_reinit as rr  # noqa: E402
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_ranks_and_spearman_match_scipy_with_ties(seed):
+def test_spearman_matches_scipy_with_ties(seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(3, 12))
     x = rng.integers(0, 4, size=n).astype(float)  # many ties
     y = rng.normal(size=n)
     y[: n // 3] = y[0]  # ties in y too
-    np.testing.assert_allclose(rr.rankdata(x), stats.rankdata(x))
     expected = stats.spearmanr(x, y).statistic
     if np.isnan(expected):
         assert math.isnan(rr.spearman(x, y))
@@ -49,16 +47,6 @@ def test_t_test_edge_cases():
     assert all(math.isnan(v) for v in rr.t_test([0.4]))
     assert rr.t_test([0.5, 0.5, 0.5]) == (math.inf, 0.0)
     assert all(math.isnan(v) for v in rr.t_test([0.0, 0.0]))
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "x"),
-    [(0.5, 0.5, 0.3), (1.0, 0.5, 0.9), (7.0, 0.5, 0.05), (20.0, 0.5, 0.99)],
-)
-def test_betainc_matches_scipy(a, b, x):
-    assert rr.betainc(a, b, x) == pytest.approx(
-        special.betainc(a, b, x), rel=1e-10
-    )
 
 
 def test_permutation_p():

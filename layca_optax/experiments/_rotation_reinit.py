@@ -1,4 +1,4 @@
-"""Rank statistics, pure NumPy: Spearman's correlation, a one-sample t test
+"""Rank statistics (SciPy's): Spearman's correlation, a one-sample t test,
 and a within-run permutation test of per-run rank correlations.
 
 They test whether, within trained networks, a layer's final rotation goes
@@ -16,85 +16,37 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 
 PERMUTATIONS = 10_000
 """Random permutations of :func:`permutation_p`."""
 
 
-def rankdata(values: Sequence[float]) -> np.ndarray:
-    """Ranks from 1, ties sharing their mean rank (``scipy.stats.rankdata``).
-
-    Example:
-      >>> rankdata([3.0, 1.0, 3.0, 2.0]).tolist()
-      [3.5, 1.0, 3.5, 2.0]
-    """
+def _constant(values: Sequence[float]) -> bool:
     v = np.asarray(values, float)
-    order = np.argsort(v, kind="stable")
-    ranks = np.empty(len(v))
-    ranks[order] = np.arange(1, len(v) + 1, dtype=float)
-    for value in np.unique(v[np.isfinite(v)]):
-        tie = v == value
-        ranks[tie] = ranks[tie].mean()
-    return ranks
+    return bool(np.all(v == v[0]))
 
 
 def _centered_ranks(values: Sequence[float]) -> np.ndarray | None:
     """Ranks minus their mean, scaled to unit norm (None if all tie)."""
-    r = rankdata(values)
+    r = stats.rankdata(values)
     r -= r.mean()
     norm = float(np.sqrt(r @ r))
     return None if norm == 0 else r / norm
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation (mean ranks for ties); NaN when ``x`` or
-    ``y`` is constant or fewer than 2 values.
+    """Spearman's rank correlation (``scipy.stats.spearmanr``, mean ranks for
+    ties); NaN when ``x`` or ``y`` is constant or has fewer than 2 values.
 
     Example:
       >>> spearman([1, 2, 3, 4], [10, 30, 20, 40])
       0.8
     """
-    if len(x) < 2:
+    if len(x) < 2 or _constant(x) or _constant(y):
         return math.nan
-    rx, ry = _centered_ranks(x), _centered_ranks(y)
-    if rx is None or ry is None:
-        return math.nan
-    return round(float(rx @ ry), 15)
-
-
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of the incomplete beta (modified Lentz)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        for num in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function ``I_x(a, b)``."""
-    if x <= 0.0 or x >= 1.0:
-        return 0.0 if x <= 0.0 else 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-        + a * math.log(x) + b * math.log1p(-x)
-    )  # fmt: skip
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
+    return round(float(stats.spearmanr(x, y).statistic), 15)
 
 
 def t_test(
@@ -111,17 +63,15 @@ def t_test(
       (10.392, 0.0091)
     """
     v = np.asarray(values, float)
-    n = len(v)
-    if n < 2:
+    if len(v) < 2:
         return math.nan, math.nan
     diff, sd = float(v.mean()) - popmean, float(v.std(ddof=1))
     if sd == 0:
         if diff == 0:
             return math.nan, math.nan
         return math.copysign(math.inf, diff), 0.0
-    t = diff / (sd / math.sqrt(n))
-    df = n - 1
-    return t, betainc(df / 2, 0.5, df / (df + t * t))
+    result = stats.ttest_1samp(v, popmean)
+    return float(result.statistic), float(result.pvalue)
 
 
 def permutation_p(
