@@ -235,11 +235,63 @@ def report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+def modular_command(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> int:
+    """``layca-optax modular``: checks the arguments and ``--out``, trains
+    every configuration, writes ``--out``, prints the verdicts."""
+    if _missing("modular", ["flax", "matplotlib"]):
+        return 1
+    from layca_optax.experiments import modular
+
+    base = modular.QUICK if args.quick else modular.DEFAULT
+    count = len(base.seeds) if args.seeds is None else args.seeds
+    if args.seed + count - 1 > _settings.MAX_SEED:
+        parser.error(
+            f"argument --seed: the seeds {args.seed}..{args.seed + count - 1}"
+            f" must be at most {_settings.MAX_SEED}"
+        )
+    steps = base.steps if args.steps is None else args.steps
+    if steps % base.eval_every:
+        parser.error(
+            f"argument --steps: must be a multiple of {base.eval_every} (the "
+            f"evaluation interval{' of --quick' if args.quick else ''}), got "
+            f"{steps}"
+        )
+    settings = modular.make_settings(
+        quick=args.quick, seeds=count, first_seed=args.seed, steps=steps
+    )
+    written = [modular.RESULTS_NAME, modular.REPORT_NAME]
+    _check_outputs(parser, args.out, [*written, *modular.FIGURE_NAMES.values()])
+    print(
+        f"modular: a + b mod {settings.p}, {len(modular.units(settings))} "
+        f"configurations x seeds {settings.seeds[0]}..{settings.seeds[-1]}, "
+        f"{settings.steps} steps, {args.jobs} job(s), into {args.out}",
+        flush=True,
+    )
+    results = modular.run_modular(
+        settings,
+        args.out,
+        args.jobs,
+        verbose=True,
+        command=shlex.join(["layca-optax", *args.argv]),
+    )
+    print()
+    for claim in results["results"]["claims"]:
+        print(f"[{claim['verdict']}] {claim['claim']}")
+    print(
+        f"\nwrote {', '.join(written)} and the figures in {args.out} "
+        f"({results['wall_seconds']:.0f} s)"
+    )
+    return 0
+
+
 Command = Callable[[argparse.ArgumentParser, argparse.Namespace], int]
 
 COMMANDS: dict[str, Command] = {
     "demo": demo,
     "reproduce": reproduce,
     "report": report,
+    "modular": modular_command,
 }
 """Each command's function, by name."""

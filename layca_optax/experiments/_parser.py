@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from layca_optax.experiments import _settings, mnist1d
+from layca_optax.experiments import _settings, mnist1d, modular
 
 
 PROG = "layca-optax"
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_reproduce(commands)
     _add_report(commands)
+    _add_modular(commands)
     return parser
 
 
@@ -297,4 +298,66 @@ def _add_run_size(reproduce: Any) -> None:
         f"{default.mlp_epochs}) by this, at most {_settings.MAX_SCALE:g}, "
         "e.g. 2.5 for the paper's 100 CNN epochs on a GPU (default: "
         "%(default)g)",
+    )
+
+
+def _add_modular(commands: Any) -> None:
+    default, quick = modular.DEFAULT, modular.QUICK
+    sub = commands.add_parser(
+        "modular",
+        help="modular arithmetic with a transformer: rotation control "
+        "against tuned weight decay",
+        description=f"Train a small transformer on a + b mod {default.p} "
+        f"(generated; {default.train_fraction:g} of the table for training "
+        "and validation, the rest for testing) with AdamW (weight decay "
+        "tuned), Adam + Layca, SGD + Layca and Hyperball (AdamH), the same "
+        "step budget each, every configuration picked on validation; write "
+        "modular.json, modular.md and the figures (test accuracy, layer "
+        "rotation curves) with the verdicts (mean, sd, Welch t over seeds).",
+    )
+    sub.add_argument(
+        "--out",
+        type=_path,
+        default=Path("modular-out"),
+        metavar="DIR",
+        help="the output folder (created if its parent exists; default: "
+        "%(default)s)",
+    )
+    sub.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smoke test: p={quick.p}, {quick.steps} steps, one rate per "
+        "family",
+    )
+    sub.add_argument(
+        "--seeds",
+        type=_int_range(1, _settings.MAX_SEEDS),
+        default=None,
+        metavar="N",
+        help=f"seeds per configuration, at most {_settings.MAX_SEEDS} "
+        f"(default: {len(default.seeds)}, or {len(quick.seeds)} with --quick)",
+    )
+    sub.add_argument(
+        "--seed",
+        type=_int_range(0, _settings.MAX_SEED),
+        default=0,
+        help="the first seed; runs use SEED .. SEED+N-1, at most "
+        f"{_settings.MAX_SEED} (default: %(default)s)",
+    )
+    sub.add_argument(
+        "--steps",
+        type=_int_range(1, modular.MAX_STEPS),
+        default=None,
+        metavar="N",
+        help=f"steps of every run, a multiple of the evaluation interval "
+        f"(default: {default.steps}, every {default.eval_every}; with "
+        f"--quick {quick.steps}, every {quick.eval_every})",
+    )
+    sub.add_argument(
+        "--jobs",
+        type=_int_range(1, _settings.max_jobs()),
+        default=_settings.default_jobs(),
+        metavar="N",
+        help="worker processes; results do not depend on it (default: "
+        f"%(default)s, at most {_settings.max_jobs()} here)",
     )

@@ -14,6 +14,10 @@ from layca_optax.experiments.data._dataset import (
 )
 from layca_optax.experiments.data._mnist import load_digits, load_mnist
 from layca_optax.experiments.data._mnist1d import DATA_SEED, load_mnist1d
+from layca_optax.experiments.data._modular import (
+    ModularData as ModularData,
+    modular_addition as modular_addition,
+)
 
 
 __all__ = (

@@ -1,0 +1,488 @@
+"""The modular-arithmetic study's results: statistics over seeds, the
+configuration of each family picked on validation, the verdicts, the
+figures and the Markdown section."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import layca_optax
+from layca_optax._io import atomic_write_text
+from layca_optax.experiments._claims import MATCH_POINTS, T_THRESHOLD, welch_t
+from layca_optax.experiments._format import number
+from layca_optax.experiments._report import write_json, write_png
+from layca_optax.experiments.modular import (
+    FAMILIES,
+    FIGURE_NAMES,
+    REPORT_NAME,
+    RESULTS_NAME,
+)
+
+
+NAMES = {
+    "adamw": "AdamW",
+    "adam-layca": "Adam + Layca",
+    "sgd-layca": "SGD + Layca",
+    "hyperball": "Hyperball (AdamH)",
+}
+"""How the report names each family."""
+
+
+def _array(values: Sequence[Any]) -> np.ndarray:
+    """Floats with NaN for None (a non-finite value in the JSON)."""
+    return np.array([math.nan if v is None else v for v in values], float)
+
+
+def _value(x: Any) -> float | None:
+    """A JSON-ready float: None when not finite."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _mean_sd(values: Sequence[Any]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value); NaN when a
+    value is missing (a diverged seed)."""
+    a = _array(values)
+    if len(a) == 0:
+        return math.nan, math.nan
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def _steps(values: Sequence[int | None]) -> dict[str, Any]:
+    """Steps to 99% over seeds: which reached it, mean and sd of those."""
+    reached = [v for v in values if v is not None]
+    mean, sd = _mean_sd(reached)
+    return {
+        "per_seed": list(values),
+        "reached": len(reached),
+        "mean": _value(mean),
+        "std": _value(sd),
+    }
+
+
+def config_stats(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One configuration's statistics over its seeds.
+
+    Returns:
+      ``label``, ``family``, ``hparams``, ``n`` (seeds), the final
+      ``train_mean``, ``val_mean`` and ``test_mean`` / ``test_std``
+      accuracies, ``steps_val`` and ``steps_test`` (steps to 99%, see
+      ``_steps``) and ``final_rotation`` (per layer, mean over seeds);
+      None where not finite.
+    """
+    runs = entry["runs"]
+    test_mean, test_std = _mean_sd([r["final_test"] for r in runs])
+    layers = list(runs[0]["rotation"])
+    rot = {k: _mean_sd([r["rotation"][k][-1] for r in runs])[0] for k in layers}
+    return {
+        "label": entry["label"],
+        "family": entry["family"],
+        "hparams": dict(entry["hparams"]),
+        "n": len(runs),
+        "train_mean": _value(_mean_sd([r["final_train"] for r in runs])[0]),
+        "val_mean": _value(_mean_sd([r["final_val"] for r in runs])[0]),
+        "test_mean": _value(test_mean),
+        "test_std": _value(test_std),
+        "steps_val": _steps([r["steps_to_99_val"] for r in runs]),
+        "steps_test": _steps([r["steps_to_99_test"] for r in runs]),
+        "final_rotation": {k: _value(v) for k, v in rot.items()},
+    }
+
+
+def selection_key(stats: Mapping[str, Any]) -> tuple[float, int, float]:
+    """How a family's configuration is picked, on validation only: the
+    highest mean final validation accuracy, then the most seeds reaching
+    99% validation accuracy, then the fewest steps to it (a diverged
+    configuration, None, is never picked)."""
+    val, steps = stats["val_mean"], stats["steps_val"]
+    mean = steps["mean"]
+    return (
+        -math.inf if val is None else val,
+        steps["reached"],
+        -math.inf if mean is None else -mean,
+    )
+
+
+def _mean_curve(curves: Sequence[Sequence[Any]]) -> list[float | None]:
+    """The mean over seeds at each point (None where a seed has None)."""
+    rows = np.array([_array(c) for c in curves])
+    return [_value(v) for v in rows.mean(axis=0)]
+
+
+def _curves(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The mean curves of a configuration over its seeds."""
+    runs = entry["runs"]
+    mean = lambda key: _mean_curve([r[key] for r in runs])
+    return {
+        "steps": list(entry["eval_steps"]),
+        "train": mean("train"),
+        "val": mean("val"),
+        "test": mean("test"),
+        "test_per_seed": [list(r["test"]) for r in runs],
+        "rotation": {
+            k: _mean_curve([r["rotation"][k] for r in runs])
+            for k in runs[0]["rotation"]
+        },
+    }
+
+
+def summarize(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The results block of the study.
+
+    Args:
+      entries: :func:`~layca_optax.experiments.modular.run_unit`'s
+        entries (every configuration of every family trained).
+
+    Returns:
+      ``{"setup", "families", "claims"}``: ``families`` maps each family
+      (in :data:`FAMILIES` order) to its ``grid`` (:func:`config_stats` of
+      each configuration), its ``best`` configuration (picked with
+      :func:`selection_key`, on validation) and the ``curves`` of that one
+      (mean over seeds); ``claims`` are :func:`check_claims`'s.
+
+    Raises:
+      ValueError: no entries, or entries of different setups.
+    """
+    if not entries:
+        raise ValueError("summarize: no entries")
+    setup = entries[0]["setup"]
+    if any(e["setup"] != setup for e in entries):
+        raise ValueError("summarize: the entries' setups differ")
+    families: dict[str, dict[str, Any]] = {}
+    present = [f for f in FAMILIES if any(e["family"] == f for e in entries)]
+    for family in present:
+        mine = [e for e in entries if e["family"] == family]
+        grid = [config_stats(e) for e in mine]
+        best = max(range(len(grid)), key=lambda i: selection_key(grid[i]))
+        families[family] = {
+            "grid": grid,
+            "best": grid[best],
+            "curves": _curves(mine[best]),
+        }
+    claims = check_claims({f: b["best"] for f, b in families.items()})
+    return {"setup": setup, "families": families, "claims": claims}
+
+
+# ------------------------------------------------------------- verdicts
+
+
+def _claim(claim: str, verdict: str, evidence: str) -> dict[str, str]:
+    return {"claim": claim, "verdict": verdict, "evidence": evidence}
+
+
+def _acc(s: Mapping[str, Any]) -> str:
+    """``"label: 99.10 +- 0.20% (n=3)"``."""
+    return (
+        f"{s['label']}: {number(s['test_mean'], scale=100)} +- "
+        f"{number(s['test_std'], scale=100)}% (n={s['n']})"
+    )
+
+
+def _welch(s: Mapping[str, Any]) -> dict[str, Any]:
+    """Test accuracy in the keys :func:`welch_t` reads (NaN for None)."""
+    nan = lambda v: math.nan if v is None else v
+    return {
+        "test_mean": nan(s["test_mean"]),
+        "test_std": nan(s["test_std"]),
+        "n": s["n"],
+    }
+
+
+def accuracy_claim(
+    x: Mapping[str, Any], adamw: Mapping[str, Any]
+) -> dict[str, str]:
+    """``x`` (no weight decay) matches or beats tuned AdamW on final test
+    accuracy: holds when ``x`` is at most :data:`MATCH_POINTS` points
+    below; does not hold when it is further below with Welch's t at or
+    below ``-T_THRESHOLD``; inconclusive when further below but
+    ``|t| < T_THRESHOLD``, with fewer than 2 seeds, or a diverged run."""
+    name = NAMES.get(x["family"], x["family"])
+    claim = f"{name} (no weight decay) matches or beats tuned AdamW in final "
+    claim += "test accuracy"
+    a, b = _welch(x), _welch(adamw)
+    diff, t = 100 * (a["test_mean"] - b["test_mean"]), welch_t(a, b)
+    evidence = (
+        f"{_acc(x)}; {_acc(adamw)}; difference {diff:+.2f} points, Welch t "
+        f"{t:+.2f} (holds: at most {MATCH_POINTS} points below)."
+    )
+    if math.isnan(diff) or min(x["n"], adamw["n"]) < 2:
+        return _claim(claim, "inconclusive", evidence)
+    if diff >= -MATCH_POINTS:
+        return _claim(claim, "holds", evidence)
+    if t <= -T_THRESHOLD:
+        return _claim(claim, "does not hold", evidence)
+    return _claim(claim, "inconclusive", evidence + " Too noisy to tell.")
+
+
+def _reach(s: Mapping[str, Any]) -> str:
+    steps = s["steps_test"]
+    if not steps["reached"]:
+        return f"{s['label']}: never (0/{s['n']} seeds)"
+    return (
+        f"{s['label']}: {number(steps['mean'], '.0f')} +- "
+        f"{number(steps['std'], '.0f')} steps ({steps['reached']}/{s['n']} "
+        "seeds)"
+    )
+
+
+def _speed_verdict(
+    x: Mapping[str, Any], adamw: Mapping[str, Any]
+) -> tuple[str, float]:
+    """The speed claim's verdict and Welch's t of the steps (x slower:
+    positive; NaN unless both reached 99% with the same seeds' count)."""
+    sx, sw = x["steps_test"], adamw["steps_test"]
+    if sx["reached"] != sw["reached"] or not sx["reached"]:
+        if sx["reached"] == sw["reached"]:
+            return "inconclusive", math.nan
+        better = sx["reached"] > sw["reached"]
+        return ("holds" if better else "does not hold"), math.nan
+    a = {"test_mean": sx["mean"], "test_std": sx["std"], "n": sx["reached"]}
+    b = {"test_mean": sw["mean"], "test_std": sw["std"], "n": sw["reached"]}
+    t = welch_t(a, b)
+    if sx["mean"] <= sw["mean"]:
+        return "holds", t
+    return ("does not hold" if t >= T_THRESHOLD else "inconclusive"), t
+
+
+def speed_claim(
+    x: Mapping[str, Any], adamw: Mapping[str, Any]
+) -> dict[str, str]:
+    """``x`` reaches 99% test accuracy in no more steps than tuned AdamW.
+
+    Holds when ``x`` reaches it with more seeds, or with as many and at
+    most AdamW's mean steps; does not hold with fewer seeds, or as many
+    and slower with Welch's t at or above ``T_THRESHOLD``; inconclusive
+    when neither reaches it, or slower with ``|t| < T_THRESHOLD``.
+    """
+    name = NAMES.get(x["family"], x["family"])
+    verdict, t = _speed_verdict(x, adamw)
+    evidence = f"steps to 99% test accuracy: {_reach(x)}; {_reach(adamw)}"
+    if not math.isnan(t):
+        evidence += f"; Welch t of the steps {t:+.2f} (positive: slower)"
+    return _claim(
+        f"{name} reaches 99% test accuracy in no more steps than tuned AdamW",
+        verdict,
+        evidence + ".",
+    )
+
+
+def check_claims(best: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+    """Each rotation-controlling family against tuned AdamW.
+
+    Args:
+      best: each family's picked configuration (:func:`config_stats`).
+
+    Returns:
+      ``[{"claim", "verdict", "evidence"}]``, an accuracy claim
+      (:func:`accuracy_claim`) then a speed claim (:func:`speed_claim`)
+      per family other than AdamW; none without AdamW.
+    """
+    if "adamw" not in best:
+        return []
+    claims = []
+    for family in [f for f in FAMILIES[1:] if f in best]:
+        claims.append(accuracy_claim(best[family], best["adamw"]))
+        claims.append(speed_claim(best[family], best["adamw"]))
+    return claims
+
+
+# -------------------------------------------------------------- figures
+
+
+def _figure(cols: int, width: float, height: float) -> tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * cols, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, cols, squeeze=False, sharey=True)[0]
+
+
+def _accuracy_figure(block: Mapping[str, Any]) -> Any:
+    """Train and test accuracy against the step, mean over seeds (test:
+    the seeds' range shaded), the best configuration of each family."""
+    fig, (ax_train, ax_test) = _figure(2, 5.0, 3.6)
+    for family, fam in block["families"].items():
+        c = fam["curves"]
+        label = f"{NAMES.get(family, family)} ({fam['best']['label']})"
+        (line,) = ax_test.plot(c["steps"], _array(c["test"]), label=label)
+        seeds = np.array([_array(s) for s in c["test_per_seed"]])
+        ax_test.fill_between(
+            c["steps"],
+            seeds.min(axis=0),
+            seeds.max(axis=0),
+            color=line.get_color(),
+            alpha=0.15,
+        )
+        ax_train.plot(c["steps"], _array(c["train"]), color=line.get_color())
+    for ax, what in ((ax_train, "Train"), (ax_test, "Test")):
+        ax.set(xlabel="Step", title=f"{what} accuracy", ylim=(0, 1.02))
+        ax.axhline(0.99, color="grey", linewidth=0.6, linestyle=":")
+    ax_train.set_ylabel("Accuracy (mean over seeds)")
+    ax_test.legend(fontsize=7, loc="lower right")
+    s = block["setup"]
+    fig.suptitle(
+        f"a + b mod {s['p']}: {s['n_train']} train pairs, {s['n_test']} test"
+    )
+    return fig
+
+
+def _rotation_figure(block: Mapping[str, Any]) -> Any:
+    """One panel per family: each layer's rotation (mean over seeds)."""
+    families = block["families"]
+    fig, axes = _figure(len(families), 3.6, 3.8)
+    layers = block["setup"]["layers"]
+    for ax, (family, fam) in zip(axes, families.items(), strict=True):
+        history = layca_optax.RotationHistory()
+        c = fam["curves"]
+        for j, step in enumerate(c["steps"]):
+            row = {k: _array([v[j]])[0] for k, v in c["rotation"].items()}
+            history.append(step, row)
+        layca_optax.plot_rotation_curves(
+            history,
+            prefix="",
+            layers=layers,
+            ax=ax,
+            title=f"{NAMES.get(family, family)}\n{fam['best']['label']}",
+            x_label="Step",
+            ylim=(0, 1.2),
+            legend=False,
+        )
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=5, fontsize=7)
+    fig.suptitle("Layer rotation (cosine distance to init), mean over seeds")
+    return fig
+
+
+def figures(block: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"accuracy": Figure, "rotation": Figure}``: the accuracy curves
+    and the rotation curves per layer of each family's picked
+    configuration (matplotlib's object API; pyplot is left alone)."""
+    return {
+        "accuracy": _accuracy_figure(block),
+        "rotation": _rotation_figure(block),
+    }
+
+
+# ------------------------------------------------------------- Markdown
+
+
+def _hparams(s: Mapping[str, Any]) -> str:
+    return s["label"].split(", ", 1)[1] if ", " in s["label"] else ""
+
+
+def _steps_cell(steps: Mapping[str, Any], n: int) -> str:
+    if not steps["reached"]:
+        return f"never (0/{n})"
+    return (
+        f"{number(steps['mean'], '.0f')} +- {number(steps['std'], '.0f')} "
+        f"({steps['reached']}/{n})"
+    )
+
+
+def _row(s: Mapping[str, Any], picked: bool) -> str:
+    rot = [v for v in s["final_rotation"].values() if v is not None]
+    mark = " **(picked)**" if picked else ""
+    return (
+        f"| {NAMES.get(s['family'], s['family'])} | {_hparams(s)}{mark} | "
+        f"{number(s['val_mean'], scale=100)} | "
+        f"{number(s['test_mean'], scale=100)} +- "
+        f"{number(s['test_std'], scale=100)} | "
+        f"{_steps_cell(s['steps_test'], s['n'])} | "
+        f"{number(s['train_mean'], scale=100)} | "
+        f"{number(min(rot) if rot else None, '.2f')} - "
+        f"{number(max(rot) if rot else None, '.2f')} |"
+    )
+
+
+def _table(block: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "| optimizer | hyperparameters | val. acc. % | test acc. % (mean +- "
+        "sd) | steps to 99% test (seeds) | train acc. % | final rotation "
+        "(min - max over layers) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for fam in block["families"].values():
+        for s in fam["grid"]:
+            lines.append(_row(s, s["label"] == fam["best"]["label"]))
+    return lines
+
+
+def _setup_lines(s: Mapping[str, Any]) -> list[str]:
+    m = s["model"]
+    seeds = ", ".join(map(str, s["seeds"]))
+    return [
+        f"a + b mod {s['p']}: the {s['p'] ** 2} pairs split by a seeded "
+        f"permutation (data seed {s['data_seed']}) into {s['n_train']} train, "
+        f"{s['n_val']} validation (held out from the training fraction "
+        f"{s['train_fraction']:g}) and {s['n_test']} test pairs. A "
+        f"{m['depth']}-block transformer (width {m['width']}, {m['heads']} "
+        f"heads, MLP {m['mlp']}, no LayerNorm, no biases), inputs "
+        f"`[a, b, =]`, logits at `=`. Full-batch, {s['steps']} steps for "
+        f"every optimizer, learning rate x{s['decay_factor']:g} at "
+        f"{', '.join(f'{a:g}' for a in s['decay_at'])} of the run; "
+        f"seeds {seeds} (initialization); evaluation every "
+        f"{s['eval_every']} steps"
+        + (" (**quick**: a smoke test)" if s["quick"] else "")
+        + ".",
+        "",
+        "Every weight matrix is a layer for Layca and Hyperball (token and "
+        "position embeddings, query/key/value/output, MLP in/out, "
+        "unembedding); the model has no bias or LayerNorm scale, so nothing "
+        "is left out. AdamW decays every matrix. Adam's b2 is "
+        f"{s['adam_b2']:g} in AdamW, Adam + Layca and AdamH alike. Each "
+        "family's configuration is picked on validation accuracy (then "
+        "seeds and steps to 99% validation accuracy), never on the test "
+        "set. Steps to 99% are the first evaluation at or above 99% test "
+        "accuracy, averaged over the seeds that reached it.",
+    ]
+
+
+def markdown_section(
+    block: Mapping[str, Any], images: Mapping[str, str]
+) -> list[str]:
+    """The ``## Modular arithmetic with a transformer`` section, as lines:
+    the setup, the table of every configuration, the verdicts, the
+    figures (``images``: each key of :func:`figures` to its path)."""
+    lines = ["## Modular arithmetic with a transformer", ""]
+    lines += _setup_lines(block["setup"])
+    lines += ["", *_table(block), "", "### Verdicts", ""]
+    lines += [
+        f"Welch's t over seeds; |t| >= {T_THRESHOLD:g} counts as a difference.",
+        "",
+        "| claim | verdict | evidence |",
+        "| --- | --- | --- |",
+    ]
+    for c in block["claims"]:
+        lines.append(f"| {c['claim']} | **{c['verdict']}** | {c['evidence']} |")
+    for key, path in images.items():
+        lines += ["", f"![{key}]({path})"]
+    return [*lines, ""]
+
+
+def write_outputs(results: Mapping[str, Any], out: Path) -> None:
+    """Writes the figures, ``modular.md`` and ``modular.json`` (last: its
+    presence means the rest is complete) into ``out``, atomically."""
+    block = results["results"]
+    drawn = figures(block)
+    images = {k: FIGURE_NAMES[k] for k in drawn}
+    head = [
+        "# Modular arithmetic: rotation control against weight decay",
+        "",
+        f"Command: `{results.get('command') or 'layca-optax modular'}` "
+        f"({results['jobs']} job(s), {results['wall_seconds']:.0f} s wall; "
+        f"layca_optax {block['setup']['layca_optax_version']}, jax "
+        f"{block['setup']['jax_version']}, {block['setup']['backend']}).",
+        "",
+    ]
+    text = "\n".join([*head, *markdown_section(block, images)])
+    out.mkdir(parents=True, exist_ok=True)
+    for key, fig in drawn.items():
+        write_png(out / FIGURE_NAMES[key], fig, dpi=100)
+    atomic_write_text(out / REPORT_NAME, text)
+    write_json(out / RESULTS_NAME, results)
