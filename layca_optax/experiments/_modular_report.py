@@ -309,7 +309,7 @@ def _accuracy_figure(block: Mapping[str, Any]) -> Any:
     fig, (ax_train, ax_test) = _figure(2, 5.0, 3.6)
     for family, fam in block["families"].items():
         c = fam["curves"]
-        label = f"{NAMES.get(family, family)} ({fam['best']['label']})"
+        label = f"{NAMES.get(family, family)} ({_hparams(fam['best'])})"
         (line,) = ax_test.plot(c["steps"], _array(c["test"]), label=label)
         seeds = np.array([_array(s) for s in c["test_per_seed"]])
         ax_test.fill_between(
@@ -348,7 +348,7 @@ def _rotation_figure(block: Mapping[str, Any]) -> Any:
             prefix="",
             layers=layers,
             ax=ax,
-            title=f"{NAMES.get(family, family)}\n{fam['best']['label']}",
+            title=f"{NAMES.get(family, family)}\n{_hparams(fam['best'])}",
             x_label="Step",
             ylim=(0, 1.2),
             legend=False,
@@ -443,6 +443,37 @@ def _setup_lines(s: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _tally(claims: Sequence[Mapping[str, str]]) -> list[str]:
+    """One line per verdict: which claims got it."""
+    lines = []
+    for verdict in ("holds", "does not hold", "inconclusive"):
+        mine = [c["claim"] for c in claims if c["verdict"] == verdict]
+        if mine:
+            lines.append(f"- **{verdict}**: " + "; ".join(mine) + ".")
+    return lines
+
+
+def _rotation_table(block: Mapping[str, Any]) -> list[str]:
+    """Each layer's final rotation for each family's picked configuration."""
+    fams = block["families"]
+    head = " | ".join(NAMES.get(f, f) for f in fams)
+    lines = [
+        "",
+        "Final rotation (cosine distance to init) of each layer, picked "
+        "configurations, mean over seeds:",
+        "",
+        f"| layer | {head} |",
+        "| --- |" + " --- |" * len(fams),
+    ]
+    for layer in block["setup"]["layers"]:
+        cells = [
+            number(f["best"]["final_rotation"].get(layer), ".2f")
+            for f in fams.values()
+        ]
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_section(
     block: Mapping[str, Any], images: Mapping[str, str]
 ) -> list[str]:
@@ -460,6 +491,7 @@ def markdown_section(
     ]
     for c in block["claims"]:
         lines.append(f"| {c['claim']} | **{c['verdict']}** | {c['evidence']} |")
+    lines += ["", *_tally(block["claims"]), *_rotation_table(block)]
     for key, path in images.items():
         lines += ["", f"![{key}]({path})"]
     return [*lines, ""]

@@ -48,6 +48,33 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _sizes(p: int, train_fraction: float, validation_fraction: float):
+    """``(n_train, n_train + n_val)``; ``ValueError`` for bad arguments."""
+    if not (isinstance(p, int) and p >= 2):
+        raise ValueError(f"modular_addition: p must be an int >= 2, got {p!r}")
+    if not 0 < train_fraction < 1:
+        raise ValueError(
+            "modular_addition: train_fraction must be in (0, 1), got "
+            f"{train_fraction!r}"
+        )
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(
+            "modular_addition: validation_fraction must be in [0, 1), got "
+            f"{validation_fraction!r}"
+        )
+    n = p * p
+    n_train_val = round(train_fraction * n)
+    n_val = round(validation_fraction * n_train_val)
+    n_train = n_train_val - n_val
+    if n_train < 1 or n_train_val >= n:
+        raise ValueError(
+            f"modular_addition: p={p}, train_fraction={train_fraction} and "
+            f"validation_fraction={validation_fraction} leave an empty "
+            "train or test set"
+        )
+    return n_train, n_train_val
+
+
 def modular_addition(
     p: int,
     train_fraction: float,
@@ -79,33 +106,13 @@ def modular_addition(
     Example:
       >>> data = modular_addition(7, 0.5, 0.2)
       >>> len(data.x_train), len(data.x_val), len(data.x_test)
-      (20, 5, 24)
+      (19, 5, 25)
       >>> a, b, eq = data.x_train[0]
-      >>> int(eq), int(data.y_train[0]) == (a + b) % 7
+      >>> int(eq), bool(data.y_train[0] == (a + b) % 7)
       (7, True)
     """
-    if not (isinstance(p, int) and p >= 2):
-        raise ValueError(f"modular_addition: p must be an int >= 2, got {p!r}")
-    if not 0 < train_fraction < 1:
-        raise ValueError(
-            "modular_addition: train_fraction must be in (0, 1), got "
-            f"{train_fraction!r}"
-        )
-    if not 0 <= validation_fraction < 1:
-        raise ValueError(
-            "modular_addition: validation_fraction must be in [0, 1), got "
-            f"{validation_fraction!r}"
-        )
+    n_train, n_train_val = _sizes(p, train_fraction, validation_fraction)
     n = p * p
-    n_train_val = round(train_fraction * n)
-    n_val = round(validation_fraction * n_train_val)
-    n_train = n_train_val - n_val
-    if n_train < 1 or n_train_val >= n:
-        raise ValueError(
-            f"modular_addition: p={p}, train_fraction={train_fraction} and "
-            f"validation_fraction={validation_fraction} leave an empty "
-            "train or test set"
-        )
     a, b = np.divmod(np.arange(n), p)
     x = np.stack([a, b, np.full(n, p)], axis=1)
     y = (a + b) % p
