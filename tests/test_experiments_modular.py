@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import layca_optax
-from layca_optax.experiments import _cli, _modular_report as report, modular
+from layca_optax.experiments import _cli, _modular_stats as stats, modular
 from layca_optax.experiments._modular_train import steps_to
 from layca_optax.experiments.data import modular_addition
 from layca_optax.experiments.models import Transformer
@@ -135,7 +135,7 @@ def _stats(family, accs, steps):
             for a, s in zip(accs, steps, strict=True)
         ],
     }
-    return report.config_stats(entry)
+    return stats.config_stats(entry)
 
 
 ADAMW = _stats("adamw", [0.99, 1.0, 0.995], [400, 500, 600])
@@ -153,7 +153,7 @@ ADAMW = _stats("adamw", [0.99, 1.0, 0.995], [400, 500, 600])
 )
 def test_accuracy_verdict_follows_the_numbers(accs, verdict):
     x = _stats("sgd-layca", accs, [100, 100, 100])
-    claim = report.accuracy_claim(x, ADAMW)
+    claim = stats.accuracy_claim(x, ADAMW)
     assert claim["verdict"] == verdict, claim["evidence"]
     assert "Welch t" in claim["evidence"]
 
@@ -169,17 +169,17 @@ def test_accuracy_verdict_follows_the_numbers(accs, verdict):
 )
 def test_speed_verdict_follows_the_numbers(steps, verdict):
     x = _stats("hyperball", [1.0, 1.0, 1.0], steps)
-    claim = report.speed_claim(x, ADAMW)
+    claim = stats.speed_claim(x, ADAMW)
     assert claim["verdict"] == verdict, claim["evidence"]
 
 
 def test_speed_verdict_when_adamw_never_reaches_99():
     never = _stats("adamw", [0.5, 0.6, 0.7], [None, None, None])
     late = _stats("adam-layca", [1.0, 1.0, 1.0], [900, None, None])
-    assert report.speed_claim(late, never)["verdict"] == "holds"
-    assert "never (0/3" in report.speed_claim(late, never)["evidence"]
+    assert stats.speed_claim(late, never)["verdict"] == "holds"
+    assert "never (0/3" in stats.speed_claim(late, never)["evidence"]
     neither = _stats("adam-layca", [0.5, 0.5, 0.5], [None, None, None])
-    assert report.speed_claim(neither, never)["verdict"] == "inconclusive"
+    assert stats.speed_claim(neither, never)["verdict"] == "inconclusive"
 
 
 # ---------------------------------------------------- QUICK, end to end
@@ -228,7 +228,7 @@ def test_quick_summary_and_report(quick):
         assert claim["verdict"] in ("holds", "does not hold", "inconclusive")
     adamw = block["families"]["adamw"]
     assert len(adamw["grid"]) == 2
-    assert adamw["best"] == max(adamw["grid"], key=report.selection_key)
+    assert adamw["best"] == max(adamw["grid"], key=stats.selection_key)
     text = (out / modular.REPORT_NAME).read_text()
     assert "## Modular arithmetic with a transformer" in text
     for name in modular.FIGURE_NAMES.values():

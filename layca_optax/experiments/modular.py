@@ -13,8 +13,9 @@ accuracy, Welch's t) and its layer-rotation curves are drawn.
 
 Run it with ``layca-optax modular`` or :func:`run_modular`. This module
 holds the settings and is imported without JAX (the command line reads
-them for ``--help``); the machinery is in ``_modular_train`` and
-``_modular_report``, imported by the functions.
+them for ``--help``); the machinery is in ``_modular_train``,
+``_modular_stats``, ``_modular_figures`` and ``_modular_report``,
+imported by the functions.
 """
 
 from __future__ import annotations
@@ -204,17 +205,17 @@ def run_unit(settings: ModularSettings, unit: Unit) -> dict[str, Any]:
 def summarize(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The results block: per family, its grid and its best configuration
     (picked on validation) and the verdicts; see
-    :func:`~layca_optax.experiments._modular_report.summarize`."""
-    from layca_optax.experiments import _modular_report
+    :func:`~layca_optax.experiments._modular_stats.summarize`."""
+    from layca_optax.experiments import _modular_stats
 
-    return _modular_report.summarize(entries)
+    return _modular_stats.summarize(entries)
 
 
 def figures(block: Mapping[str, Any]) -> dict[str, Any]:
     """``{"accuracy": Figure, "rotation": Figure}`` of a results block."""
-    from layca_optax.experiments import _modular_report
+    from layca_optax.experiments import _modular_figures
 
-    return _modular_report.figures(block)
+    return _modular_figures.figures(block)
 
 
 def markdown_section(
