@@ -1,9 +1,10 @@
-"""The ``layca-optax`` commands: ``demo``, ``reproduce`` and ``report``.
-Each imports what it trains or draws when it runs."""
+"""The ``layca-optax`` commands: ``demo``, ``reproduce``, ``report`` and
+``modular``. Each imports what it trains or draws when it runs."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import shlex
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from layca_optax.experiments import _settings, mnist1d
+from layca_optax.experiments import _settings, mnist1d, modular
 
 
 _EXTRA_HINT = (
@@ -181,6 +182,12 @@ def reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         scale=args.scale,
     )
     _check_tasks(parser, settings)
+    study = None
+    if not args.no_modular:
+        study = dataclasses.replace(
+            modular.QUICK if settings.quick else modular.DEFAULT,
+            seeds=settings.seeds,
+        )
     histories = [
         repro.history_path(e.name, c.label, seed)
         for e in experiments(settings.quick)
@@ -188,6 +195,7 @@ def reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         for seed in settings.seeds
     ]
     written = [repro.RESULTS_NAME, repro.REPORT_NAME, *FIGURES.values()]
+    written += [*modular.FIGURE_NAMES.values()] if study else []
     _check_outputs(parser, args.out, [*written, *histories], [repro.HISTORIES])
     command = shlex.join(["layca-optax", *args.argv])
     print(
@@ -203,9 +211,11 @@ def reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         jobs=args.jobs,
         verbose=True,
         command=command,
+        modular_settings=study,
     )
     print()
-    for claim in results["claims"]:
+    claims = results.get("modular", {}).get("claims", [])
+    for claim in [*results["claims"], *claims]:
         print(f"[{claim['verdict']}] {claim['claim']}")
     print(
         f"\nwrote results.json, report.md, the figures and histories/ in "

@@ -7,125 +7,31 @@ defaults are read from the experiments' settings modules,
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from layca_optax.experiments import _settings, mnist1d, modular
+from layca_optax.experiments._argtypes import (
+    Parser,
+    int_range,
+    path,
+    positive_float,
+    version,
+)
 
 
 PROG = "layca-optax"
 
 
-def _version() -> str:
-    """The installed distribution's version (``layca_optax.__version__``
-    when it is not installed, e.g. run from a source tree)."""
-    try:
-        return importlib.metadata.version("layca-optax")
-    except importlib.metadata.PackageNotFoundError:
-        from layca_optax import __version__
-
-        return __version__
-
-
-def _shown(text: str, limit: int = 40) -> str:
-    """``text`` quoted, shortened to about ``limit`` characters."""
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-def _int_range(low: int, high: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer from ``low`` to ``high``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            digits = text.strip().lstrip("+-").replace("_", "")
-            if not digits.isdigit():
-                raise argparse.ArgumentTypeError(
-                    f"not an integer: {_shown(text)}"
-                ) from None
-            value = low - 1 if text.strip().startswith("-") else high + 1
-        if value < low:
-            raise argparse.ArgumentTypeError(
-                f"must be at least {low}, got {_shown(text)}"
-            )
-        if value > high:
-            raise argparse.ArgumentTypeError(
-                f"must be at most {high}, got {_shown(text)}"
-            )
-        return value
-
-    return parse
-
-
-def _positive_float(high: float = math.inf) -> Callable[[str], float]:
-    """An argparse ``type``: a finite number above 0, at most ``high``."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"not a number: {_shown(text)}"
-            ) from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(
-                f"must be a finite number, got {_shown(text)}"
-            )
-        if not value > 0:
-            raise argparse.ArgumentTypeError(
-                f"must be positive, got {_shown(text)}"
-            )
-        if value > high:
-            raise argparse.ArgumentTypeError(
-                f"must be at most {high:g}, got {_shown(text)}"
-            )
-        return value
-
-    return parse
-
-
-def _path(text: str) -> Path:
-    """An argparse ``type``: a path, not empty (that would be the current
-    folder) and without NUL characters."""
-    if not text:
-        raise argparse.ArgumentTypeError("an empty path")
-    if "\0" in text:
-        raise argparse.ArgumentTypeError(f"a NUL character in {_shown(text)}")
-    return Path(text)
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line on stderr (status 2):
-    ``layca-optax demo: error: argument --epochs: must be at least 1, got
-    '0'``, newlines shown as ``\\n`` and a very long message shortened."""
-
-    def error(self, message: str) -> NoReturn:
-        message = message.replace("\r", "\\r").replace("\n", "\\n")
-        if message.startswith("the following arguments are required"):
-            message += f" (see {self.prog} --help)"
-        if len(message) > _MAX_MESSAGE:
-            half = _MAX_MESSAGE // 2
-            message = f"{message[:half]}...{message[-half:]}"
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-_MAX_MESSAGE = 600
-"""The longest error message printed whole (a hostile path can be long)."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``layca-optax``."""
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         description="Layca (layer-level controlled amount of weight "
         "rotation) for Optax: demo and tools.",
     )
     parser.add_argument(
-        "--version", action="version", version=f"{PROG} {_version()}"
+        "--version", action="version", version=f"{PROG} {version()}"
     )
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True
@@ -153,7 +59,7 @@ def _add_demo(commands: Any) -> None:
     optimizers = mnist1d.OPTIMIZERS
     demo.add_argument(
         "--epochs",
-        type=_int_range(1, mnist1d.MAX_EPOCHS),
+        type=int_range(1, mnist1d.MAX_EPOCHS),
         default=None,
         help=f"epochs of each run, at most {mnist1d.MAX_EPOCHS} (default: "
         f"{mnist1d.DEFAULT_EPOCHS}, or {mnist1d.QUICK_EPOCHS} with --quick)",
@@ -174,14 +80,14 @@ def _add_demo(commands: Any) -> None:
     )
     demo.add_argument(
         "--seed",
-        type=_int_range(0, _settings.MAX_SEED),
+        type=int_range(0, _settings.MAX_SEED),
         default=mnist1d.DEFAULT_SEED,
         help="seed of the initialization and shuffling, from 0 to "
         f"{_settings.MAX_SEED} (default: %(default)s)",
     )
     demo.add_argument(
         "--out",
-        type=_path,
+        type=path,
         default=None,
         metavar="DIR",
         help="write results.json, layer_rotation.png, report.md and "
@@ -189,7 +95,7 @@ def _add_demo(commands: Any) -> None:
     )
     demo.add_argument(
         "--sgd-lr",
-        type=_positive_float(),
+        type=positive_float(),
         default=mnist1d.SGD_LEARNING_RATE,
         metavar="LR",
         help="initial learning rate of plain SGD (default: %(default)g, the "
@@ -207,7 +113,7 @@ def _add_report(commands: Any) -> None:
     )
     report.add_argument(
         "--out",
-        type=_path,
+        type=path,
         required=True,
         metavar="DIR",
         help="the folder of a reproduce run (holds results.json)",
@@ -224,14 +130,22 @@ def _add_reproduce(commands: Any) -> None:
         "Fig. 6 (Adam, RMSprop, Adagrad with and without Layca), Section 6 "
         "/ Fig. 8 (an MLP's first-layer features) and the "
         "re-initialization robustness study of Zhang et al. on the trained "
-        "CNN and MLP. Writes results.json, one CSV history per run, the "
-        "figures and report.md (the verdict on each claim, mean and spread "
-        "over seeds) into --out. The default scale (177 runs) took 18 "
-        "minutes with --jobs 2 on 2 idle CPU cores, 36 on 2 loaded ones.",
+        "CNN and MLP, and the modular-arithmetic transformer study "
+        "(`layca-optax modular`). Writes results.json, one CSV history per "
+        "run, the figures and report.md (the verdict on each claim, mean "
+        "and spread over seeds) into --out. Best rates are picked on a "
+        "validation split. The default scale (177 runs, then the modular "
+        "study) takes about 25 minutes with --jobs 2 on 2 CPU cores.",
+    )
+    reproduce.add_argument(
+        "--no-modular",
+        action="store_true",
+        help="skip the modular-arithmetic transformer study (about 6 "
+        "minutes with --jobs 2 on 2 CPU cores)",
     )
     reproduce.add_argument(
         "--out",
-        type=_path,
+        type=path,
         default=Path("reproduce-out"),
         metavar="DIR",
         help="the output folder (created if its parent exists; default: "
@@ -248,7 +162,7 @@ def _add_reproduce(commands: Any) -> None:
     )
     reproduce.add_argument(
         "--data-dir",
-        type=_path,
+        type=path,
         default=None,
         metavar="DIR",
         help="folder with the CIFAR python batches (--task cifar10/100) "
@@ -262,7 +176,7 @@ def _add_run_size(reproduce: Any) -> None:
     default, quick = _settings.DEFAULT, _settings.QUICK
     reproduce.add_argument(
         "--seeds",
-        type=_int_range(1, _settings.MAX_SEEDS),
+        type=int_range(1, _settings.MAX_SEEDS),
         default=None,
         metavar="N",
         help=f"seeds per configuration, at most {_settings.MAX_SEEDS} "
@@ -270,14 +184,14 @@ def _add_run_size(reproduce: Any) -> None:
     )
     reproduce.add_argument(
         "--seed",
-        type=_int_range(0, _settings.MAX_SEED),
+        type=int_range(0, _settings.MAX_SEED),
         default=default.seeds[0],
         help="the first seed; runs use SEED .. SEED+N-1, at most "
         f"{_settings.MAX_SEED} (default: %(default)s)",
     )
     reproduce.add_argument(
         "--jobs",
-        type=_int_range(1, _settings.max_jobs()),
+        type=int_range(1, _settings.max_jobs()),
         default=_settings.default_jobs(),
         metavar="N",
         help="worker processes; results do not depend on it (default: "
@@ -292,7 +206,7 @@ def _add_run_size(reproduce: Any) -> None:
     )
     reproduce.add_argument(
         "--scale",
-        type=_positive_float(_settings.MAX_SCALE),
+        type=positive_float(_settings.MAX_SCALE),
         default=_settings.DEFAULT_SCALE,
         help=f"multiply the epochs (CNN {default.epochs}, MLP "
         f"{default.mlp_epochs}) by this, at most {_settings.MAX_SCALE:g}, "
@@ -317,7 +231,7 @@ def _add_modular(commands: Any) -> None:
     )
     sub.add_argument(
         "--out",
-        type=_path,
+        type=path,
         default=Path("modular-out"),
         metavar="DIR",
         help="the output folder (created if its parent exists; default: "
@@ -331,7 +245,7 @@ def _add_modular(commands: Any) -> None:
     )
     sub.add_argument(
         "--seeds",
-        type=_int_range(1, _settings.MAX_SEEDS),
+        type=int_range(1, _settings.MAX_SEEDS),
         default=None,
         metavar="N",
         help=f"seeds per configuration, at most {_settings.MAX_SEEDS} "
@@ -339,14 +253,14 @@ def _add_modular(commands: Any) -> None:
     )
     sub.add_argument(
         "--seed",
-        type=_int_range(0, _settings.MAX_SEED),
+        type=int_range(0, _settings.MAX_SEED),
         default=0,
         help="the first seed; runs use SEED .. SEED+N-1, at most "
         f"{_settings.MAX_SEED} (default: %(default)s)",
     )
     sub.add_argument(
         "--steps",
-        type=_int_range(1, modular.MAX_STEPS),
+        type=int_range(1, modular.MAX_STEPS),
         default=None,
         metavar="N",
         help=f"steps of every run, a multiple of the evaluation interval "
@@ -355,7 +269,7 @@ def _add_modular(commands: Any) -> None:
     )
     sub.add_argument(
         "--jobs",
-        type=_int_range(1, _settings.max_jobs()),
+        type=int_range(1, _settings.max_jobs()),
         default=_settings.default_jobs(),
         metavar="N",
         help="worker processes; results do not depend on it (default: "

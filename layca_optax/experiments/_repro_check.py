@@ -264,3 +264,47 @@ def check_results(results: Any) -> None:
     _check_fig6(experiments["fig6"]["configs"])
     if not reinit_studies(results):
         raise MalformedResults("no run holds a re-initialization study")
+    if "modular" in results:
+        _check_modular(results["modular"])
+
+
+def _check_modular(block: Any) -> None:
+    """The modular-arithmetic study's block: each family's best
+    configuration and curves (what its figures read), its claims, and a
+    section that can be written from it."""
+    from layca_optax.experiments import modular
+
+    _check(block, "dict", "modular")
+    _field(block, "setup", "dict", "modular")
+    families = _field(block, "families", "dict", "modular")
+    if sorted(families) != sorted(modular.FAMILIES):
+        raise MalformedResults(
+            f"modular.families holds {sorted(families)}, not "
+            f"{list(modular.FAMILIES)}"
+        )
+    for name, family in families.items():
+        at = f"modular.families.{name}"
+        _check(family, "dict", at)
+        _field(family, "best", "dict", at)
+        curves = _field(family, "curves", "dict", at)
+        lengths = {
+            _numbers(_field(curves, key, "list", f"{at}.curves"), "number?",
+                     f"{at}.curves.{key}")
+            for key in ("steps", "train", "val", "test")
+        }  # fmt: skip
+        rotation = _field(curves, "rotation", "dict", f"{at}.curves")
+        per_seed = _field(curves, "test_per_seed", "list", f"{at}.curves")
+        for key, curve in [*rotation.items(), *enumerate(per_seed)]:
+            lengths.add(_numbers(curve, "number?", f"{at}.curves[{key!r}]"))
+        if len(lengths) != 1:
+            raise MalformedResults(f"{at}.curves differ in length: {lengths}")
+    for at, claim in _items(block, "claims", "modular", empty=True):
+        _check(claim, "dict", at)
+        for key in ("claim", "verdict", "evidence"):
+            _field(claim, key, "str", at)
+    try:
+        modular.markdown_section(block, modular.FIGURE_NAMES)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise MalformedResults(
+            f"modular: its section cannot be written ({type(e).__name__}: {e})"
+        ) from None

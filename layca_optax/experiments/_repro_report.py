@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from layca_optax._io import atomic_write_text
-from layca_optax.experiments import _repro_figures as figures, _robustness
+from layca_optax.experiments import (
+    _repro_figures as figures,
+    _robustness,
+    modular,
+)
 from layca_optax.experiments._claims import (
     MATCH_POINTS,
     T_THRESHOLD,
@@ -30,7 +34,10 @@ def write_report(results: Mapping[str, Any], out: str | Path) -> None:
     out = Path(out)
     drawn = draw_figures(results)
     text = markdown(results, [figures.FIGURES[k] for k in drawn])
+    study = modular.figures(results["modular"]) if "modular" in results else {}
     _write_pngs(drawn, out)
+    for key, fig in study.items():
+        write_png(out / modular.FIGURE_NAMES[key], fig, dpi=90)
     atomic_write_text(out / REPORT_NAME, text)
 
 
@@ -41,7 +48,12 @@ def _layers(results: Mapping[str, Any], experiment: str) -> list[str]:
 
 def write_figures(results: Mapping[str, Any], out: Path) -> list[str]:
     """Draws every figure into ``out`` (atomically); returns their names."""
-    return _write_pngs(draw_figures(results), out)
+    names = _write_pngs(draw_figures(results), out)
+    if "modular" in results:
+        for key, fig in modular.figures(results["modular"]).items():
+            write_png(out / modular.FIGURE_NAMES[key], fig, dpi=90)
+            names.append(modular.FIGURE_NAMES[key])
+    return names
 
 
 def _write_pngs(drawn: Mapping[str, Any], out: Path) -> list[str]:
@@ -125,7 +137,8 @@ def _table_md(name: str, rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def markdown(results: Mapping[str, Any], images: Sequence[str]) -> str:
-    """The report: the verdicts, then each experiment's table and figure.
+    """The report: the verdicts, then each experiment's table and figure,
+    and the modular-arithmetic study's section if ``results`` holds one.
 
     Args:
       results: the content of ``results.json``.
@@ -138,6 +151,9 @@ def markdown(results: Mapping[str, Any], images: Sequence[str]) -> str:
     lines += _robustness.section(results, images[keys.index("rotation_reinit")])
     lines += _reinit_section(results)
     lines += ["", f"![reinit]({images[keys.index('reinit')]})", ""]
+    if "modular" in results:
+        names = modular.FIGURE_NAMES
+        lines += [*modular.markdown_section(results["modular"], names), ""]
     return "\n".join(lines)
 
 

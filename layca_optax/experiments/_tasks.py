@@ -1,7 +1,8 @@
 """The reproduction's tasks: the CNN experiments' model and data (MNIST-1D,
 or the paper's CIFAR models) and Section 6's MLP and data, each with its
 schedule and a validation split carved from its train set; loaded once per
-process. MNIST-1D also has a second, larger test set (:func:`second_test_set`)."""
+process. MNIST-1D also has a second, larger test set
+(:func:`second_test_set`)."""
 
 from __future__ import annotations
 

@@ -5,12 +5,15 @@ at laptop scale (see :func:`~layca_optax.experiments._experiments.experiments`)
 on MNIST-1D (generated locally) and scikit-learn's 8x8 digits (bundled), or
 on CIFAR-10/100 and MNIST from local files; then writes ``results.json``,
 one CSV history per run, the figures and ``report.md``, which states claim
-by claim whether the paper's findings hold here. ``layca-optax report``
-rewrites the figures and the report from ``results.json``.
+by claim whether the paper's findings hold here; by default also the
+modular-arithmetic transformer study
+(:mod:`~layca_optax.experiments.modular`). ``layca-optax report`` rewrites
+the figures and the report from ``results.json``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -19,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from layca_optax.experiments import _robustness
+from layca_optax.experiments import _robustness, modular
 from layca_optax.experiments._claims import table, verdicts
 from layca_optax.experiments._experiments import experiments
 from layca_optax.experiments._format import number
@@ -36,6 +39,8 @@ from layca_optax.experiments._repro_report import (
 )
 from layca_optax.experiments._runner import Unit, describe, run_all
 from layca_optax.experiments._settings import Settings
+from layca_optax.experiments._workers import run_parallel
+from layca_optax.experiments.modular import ModularSettings
 
 
 __all__ = (
@@ -110,6 +115,37 @@ def _experiments(
     }
 
 
+def _modular_block(
+    settings: ModularSettings, jobs: int, verbose: bool
+) -> dict[str, Any]:
+    """The modular-arithmetic study's results block (its configurations
+    spread over ``jobs`` processes, as the paper's runs)."""
+    todo = modular.units(settings)
+    bar = progress_bar(len(todo), "configuration", verbose=verbose)
+
+    def done(unit: modular.Unit, entry: Mapping[str, Any]) -> None:
+        tests = ", ".join(number(r["final_test"], ".1%") for r in entry["runs"])
+        text = f"modular {unit.label}: test {tests} ({entry['seconds']:.0f} s)"
+        if bar.disable and verbose:
+            print(text, file=sys.stderr, flush=True)
+        else:
+            bar.set_postfix_str(text, refresh=False)
+            bar.update()
+
+    try:
+        fn = functools.partial(modular.run_unit, settings)
+        if jobs <= 1:
+            entries = []
+            for unit in todo:
+                entries.append(fn(unit))
+                done(unit, entries[-1])
+        else:
+            entries = [e for _, e in run_parallel(fn, todo, jobs, done)]
+    finally:
+        bar.close()
+    return modular.summarize(entries)
+
+
 def run_reproduce(
     settings: Settings,
     out: str | Path | None = None,
@@ -117,6 +153,7 @@ def run_reproduce(
     jobs: int = 1,
     verbose: bool = False,
     command: str | None = None,
+    modular_settings: ModularSettings | None = None,
 ) -> dict[str, Any]:
     """Trains every run of the reproduction; optionally writes the outputs.
 
@@ -127,6 +164,9 @@ def run_reproduce(
       jobs: worker processes; results do not depend on it.
       verbose: a progress bar (or a line per run) on stderr.
       command: the command line, recorded in the report.
+      modular_settings: also run the modular-arithmetic transformer study
+        (:mod:`~layca_optax.experiments.modular`) with these settings; its
+        results block is ``results["modular"]``. None: not run.
 
     Returns:
       The content of ``results.json``.
@@ -154,6 +194,9 @@ def run_reproduce(
         *verdicts(table(results)),
         _robustness.claim(results),
     ]
+    if modular_settings is not None:
+        results["modular"] = _modular_block(modular_settings, jobs, verbose)
+        results["wall_seconds"] = round(time.perf_counter() - start, 1)
     if out is not None:
         write_outputs(results, out)
     return results
