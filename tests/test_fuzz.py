@@ -195,7 +195,7 @@ def check(case):
         ]
         rates = [slices(r, axes)[:, :1] for r in rates] if w.size else []
         for i in range(w.shape[0]):
-            check_slice(case, k, w[i], w1[i], g[i], eps, rtol)
+            check_slice(case, k, w[i], w1[i], g[i], eps, rtol, red)
             tan = turned(w[i], w1[i])
             # rotation_rate reads the stored turn; track_rotation the turn
             # of the update before it is rounded to the params' dtype.
@@ -216,7 +216,20 @@ def turned(w, w1):
     return across / along
 
 
-def check_slice(case, k, w, w1, g, eps, rtol):
+def fused_error(case, w, g, red):
+    """The fused step's bound on the error of its turn: its three sums give
+    the tangential norm to about ``eps / sin(theta)**2`` relative, theta the
+    angle between the direction and the weights (docs/robustness.md); the
+    chain computes the tangent itself (``eps / sin(theta)``, negligible)."""
+    if not case["fused"]:
+        return 0.0
+    d = g / (np.abs(g) + 1e-6) if case["base"] == "adam" else g  # 1st step
+    cos = abs(np.vdot(d, w)) / (np.linalg.norm(d) * np.linalg.norm(w))
+    sin2 = max(1.0 - min(cos, 1.0) ** 2, 1e-30)
+    return LR * 4 * float(jnp.finfo(red).eps) / sin2
+
+
+def check_slice(case, k, w, w1, g, eps, rtol, red):
     nw = np.linalg.norm(w)
     np.testing.assert_allclose(np.linalg.norm(w1), nw, rtol=4 * eps + 2e-6)
     if np.array_equal(w, w1):
@@ -228,7 +241,8 @@ def check_slice(case, k, w, w1, g, eps, rtol):
             assert not clear, (k, "not updated", perp)
         return
     assert nw > 0, k
-    np.testing.assert_allclose(turned(w, w1), LR, rtol=0, atol=8 * eps + 1e-6)
+    atol = 8 * eps + 1e-6 + fused_error(case, w, g, red)
+    np.testing.assert_allclose(turned(w, w1), LR, rtol=0, atol=atol)
 
 
 def _case(dtype, axis, base, fused, seed, w_conv, g_conv):
@@ -249,8 +263,11 @@ def _case(dtype, axis, base, fused, seed, w_conv, g_conv):
 @given(case=cases())
 # Found by this test: a tiny layer and a huge direction (the ratio of their
 # squares left float32's range), and thresholded slices of the chain moved
-# by the last bit (the reprojection's two norms, summed apart).
+# by the last bit (the reprojection's two norms, summed apart); by make fuzz,
+# a 2-entry slice 4.9 degrees from Adam's direction, the fused turn off by
+# 1e-5 relative (the one-pass sums' bound, see fused_error).
 @example(case=_case("float32", "none", "sgd", True, 0, -6.0, 13.0))
+@example(case=_case("float32", "last", "adam", True, 0, 0.0, 0.0))
 @example(case=_case("float64", "fan_in", "sgd", False, 43813552, 0.0, -7.0))
 def test_layca_invariants_over_shapes_dtypes_magnitudes(case):
     if case["dtype"] == "float64":
