@@ -64,6 +64,7 @@ def test_the_parser_and_commands_import_nothing_heavy():
         ["demo", "--help"],
         ["reproduce", "--help"],
         ["report", "--help"],
+        ["modular", "--help"],
     ]
     assert _imported(argvs, stub_parent=True) == []
 

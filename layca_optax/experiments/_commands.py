@@ -141,11 +141,11 @@ def _check_tasks(parser: argparse.ArgumentParser, settings: Any) -> None:
 
 
 def _last_seed(
-    parser: argparse.ArgumentParser, args: argparse.Namespace
-) -> None:
-    """Exits (status 2) unless the seeds ``--seed .. --seed + --seeds - 1``
-    are at most ``MAX_SEED``."""
-    base = _settings.QUICK if args.quick else _settings.DEFAULT
+    parser: argparse.ArgumentParser, args: argparse.Namespace, base: Any
+) -> int:
+    """The number of seeds (``--seeds``, else ``base.seeds``'s); exits
+    (status 2) unless the seeds ``--seed .. --seed + --seeds - 1`` are at
+    most ``MAX_SEED``."""
     count = len(base.seeds) if args.seeds is None else args.seeds
     last = args.seed + count - 1
     if last > _settings.MAX_SEED:
@@ -153,6 +153,7 @@ def _last_seed(
             f"argument --seed: the seeds {args.seed}..{last} must be at most "
             f"{_settings.MAX_SEED}"
         )
+    return count
 
 
 _REPRODUCE_NEEDS = ["flax", "mnist1d", "sklearn", "matplotlib", "tqdm"]
@@ -163,7 +164,9 @@ def reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     every run, writes ``--out``, prints the verdicts."""
     if _missing("reproduce", _REPRODUCE_NEEDS):
         return 1
-    _last_seed(parser, args)
+    _last_seed(
+        parser, args, _settings.QUICK if args.quick else _settings.DEFAULT
+    )
     try:
         if args.data_dir is not None and not args.data_dir.is_dir():
             parser.error(f"--data-dir {args.data_dir} is not a folder")
@@ -252,15 +255,8 @@ def modular_command(
     every configuration, writes ``--out``, prints the verdicts."""
     if _missing("modular", ["flax", "matplotlib"]):
         return 1
-    from layca_optax.experiments import modular
-
     base = modular.QUICK if args.quick else modular.DEFAULT
-    count = len(base.seeds) if args.seeds is None else args.seeds
-    if args.seed + count - 1 > _settings.MAX_SEED:
-        parser.error(
-            f"argument --seed: the seeds {args.seed}..{args.seed + count - 1}"
-            f" must be at most {_settings.MAX_SEED}"
-        )
+    count = _last_seed(parser, args, base)
     steps = base.steps if args.steps is None else args.steps
     if steps % base.eval_every:
         parser.error(

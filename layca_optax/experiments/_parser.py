@@ -174,29 +174,8 @@ def _add_reproduce(commands: Any) -> None:
 def _add_run_size(reproduce: Any) -> None:
     """``reproduce``'s options of how much is trained, and how."""
     default, quick = _settings.DEFAULT, _settings.QUICK
-    reproduce.add_argument(
-        "--seeds",
-        type=int_range(1, _settings.MAX_SEEDS),
-        default=None,
-        metavar="N",
-        help=f"seeds per configuration, at most {_settings.MAX_SEEDS} "
-        f"(default: {len(default.seeds)}, or {len(quick.seeds)} with --quick)",
-    )
-    reproduce.add_argument(
-        "--seed",
-        type=int_range(0, _settings.MAX_SEED),
-        default=default.seeds[0],
-        help="the first seed; runs use SEED .. SEED+N-1, at most "
-        f"{_settings.MAX_SEED} (default: %(default)s)",
-    )
-    reproduce.add_argument(
-        "--jobs",
-        type=int_range(1, _settings.max_jobs()),
-        default=_settings.default_jobs(),
-        metavar="N",
-        help="worker processes; results do not depend on it (default: "
-        f"%(default)s, the CPUs up to {_settings.MAX_JOBS}; at most "
-        f"{_settings.max_jobs()} here)",
+    _add_seeds_and_jobs(
+        reproduce, len(default.seeds), len(quick.seeds), default.seeds[0]
     )
     reproduce.add_argument(
         "--quick",
@@ -244,21 +223,6 @@ def _add_modular(commands: Any) -> None:
         "family",
     )
     sub.add_argument(
-        "--seeds",
-        type=int_range(1, _settings.MAX_SEEDS),
-        default=None,
-        metavar="N",
-        help=f"seeds per configuration, at most {_settings.MAX_SEEDS} "
-        f"(default: {len(default.seeds)}, or {len(quick.seeds)} with --quick)",
-    )
-    sub.add_argument(
-        "--seed",
-        type=int_range(0, _settings.MAX_SEED),
-        default=0,
-        help="the first seed; runs use SEED .. SEED+N-1, at most "
-        f"{_settings.MAX_SEED} (default: %(default)s)",
-    )
-    sub.add_argument(
         "--steps",
         type=int_range(1, modular.MAX_STEPS),
         default=None,
@@ -267,11 +231,33 @@ def _add_modular(commands: Any) -> None:
         f"(default: {default.steps}, every {default.eval_every}; with "
         f"--quick {quick.steps}, every {quick.eval_every})",
     )
+    _add_seeds_and_jobs(sub, len(default.seeds), len(quick.seeds), 0)
+
+
+def _add_seeds_and_jobs(sub: Any, seeds: int, quick: int, first: int) -> None:
+    """The ``--seeds``, ``--seed`` and ``--jobs`` options of a command that
+    trains several seeds (``seeds`` by default, ``quick`` with --quick)."""
+    sub.add_argument(
+        "--seeds",
+        type=int_range(1, _settings.MAX_SEEDS),
+        default=None,
+        metavar="N",
+        help=f"seeds per configuration, at most {_settings.MAX_SEEDS} "
+        f"(default: {seeds}, or {quick} with --quick)",
+    )
+    sub.add_argument(
+        "--seed",
+        type=int_range(0, _settings.MAX_SEED),
+        default=first,
+        help="the first seed; runs use SEED .. SEED+N-1, at most "
+        f"{_settings.MAX_SEED} (default: %(default)s)",
+    )
     sub.add_argument(
         "--jobs",
         type=int_range(1, _settings.max_jobs()),
         default=_settings.default_jobs(),
         metavar="N",
         help="worker processes; results do not depend on it (default: "
-        f"%(default)s, at most {_settings.max_jobs()} here)",
+        f"%(default)s, the CPUs up to {_settings.MAX_JOBS}; at most "
+        f"{_settings.max_jobs()} here)",
     )
