@@ -194,7 +194,9 @@ def test_norm_drift_after_10000_float32_steps(key):
     for k in shapes:
         n0 = np.linalg.norm(np.asarray(params[k], np.float64))
         n1 = np.linalg.norm(np.asarray(final[k], np.float64))
-        assert abs(n1 / n0 - 1) < 1e-4, (k, n1 / n0 - 1)
+        # 1e-6 measured on both paths (the chain drifted by 1e-4 while its
+        # reprojection divided two separately rounded norms).
+        assert abs(n1 / n0 - 1) < 1e-5, (k, n1 / n0 - 1)
         # The layer really moved: it is far from its initialization.
         assert float(layca_optax.layer_rotation(final[k], params[k])) > 0.5
 

@@ -68,6 +68,31 @@ def test_invariants_of_each_primitive():
         np.testing.assert_allclose(np.linalg.norm(w + r[k]), wn, rtol=1e-6)
 
 
+@pytest.mark.parametrize("shrink", [1e-3, 0.1, 0.69, 0.72, 1.0, 3.0, 100.0])
+def test_reproject_when_the_update_shortens_or_lengthens_the_layer(shrink):
+    """Both of the reprojection's formulas (the cross sums where ``w + u``
+    is at least 0.7 ``||w||`` long, ``<w + u, w + u>`` below): the result
+    is ``||w|| (w + u) / ||w + u||``, against NumPy in float64."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(16, 8))
+    p = rng.normal(size=(16, 8))
+    p -= np.vdot(p, w) / np.vdot(w, w) * w
+    v = shrink * w + 0.05 * shrink * np.linalg.norm(w) * p / np.linalg.norm(p)
+    u = jnp.asarray(v - w, jnp.float32)
+    wj = jnp.asarray(w, jnp.float32)
+    got = apply(layca_optax.reproject_to_sphere(), u, wj)
+    want = np_reproject(np.asarray(u, float), np.asarray(wj, float))
+    # w + u itself rounds to eps ||w|| in float32: relative to a short
+    # w + u, its direction is known to eps / shrink only.
+    atol = 3e-6 * np.abs(w).max() / min(shrink, 1.0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=atol)
+    new = np.asarray(wj + got, np.float64)
+    rtol = 1e-6 / min(shrink, 1.0) ** 0.5
+    np.testing.assert_allclose(
+        np.linalg.norm(new), np.linalg.norm(w), rtol=rtol
+    )
+
+
 @pytest.mark.parametrize(
     "axis,axes",
     [(0, (0,)), (-1, (-1,)), ((1, 2), (1, 2)), (layca_optax.fan_in_axes, None)],
