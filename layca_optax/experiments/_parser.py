@@ -135,7 +135,7 @@ def _add_reproduce(commands: Any) -> None:
         "run, the figures and report.md (the verdict on each claim, mean "
         "and spread over seeds) into --out. Best rates are picked on a "
         "validation split. The default scale (177 runs, then the modular "
-        "study) took 20 minutes with --jobs 2 on 2 CPU cores.",
+        "study) took 18 minutes with --jobs 2 on 2 idle CPU cores.",
     )
     reproduce.add_argument(
         "--no-modular",
