@@ -22,14 +22,15 @@ def _coefficients(vv, ww, uu, wu) -> tuple:
     the new norm only through ``g``, and ``r - 1`` is computed without
     cancellation, so a step changes the norm by a few roundings of ``g``
     times ``eps``, not of ``eps`` (10,000 float32 steps drifted by 1e-4 with
-    ``sqrt(<w, w> / <w + u, w + u>)``). Where ``w + u`` is much shorter than
-    ``w`` (``1 + g < 1/2``: ``g`` cancels), ``<w + u, w + u>`` is used.
+    ``sqrt(<w, w> / <w + u, w + u>)``). Where ``w + u`` is much shorter
+    than ``w`` (``1 + g < 1/2``: ``g`` cancels) or much longer (``g >= 3``,
+    where ``g`` could overflow), ``<w + u, w + u>`` is used.
     """
     moved = (vv > 0) & (uu > 0)
     ok = moved & (ww > 0)  # roots of 1 elsewhere: finite gradients
     nan = sm.nan_if_nonfinite(vv, ww, uu, wu)
     g = (2 * wu + uu) / sm.where(ok, ww, 1)
-    near = ok & (g > -0.5)  # w + u at least 0.7 ||w|| long
+    near = ok & (g > -0.5) & (g < 3)  # ||w + u|| in [0.7, 2] ||w||
     s = jnp.sqrt(1 + sm.where(near, g, 0))
     far = jnp.sqrt(sm.where(ok, ww, 1) / sm.where(ok, vv, 1))
     r_minus_1 = sm.where(near, -g / (s * (1 + s)), far - 1)
