@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,15 +228,34 @@ def markdown_section(
     return _modular_report.markdown_section(block, images)
 
 
-def _train_all(
-    settings: ModularSettings, jobs: int, verbose: bool
+def train_all(
+    settings: ModularSettings,
+    jobs: int,
+    on_done: Callable[[Unit, Mapping[str, Any]], None],
 ) -> list[dict[str, Any]]:
-    """Every unit's entry, in :func:`units` order."""
+    """Every unit's entry, in :func:`units` order, in this process
+    (``jobs`` 1) or spread over ``jobs`` worker processes; ``on_done`` is
+    called with each unit as soon as it finishes."""
     import functools
 
     from layca_optax.experiments._workers import run_parallel
 
     todo = units(settings)
+    if jobs <= 1:
+        entries = []
+        for unit in todo:
+            entries.append(run_unit(settings, unit))
+            on_done(unit, entries[-1])
+        return entries
+    fn = functools.partial(run_unit, settings)
+    return [entry for _, entry in run_parallel(fn, todo, jobs, on_done)]
+
+
+def _train_all(
+    settings: ModularSettings, jobs: int, verbose: bool
+) -> list[dict[str, Any]]:
+    """:func:`train_all`, a line per configuration on stderr if
+    ``verbose``."""
     start = time.perf_counter()
 
     def done(unit: Unit, entry: Mapping[str, Any]) -> None:
@@ -250,14 +269,7 @@ def _train_all(
                 flush=True,
             )
 
-    if jobs <= 1:
-        entries = []
-        for unit in todo:
-            entries.append(run_unit(settings, unit))
-            done(unit, entries[-1])
-        return entries
-    fn = functools.partial(run_unit, settings)
-    return [entry for _, entry in run_parallel(fn, todo, jobs, done)]
+    return train_all(settings, jobs, done)
 
 
 def run_modular(

@@ -13,7 +13,6 @@ the figures and the report from ``results.json``.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import sys
@@ -39,7 +38,6 @@ from layca_optax.experiments._repro_report import (
 )
 from layca_optax.experiments._runner import Unit, describe, run_all
 from layca_optax.experiments._settings import Settings
-from layca_optax.experiments._workers import run_parallel
 from layca_optax.experiments.modular import ModularSettings
 
 
@@ -120,8 +118,8 @@ def _modular_block(
 ) -> dict[str, Any]:
     """The modular-arithmetic study's results block (its configurations
     spread over ``jobs`` processes, as the paper's runs)."""
-    todo = modular.units(settings)
-    bar = progress_bar(len(todo), "configuration", verbose=verbose)
+    count = len(modular.units(settings))
+    bar = progress_bar(count, "configuration", verbose=verbose)
 
     def done(unit: modular.Unit, entry: Mapping[str, Any]) -> None:
         tests = ", ".join(number(r["final_test"], ".1%") for r in entry["runs"])
@@ -133,14 +131,7 @@ def _modular_block(
             bar.update()
 
     try:
-        fn = functools.partial(modular.run_unit, settings)
-        if jobs <= 1:
-            entries = []
-            for unit in todo:
-                entries.append(fn(unit))
-                done(unit, entries[-1])
-        else:
-            entries = [e for _, e in run_parallel(fn, todo, jobs, done)]
+        entries = modular.train_all(settings, jobs, done)
     finally:
         bar.close()
     return modular.summarize(entries)
