@@ -6,9 +6,14 @@ a direction (``optax.scale_by_adam()``), not a full optimizer
 the sign flip. The two cannot be told apart from their types (both are
 ``GradientTransformation``\\ s), so :func:`checked_base` probes: at ``init``
 it runs two updates of a fresh state of ``base`` on a tiny stand-in layer
-(the first leaf cut to at most 2 entries per axis, weights and gradients all
-ones: a few operations, whatever the model's size) and raises
-``ValueError`` if they point against the gradient. A
+(of the first leaf's dtype, at most 2 entries per axis, weights and
+gradients all ones: a few operations, whatever the model's size) and raises
+``ValueError`` if they point against the gradient. The stand-in needs only
+the first leaf's shape and dtype, never its values, and the probe runs
+eagerly (``jax.ensure_compile_time_eval``), so the check is the same for an
+eager ``init``, ``jax.jit(tx.init)``, ``jax.eval_shape(tx.init, ...)``
+(Flax's sharded init) and an ``nnx.Optimizer`` built inside ``nnx.jit``;
+under a jit it runs once per trace, not per call. A
 direction transformation has a positive inner product with a positive
 gradient (momentum, Adam, RMS scaling, Lion's sign, Muon's
 orthogonalization, added weight decay); a full optimizer a negative one.
@@ -32,7 +37,6 @@ import optax
 
 from layca_optax import _axes as ax, _checks as checks
 from layca_optax._axes import Axis
-from layca_optax._checks import is_concrete
 from layca_optax._masks import path_str
 
 
@@ -44,7 +48,8 @@ _DIRECTIONS = (
 
 
 def _stand_in(x: Any, value: float) -> Any:
-    """A constant array of ``x``'s dtype with at most 2 entries per axis."""
+    """A constant array of ``x``'s dtype with at most 2 entries per axis;
+    only ``x``'s shape and dtype are read (it may be a tracer)."""
     shape = tuple(min(n, 2) for n in np.shape(x))
     return jnp.full(shape, value, jnp.result_type(x))
 
@@ -105,9 +110,10 @@ def _probe_sign(base: Any, params: Any) -> float | None:
 def check_direction(base: Any, params: Any) -> None:
     """Raises ``ValueError`` naming the ``base`` argument if ``base`` fails on
     the layers ``params`` or is a full optimizer (steps against the
-    gradient). Nothing is checked for traced params or a tree without
-    leaves."""
-    if not jax.tree.leaves(params) or not is_concrete(params):
+    gradient). ``params`` may be concrete or abstract (tracers inside
+    ``jit`` or ``eval_shape``): only shapes and dtypes are read. Nothing is
+    checked for a tree without leaves."""
+    if not jax.tree.leaves(params):
         return
     if _muon_hint(base):
         _check_structure(base, params)
