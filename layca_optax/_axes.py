@@ -99,6 +99,78 @@ def fan_in_axes(leaf: Any) -> tuple[int, ...]:
     return tuple(range(max(np.ndim(leaf) - 1, 0)))
 
 
+class _StackedAxes:
+    """The rule :func:`stacked_axes` returns: a callable of (path, leaf)."""
+
+    def __init__(self, num_stacked: int):
+        self.num_stacked = num_stacked
+
+    def __repr__(self) -> str:
+        return f"stacked_axes({self.num_stacked})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _StackedAxes)
+            and other.num_stacked == self.num_stacked
+        )
+
+    def __hash__(self) -> int:
+        return hash(("stacked_axes", self.num_stacked))
+
+    def __call__(self, path: str, leaf: Any) -> tuple[int, ...]:
+        ndim = np.ndim(leaf)
+        if ndim <= self.num_stacked:
+            raise ValueError(
+                f"`stacked_axes(num_stacked={self.num_stacked})` got the "
+                f"leaf {path!r} of shape {np.shape(leaf)}: it has no axes "
+                "left to reduce over after the stacked ones. Apply it to "
+                "the stacked subtree only (a prefix tree such as "
+                '{"blocks": stacked_axes(1), "head": None}) or use '
+                "infer_stacked_axes(fn, params, *args)."
+            )
+        return tuple(range(self.num_stacked, ndim))
+
+
+@checks.public
+def stacked_axes(num_stacked: int = 1) -> Callable[[str, Any], Any]:
+    """Axis rule for stacked layers: one layer per slice of the leading axes.
+
+    Reduces over every axis but the leading ``num_stacked`` ones, whatever
+    the kernel's rank: on an ``nnx.scan`` / ``nn.scan`` stack, the query
+    kernel ``(L, d, H, hd)``, the output kernel ``(L, H, hd, d)`` and the
+    MLP kernel ``(L, d, 4d)`` each give ``L`` layers (one per block), and
+    ``num_stacked=2`` on stacked experts ``(L, E, d, f)`` gives ``L * E``
+    layers. (``axis=(-2, -1)`` is right only for 3-D stacks: on a 4-D
+    attention kernel it gives one norm per (block, input row).)
+
+    The rule applies to every leaf it is given, so a leaf that is not
+    stacked (the embedding, the head) must get another rule: a prefix
+    tree ``{"blocks": stacked_axes(1), "head": None}``, or the rule that
+    :func:`infer_stacked_axes` reads from the model, which needs no names.
+    A leaf with ``num_stacked`` axes or fewer raises ``ValueError``.
+
+    Args:
+      num_stacked: how many leading axes index stacked layers, at least 1.
+
+    Returns:
+      An :data:`Axis` rule, a callable of a leaf's path and the leaf.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import layca_optax
+      >>> from layca_optax._axes import axes_per_leaf
+      >>> params = {"blocks": {"query": jnp.zeros((3, 32, 4, 8)),
+      ...                      "experts": jnp.zeros((3, 2, 32, 64))},
+      ...           "head": jnp.zeros((32, 10))}
+      >>> axis = {"blocks": layca_optax.stacked_axes(1), "head": None}
+      >>> axes_per_leaf(params, axis)
+      [(1, 2, 3), (1, 2, 3), (0, 1)]
+      >>> tx = layca_optax.layca(0.1, axis=axis)
+    """
+    checks.check_count(num_stacked, "num_stacked")
+    return _StackedAxes(num_stacked)
+
+
 def resolve_axes(x: jax.Array, axis: Axis, path: Any = ()) -> tuple[int, ...]:
     """The non-negative axes of ``x`` (at ``path``) that ``axis`` reduces
     over; ``axis`` is one leaf's rule (see :func:`axes_per_leaf` for trees).

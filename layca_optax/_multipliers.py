@@ -7,10 +7,12 @@ from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from layca_optax import _checks as checks, _sums as sm
-from layca_optax._masks import KeyPathLike, leaf_paths, path_str
+from layca_optax._axes import axes_per_leaf
+from layca_optax._masks import KeyPathLike, path_str
 
 
 Multipliers: TypeAlias = float | jax.Array | Any | Callable[[Any], Any]
@@ -85,9 +87,19 @@ def depth_multipliers(
 
 
 def _check_factors(multipliers: Any) -> None:
-    """Non-negative finite numbers (checked where they are concrete)."""
+    """Non-negative finite numbers, or arrays of them (one per slice),
+    checked where they are concrete."""
     for m in jax.tree.leaves(multipliers):
-        checks.check_scalar(m, "multipliers", low=0.0)
+        if np.ndim(m) and checks.is_concrete(m):
+            values = np.asarray(m, np.float64)
+            if not (np.all(np.isfinite(values)) and np.all(values >= 0)):
+                raise ValueError(
+                    f"{checks.arg('multipliers')} must be finite and "
+                    f"non-negative, got an array with {values.min()} to "
+                    f"{values.max()}."
+                )
+        elif not np.ndim(m):
+            checks.check_scalar(m, "multipliers", low=0.0)
 
 
 def _broadcast(multipliers: Any, tree: Any) -> Any:
@@ -191,11 +203,16 @@ def layer_factors(multipliers: Multipliers, updates: Any, params: Any) -> Any:
 def ordered_depth_multipliers(
     alpha: jax.typing.ArrayLike,
     layer_order: Sequence[KeyPathLike] | str,
+    axis: Any = None,
 ) -> Callable[[Any], Any]:
     """Eq. 1 multipliers keyed by path, as a callable of the layers' tree.
 
     ``layer_order`` lists every layer's path, input side first, or is the
-    string ``"leaves"`` for pytree leaf order.
+    string ``"leaves"`` for pytree leaf order. A leaf that ``axis`` splits
+    into slices may be listed whole (every slice gets its depth) or per
+    slice (``path/i``, as ``forward_order(per_slice=True)`` names them):
+    each slice then gets the multiplier of its own depth, as an array that
+    broadcasts against the leaf's per-layer sums.
     """
     if isinstance(layer_order, str):
         if layer_order != "leaves":
@@ -219,23 +236,93 @@ def ordered_depth_multipliers(
             )
 
     def fn(layers):
-        paths = leaf_paths(layers)
+        flat = jax.tree_util.tree_flatten_with_path(layers)[0]
+        paths = [path_str(p) for p, _ in flat]
         names = paths if order is None else order
-        missing = sorted(set(names) - set(paths))
-        omitted = sorted(set(paths) - set(names))
+        slices = [
+            _slice_names(path, x, axes)
+            for path, (_, x), axes in zip(
+                paths, flat, axes_per_leaf(layers, axis), strict=True
+            )
+        ]
+        position = {name: k for k, name in enumerate(names)}
+        found = [[_find(s, position) for s in leaf] for leaf in slices]
+        matched = {names[k] for leaf in found for k in leaf if k is not None}
+        missing = sorted(set(names) - matched)
+        omitted = [
+            s
+            for leaf, ks in zip(slices, found, strict=True)
+            for s, k in zip(leaf, ks, strict=True)
+            if k is None
+        ]
         if missing or omitted:
             raise ValueError(
                 f"{checks.arg('layer_order')} must list every layer exactly "
-                f"once. Not layers: {missing}; layers left out: {omitted}. "
-                f"Layers: {paths}."
+                f"once. Not layers: {missing}; layers left out: "
+                f"{_short(omitted)}. Layers: {_short(paths)}."
+                + _slice_hint(missing, omitted)
             )
         factors = depth_multipliers(alpha, len(names)) if names else []
-        by_path = dict(zip(names, factors, strict=True))
-        return jax.tree_util.tree_map_with_path(
-            lambda p, _: by_path[path_str(p)], layers
-        )
+        out = [
+            _leaf_factors(x, axes, ks, factors)
+            for (_, x), axes, ks in zip(
+                flat, axes_per_leaf(layers, axis), found, strict=True
+            )
+        ]
+        return jax.tree.structure(layers).unflatten(out)
 
     return fn
+
+
+def _slice_names(path: str, x: Any, axes: tuple[int, ...]) -> list[str]:
+    """The names of the layers (slices) of one leaf, in C order, as
+    :func:`rotation_metrics` writes them (``path/i/j``)."""
+    kept = [n for a, n in enumerate(np.shape(x)) if a not in axes]
+    return [
+        path + "".join(f"/{i}" for i in index) for index in np.ndindex(*kept)
+    ]
+
+
+def _find(name: str, position: dict[str, int]) -> int | None:
+    """The position of ``name`` or of its nearest listed prefix (a whole
+    leaf ``path``, or ``path/i`` for the slices ``path/i/j``)."""
+    while True:
+        if name in position:
+            return position[name]
+        if "/" not in name or not name.rsplit("/", 1)[1].isdigit():
+            return None
+        name = name.rsplit("/", 1)[0]
+
+
+def _short(names: list[str]) -> str:
+    return (
+        repr(names)
+        if len(names) <= 12
+        else f"{names[:12]} ... (+{len(names) - 12})"
+    )
+
+
+def _slice_hint(missing: list[str], omitted: list[str]) -> str:
+    if not any(n.rsplit("/", 1)[-1].isdigit() for n in missing):
+        return ""
+    return (
+        " It lists per-slice names (forward_order(per_slice=True)) that "
+        "`axis` does not make layers: pass the same stacked rule as `axis` "
+        "(axis=infer_stacked_axes(fn, params, ...) or stacked_axes(n))."
+    )
+
+
+def _leaf_factors(
+    x: Any, axes: tuple[int, ...], ks: list[int], factors: list[Any]
+) -> Any:
+    """One leaf's Eq. 1 factor, or an array of one factor per slice that
+    broadcasts against its per-layer sums (the reduced axes kept as 1)."""
+    if len(set(ks)) == 1:
+        return factors[ks[0]]
+    shape = [1 if a in axes else n for a, n in enumerate(np.shape(x))]
+    if all(isinstance(f, float | int) for f in factors):
+        return np.asarray([factors[k] for k in ks], np.float32).reshape(shape)
+    return jnp.stack([jnp.asarray(factors[k]) for k in ks]).reshape(shape)
 
 
 def product(a: Callable[[Any], Any], b: Multipliers) -> Callable[[Any], Any]:

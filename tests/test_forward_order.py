@@ -235,8 +235,15 @@ def test_stacked_layer_axis(body):
         return body(p, x @ p["embed"], n) @ p["head"]
 
     n = jnp.array(3)
-    order = layca_optax.forward_order(fn, STACKED, jnp.ones((5, 2)), n)
+    with pytest.warns(UserWarning, match=r"\['blocks'\] are stacked"):
+        order = layca_optax.forward_order(fn, STACKED, jnp.ones((5, 2)), n)
     assert order == ["embed", "blocks", "head"]
+    sliced = layca_optax.forward_order(
+        fn, STACKED, jnp.ones((5, 2)), n, per_slice=True
+    )
+    assert sliced == ["embed", "blocks/0", "blocks/1", "blocks/2", "head"]
+    axes = layca_optax.infer_stacked_axes(fn, STACKED, jnp.ones((5, 2)), n)
+    assert axes == {"blocks": (1, 2), "embed": None, "head": None}
     assert leaf_paths(STACKED) == ["blocks", "embed", "head"]
 
 

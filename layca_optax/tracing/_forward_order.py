@@ -3,20 +3,17 @@ by :mod:`._jaxpr_walk`)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
 import optax
 
 from layca_optax import _checks as checks
 from layca_optax._masks import leaf_paths, resolve_mask
-from layca_optax.monitor._jaxpr_walk import NONE, Walk
-
-
-# Arguments of `fn` traced as abstract values; other leaves stay static.
-_ARRAYS = (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct)
+from layca_optax.tracing._slice_order import slice_order
+from layca_optax.tracing._trace import walk
 
 
 @checks.public
@@ -26,6 +23,7 @@ def forward_order(
     *args: Any,
     mask: optax.MaskOrFn = None,
     strict: bool = False,
+    per_slice: bool = False,
     **kwargs: Any,
 ) -> list[str]:
     """The layers' key paths in the order in which ``fn`` first uses them.
@@ -65,13 +63,22 @@ def forward_order(
     **Layers never used** by ``fn`` come last, in leaf order; with
     ``strict=True`` they raise a ``ValueError`` instead.
 
-    **Stacked layers.** A leaf with a stacked layer axis (``(L, d, d)``
-    consumed by ``lax.scan``, or indexed in a loop) is one leaf, hence one
-    entry, placed at its first use: Eq. 1 gives the whole stack one depth.
-    Per-slice depths would need ``layca(axis=...)`` (one norm per stacked
-    layer) and per-slice multipliers; ``forward_order`` does not produce
-    them. Stacked biases ``(L, d)`` have ``ndim == 2``: under the default
-    mask they are layers, so pass a ``mask`` (to both functions).
+    **Stacked layers.** A leaf with stacked layer axes (``(L, d, H, hd)``
+    sliced by a ``lax.scan`` / ``nnx.scan`` / ``nn.scan``, indexed per
+    step, or experts ``(L, E, d, f)`` batched in a ``dot_general``) is
+    ``L`` (or ``L * E``) layers. By default it is one entry, placed at its
+    first use, so Eq. 1 gives the whole stack one depth; a ``UserWarning``
+    (once) names such leaves. With ``per_slice=True`` each stacked slice is
+    an entry of its own, named as :func:`rotation_metrics` names it with
+    ``axis=infer_stacked_axes(...)`` (``"blocks/attn/query/kernel/0"``;
+    ``".../0/3"`` for two stacked axes), in depth order: a scan step's
+    slices after the previous step's (block 0's query, key, value, output
+    and MLP, then block 1's; a ``reverse`` scan from its last slice),
+    experts of one step in index order. Pass it as ``layer_order`` to
+    :func:`layca` with ``axis=infer_stacked_axes(...)`` (or
+    :func:`stacked_axes`): Eq. 1 then gives each slice its own depth. A
+    leaf indexed in an unrolled Python loop lists all its slices at its
+    first use.
 
     Args:
       fn: the model, called as ``fn(params, *args, **kwargs)``. Flax Linen:
@@ -92,6 +99,8 @@ def forward_order(
         the same one to both). Default :func:`default_layer_mask`
         (kernels).
       strict: raise if a layer is never used, instead of appending it.
+      per_slice: one entry per stacked slice (see above) instead of one
+        per leaf.
       **kwargs: keyword arguments of ``fn``, as ``args``. ``fn``'s own
         ``mask`` or ``strict`` arguments must be bound with a ``lambda`` or
         :func:`functools.partial`.
@@ -152,31 +161,38 @@ def forward_order(
       <https://arxiv.org/abs/1806.01603>`_, 2019, Eq. 1 (the
       layerwise multipliers that need this order).
     """
-    if not callable(fn):
-        raise ValueError(f"{checks.arg('fn')} must be callable, got {fn!r}.")
     checks.check_bool(strict, "strict")
+    checks.check_bool(per_slice, "per_slice")
     flags = jax.tree.leaves(resolve_mask(mask, params))
-    leaves, treedef = jax.tree.flatten((args, kwargs))
-    dynamic = [i for i, leaf in enumerate(leaves) if isinstance(leaf, _ARRAYS)]
-
-    def call(p, traced):
-        full = list(leaves)
-        for i, leaf in zip(dynamic, traced, strict=True):
-            full[i] = leaf
-        a, k = jax.tree.unflatten(treedef, full)
-        return fn(p, *a, **k)
-
-    closed = jax.make_jaxpr(call)(params, [leaves[i] for i in dynamic])
-    n = len(flags)
-    walk = Walk()
-    prov = [frozenset({i}) for i in range(n)]
-    walk.jaxpr(closed, prov + [NONE] * (len(closed.jaxpr.invars) - n))
+    walker = walk(fn, params, args, kwargs)
     paths = leaf_paths(params)
-    used = [i for i in walk.order if flags[i]]
-    unused = [i for i in range(n) if flags[i] and i not in walk.seen]
+    used = [i for i in walker.order if flags[i]]
+    unused = [i for i in range(len(flags)) if flags[i] and i not in walker.seen]
     if strict and unused:
         raise ValueError(
             f"`{checks.caller()}(strict=True)`: `fn` never uses the layers "
             f"{[paths[i] for i in unused]}."
         )
+    if per_slice:
+        return slice_order(walker, used, paths) + [paths[i] for i in unused]
+    stacked = [paths[i] for i in used if walker.uses[i].stacked]
+    if stacked:
+        warn_stacked(stacked)
     return [paths[i] for i in used + unused]
+
+
+def warn_stacked(paths: list[str]) -> None:
+    """Warns that a trace shows the leaves ``paths`` are stacked (Python's
+    default filter shows a message once per call site)."""
+    warnings.warn(
+        f"`{checks.caller()}`: the layers {paths} are stacked (sliced by a "
+        "scan, indexed per step, or batched experts), and each is listed "
+        "once, as one layer of one depth. With `layca(axis=None)` each "
+        "would be one layer (one norm over every block). For one layer per "
+        "stacked slice, pass `axis=infer_stacked_axes(fn, params, ...)` to "
+        "`layca` and `rotation_metrics`, and `per_slice=True` here for "
+        "per-slice depths.",
+        UserWarning,
+        stacklevel=3,
+    )
+
