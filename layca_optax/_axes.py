@@ -218,7 +218,9 @@ class _Rule:
 
 def axis_rules(tree: Any, axis: Axis) -> list[Any]:
     """The axis rule of each leaf of ``tree``, in leaf order: ``axis`` for
-    every leaf, or its entries broadcast when it is a prefix tree."""
+    every leaf, or its entries broadcast when it is a prefix tree (matched
+    by structure, else by path, so that a dict prefix fits a Flax NNX
+    ``State`` and the pure dict of one)."""
     if _is_spec(axis):
         return [axis] * len(jax.tree.leaves(tree))
     try:
@@ -229,12 +231,32 @@ def axis_rules(tree: Any, axis: Axis) -> list[Any]:
             is_leaf=_is_spec,
         )
     except ValueError as err:
+        by_path = _rules_by_path(tree, axis)
+        if by_path is not None:
+            return by_path
         raise ValueError(
             f"{checks.arg('axis')}: a tree of axes must have the structure "
-            f"of the params or a prefix of it (Flax NNX states: use a "
-            f"callable of path and leaf instead), got {axis!r}: {err}"
+            f"of the params or a prefix of it (or name each leaf by a "
+            f"prefix of its path), got {axis!r}: {err}"
         ) from None
     return [r.spec for r in jax.tree.leaves(rules)]
+
+
+def _rules_by_path(tree: Any, axis: Any) -> list[Any] | None:
+    """Each leaf's rule from the entry of ``axis`` whose path (as
+    :func:`path_str` writes it) is the longest prefix of the leaf's path;
+    None if some leaf has none."""
+    specs = jax.tree_util.tree_flatten_with_path(axis, is_leaf=_is_spec)[0]
+    table = {path_str(p): spec for p, spec in specs}
+    out = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = path_str(path)
+        while name not in table:
+            if not name:
+                return None
+            name = name.rsplit("/", 1)[0] if "/" in name else ""
+        out.append(table[name])
+    return out
 
 
 def axes_per_leaf(tree: Any, axis: Axis) -> list[tuple[int, ...]]:
