@@ -23,7 +23,10 @@ Dense kernel gives one norm per output unit (as Nero does); ``axis=(-2, -1)``
 on a stacked ``(num_layers, fan_in, fan_out)`` kernel (a scanned model) or an
 ``(num_layers, experts, fan_in, fan_out)`` expert tensor gives one norm per
 stacked layer (and expert). The same value applies to every leaf, so its axes
-must exist in each.
+must exist in each. Counting from the end fits 3-D stacks only: on a stacked
+attention kernel ``(L, d, H, hd)`` it gives one norm per (layer, input row).
+For transformers, :func:`stacked_axes` (one layer per leading slice,
+whatever the rank) or :func:`infer_stacked_axes` (read from the model).
 
 Per leaf:
 
@@ -33,7 +36,10 @@ Per leaf:
   as :func:`layca_optax.path_str` writes it) and the leaf, so that a 4-D expert
   tensor and a 4-D conv kernel can be told apart;
 - a pytree that is a prefix of the params (e.g. a dict for Flax Linen
-  params) whose leaves are any of the above (``None`` included).
+  params) whose leaves are any of the above (``None`` included); where
+  its structure differs from the params' (a dict against a Flax NNX
+  ``State``), each leaf takes the entry whose path is the longest prefix
+  of its own.
 """
 
 
@@ -73,6 +79,16 @@ def fan_in_axes(leaf: Any) -> tuple[int, ...]:
     Flax kernels store the output features last (``(fan_in, fan_out)`` for
     ``Dense``, ``(*window, in_features, out_features)`` for ``Conv``), so this
     treats each output unit (neuron, filter) as a layer of its own.
+
+    The rule reads only the leaf's rank. It is right where the contraction
+    is over every axis but the last (``Dense``, ``Conv``, an attention
+    output kernel ``(H, hd, d)``), and wrong where a kernel has several
+    output axes or stacked ones: on an attention query kernel
+    ``(d, H, hd)`` (``DenseGeneral`` with ``features=(H, hd)``) it reduces
+    over ``(d, H)`` and so mixes the heads; on a scanned stack
+    ``(L, d, f)`` it mixes the blocks. For those, use
+    :func:`infer_fan_in_axes`, which reads the contracted axes from the
+    model.
 
     Args:
       leaf: an array (only its ``ndim`` is used).

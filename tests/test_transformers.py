@@ -336,3 +336,27 @@ def test_linen_scan_reverse():
     assert order == ["Dense_0/kernel"] + [f"{stack}/{i}" for i in (2, 1, 0)] + [
         "Dense_1/kernel"
     ]
+
+
+def test_per_slice_depth_under_inject_hyperparams():
+    """A traced alpha: the per-slice multipliers are arrays in the step."""
+    k1, k2 = jax.random.split(jax.random.key(0))
+    params = {
+        "blocks": jax.random.normal(k1, (3, 4, 4)),
+        "head": jax.random.normal(k2, (4, 2)),
+    }
+
+    def fn(p, x):
+        step = lambda h, w: (jnp.tanh(h @ w), None)
+        return jax.lax.scan(step, x, p["blocks"])[0] @ p["head"]
+
+    x = jnp.ones((2, 4))
+    order = layca_optax.forward_order(fn, params, x, per_slice=True)
+    axis = layca_optax.infer_stacked_axes(fn, params, x)
+    tx = optax.inject_hyperparams(
+        layca_optax.layca, static_args=("layer_order", "axis")
+    )(learning_rate=0.1, alpha=0.5, layer_order=order, axis=axis)
+    grads = jax.grad(lambda p: jnp.sum(fn(p, x) ** 2))(params)
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    _check_turns(params, new, axis, order, 0.1, 0.5)
