@@ -269,7 +269,8 @@ def ordered_depth_multipliers(
                 flat, axes_per_leaf(layers, axis), found, strict=True
             )
         ]
-        return jax.tree.structure(layers).unflatten(out)
+        treedef: Any = jax.tree.structure(layers)
+        return treedef.unflatten(out)
 
     return fn
 
@@ -313,7 +314,7 @@ def _slice_hint(missing: list[str], omitted: list[str]) -> str:
 
 
 def _leaf_factors(
-    x: Any, axes: tuple[int, ...], ks: list[int], factors: list[Any]
+    x: Any, axes: tuple[int, ...], ks: list[Any], factors: list[Any]
 ) -> Any:
     """One leaf's Eq. 1 factor, or an array of one factor per slice that
     broadcasts against its per-layer sums (the reduced axes kept as 1)."""

@@ -128,10 +128,10 @@ def test_docs_page_code_cells_run(page, tmp_path, monkeypatch):
 def test_public_namespaces_reexport_top_level_names():
     """``layca_optax.monitor``, ``.analysis`` and ``.sharding`` (like
     ``optax.tree``): each name is the top-level object, so documented."""
-    from layca_optax import analysis, monitor, sharding
+    from layca_optax import analysis, monitor, sharding, tracing
 
     seen = set()
-    for namespace in (monitor, analysis, sharding):
+    for namespace in (monitor, analysis, sharding, tracing):
         for name in namespace.__all__:
             assert getattr(namespace, name) is getattr(layca_optax, name), name
             seen.add(name)

@@ -37,7 +37,7 @@ def _rule(x: Any, use: Use | None, fan_in: bool) -> Any:
 def _map(params: Any, uses: list, fn: Callable) -> Any:
     """A tree like ``params`` with ``fn(leaf, use)`` at its leaves; the
     rules stay leaves (``None`` included)."""
-    treedef = jax.tree.structure(params)
+    treedef: Any = jax.tree.structure(params)
     out = [fn(x, u) for x, u in zip(jax.tree.leaves(params), uses, strict=True)]
     return treedef.unflatten(out)
 
