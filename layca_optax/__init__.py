@@ -50,6 +50,7 @@ from layca_optax.monitor import (
     plot_rotation_rates,
     rotation_metrics,
     rotation_rate,
+    scalar_metrics,
     track_rotation,
     tracked_metrics,
 )
@@ -99,6 +100,7 @@ __all__ = (
     "rotation_metrics",
     "rotation_rate",
     "rotation_rate_row",
+    "scalar_metrics",
     "scale_by_layca",
     "scale_by_layer_multipliers",
     "scale_by_recorded_rates",

@@ -87,9 +87,11 @@ def _listed(paths: list[str]) -> str:
 
 
 def split_message(params: Any, mask: Any, other: Any) -> str:
-    """The warning for a split chosen by default ("" when none is due):
-    which leaves are layers and which go to ``other`` or stay frozen."""
-    if mask is not None and other is not None:
+    """The warning due when leaves would stay frozen ("" when none is):
+    ``other`` is None and some leaves are not layers. A given ``other``
+    trains every leaf that is not a layer, so nothing is frozen by
+    surprise: no warning, whatever ``mask``."""
+    if other is not None:
         return ""
     flags = resolve_mask(mask, params)
     flat = jax.tree_util.tree_flatten_with_path(flags)[0]
@@ -97,22 +99,16 @@ def split_message(params: Any, mask: Any, other: Any) -> str:
     rest = [path_str(p) for p, f in flat if not f]
     if not rest:
         return ""
-    if other is None:
-        fate = (
-            f"stay frozen at their initial values, because `other` is None: "
-            f"{_listed(rest)}. Pass other=optax.adam(1e-3) (or another "
-            "optimizer) to train them"
-        )
-    else:
-        fate = f"go to `other`: {_listed(rest)}"
     rule = "the default rule" if mask is None else "`mask`"
     return (
         f"`{checks.caller()}`: by {rule}, {len(layers)} leaves are layers "
-        f"(rotated): {_listed(layers)}; {len(rest)} are not and {fate}. The "
-        "default rule (layca_optax.default_layer_mask) takes leaves named "
-        "kernel, never bias/scale/embedding, and others with ndim >= 2. Pass "
-        "both `mask` and `other` (other=optax.set_to_zero() to keep leaves "
-        "frozen) to silence this warning."
+        f"(rotated): {_listed(layers)}; {len(rest)} are not and stay frozen "
+        f"at their initial values, because `other` is None: {_listed(rest)}."
+        " Pass other=optax.adam(1e-3) (or another optimizer) to train them, "
+        "or other=optax.set_to_zero() to keep them frozen without this "
+        "warning. The default rule (layca_optax.default_layer_mask) takes "
+        "leaves named kernel, never bias/scale/embedding, and others with "
+        "ndim >= 2."
     )
 
 
@@ -124,8 +120,8 @@ def partition_layers(
     """``layer_tx`` on the layers of ``mask``, ``other`` (default: no update)
     on the other leaves; bad masks raise ``ValueError``.
 
-    ``init`` warns once (see :func:`split_message`) when the split was not
-    chosen explicitly and leaves other than layers exist; ``update`` checks
+    ``init`` warns once (see :func:`split_message`) when ``other`` is None
+    and leaves other than layers exist (they stay frozen); ``update`` checks
     its arguments (state, params, matching structures and shapes) with
     messages naming the public function called.
     """

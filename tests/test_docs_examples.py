@@ -46,7 +46,11 @@ def _examples() -> list[str]:
 
 
 def test_the_examples_are_the_tested_ones():
-    assert _examples() == ["nnx_loop.py", "sharded_step.py"], (
+    assert _examples() == [
+        "nnx_logging.py",
+        "nnx_loop.py",
+        "sharded_step.py",
+    ], (
         "a new example in docs/examples/ needs a test here and a link in "
         "docs/examples/index.md"
     )
@@ -85,6 +89,27 @@ def test_nnx_loop(tmp_path):
     assert all(0 < float(v) < 1 for v in rotation.values()), out
     if "--plot" in args:
         assert plot.stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_nnx_logging(tmp_path):
+    path = tmp_path / "rotation.csv"
+    out = _run("nnx_logging.py", "--steps", "4", "--csv", str(path))
+    assert f"wrote 4 rows x 22 columns to {path}" in out, out
+    assert "optimizer step count: 4" in out, out
+    assert "nnx.state(optimizer) gives the last row's values: True" in out
+    rows = path.read_text().splitlines()
+    header = rows[0].split(",")
+    assert header[:2] == ["step", "loss"] and len(rows) == 5
+    for name in ("blocks/0", "blocks/2", "embed/kernel", "out/kernel"):
+        assert (
+            f"track/rate/{name}" in header and f"track/cosine/{name}" in header
+        )
+    # Layca turns every layer, each stacked one too, by arctan(lr) a step.
+    rates = re.findall(r"^  (\S+) +([0-9.e+-]+) ([0-9.]+)$", out, re.M)
+    assert len(rates) == 5, out
+    for _, rate, _ in rates:
+        assert float(rate) == pytest.approx(3**-4, rel=1e-3)
 
 
 @pytest.mark.slow

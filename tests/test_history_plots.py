@@ -21,8 +21,8 @@ LAYERS = ["Conv_0/kernel", "Conv_1/kernel", "Conv_10/kernel", "Dense_0/kernel"]
 VIRIDIS = matplotlib.colormaps["viridis"]
 
 
-def make_history(prefix="rotation/", steps=(1, 2, 3, 4, 5)):
-    history = layca_optax.RotationHistory()
+def make_history(prefix="rotation/", steps=(1, 2, 3, 4, 5), unit=None):
+    history = layca_optax.RotationHistory(unit=unit)
     for step in steps:
         history.append(
             step,
@@ -222,7 +222,7 @@ def test_rotation_curves_artists():
         "Conv_10/kernel",
     ]
     fig = layca_optax.plot_rotation_curves(
-        make_history(), layers=order, title="SGD"
+        make_history(unit="epoch"), layers=order, title="SGD"
     )
     fig.savefig(os.devnull, format="png")  # draws: tick labels are final
     ax = fig.axes[0]
@@ -337,3 +337,101 @@ def test_tracked_run_to_csv_to_plot(tmp_path):
     ]
     text = json.dumps(loaded.keys)
     assert "track/norm/Dense_0/kernel" in text
+
+
+# Issue 23: the x label from the history's unit, a depth colour bar above
+# 8 curves, layer_order's missing and unknown names.
+
+
+def test_x_label_follows_the_history_unit():
+    def label(unit, **kwargs):
+        history = make_history(unit=unit)
+        fig = layca_optax.plot_rotation_curves(history, **kwargs)
+        return fig.axes[0].get_xlabel()
+
+    assert label("epoch") == "Epoch"
+    assert label("step") == label(None) == "Step"  # per step unless said
+    assert label("epoch", x_label="Iteration") == "Iteration"
+    history = make_history(prefix="track/rate/", unit="epoch")
+    fig = layca_optax.plot_rotation_rates(history)
+    assert fig.axes[0].get_xlabel() == "Epoch"
+    with pytest.raises(ValueError, match=r"curves\(x_label=...\)` must be"):
+        layca_optax.plot_rotation_curves(make_history(), x_label=1)
+    with pytest.raises(ValueError, match=r"RotationHistory\(unit=...\)` m"):
+        layca_optax.RotationHistory(unit="epochs")
+    history.unit = "step"  # settable, e.g. after loading a file
+    assert history.unit == "step"
+
+
+def _many(n=12, unit="step"):
+    names = [f"blocks/layer{i}/kernel" for i in range(n)]
+    history = layca_optax.RotationHistory(unit=unit)
+    for step in (1, 2):
+        history.append(step, {f"rotation/{k}": 0.01 * step for k in names})
+    return history, names
+
+
+def test_many_curves_get_a_depth_colour_bar_instead_of_a_legend():
+    history, names = _many()
+    order = names[::-1]  # the output side first, to see the order used
+    fig = layca_optax.plot_rotation_curves(history, layer_order=order)
+    fig.savefig(os.devnull, format="png")
+    ax, bar = fig.axes
+    assert ax.get_legend() is None
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == order  # drawn in order
+    for line, depth in zip(lines, np.linspace(0, 1, 12), strict=True):
+        np.testing.assert_allclose(
+            matplotlib.colors.to_rgba(line.get_color()), VIRIDIS(depth)
+        )
+    labels = _colorbar_labels(fig)
+    assert labels[0] == order[0] and labels[-1] == order[-1]
+    assert labels[1:-1] and all(t.isdigit() for t in labels[1:-1])
+    assert "Depth index" in bar.get_ylabel()
+    # A legend on request keeps the first/last layer bar.
+    fig = layca_optax.plot_rotation_curves(
+        history, layer_order=order, legend=True
+    )
+    fig.savefig(os.devnull, format="png")
+    assert fig.axes[0].get_legend() is not None
+    assert _colorbar_labels(fig) == ["First layer", "Last layer"]
+    # No order: the bar's ends are the first and last names, and it says so.
+    fig = layca_optax.plot_rotation_curves(history)
+    fig.savefig(os.devnull, format="png")
+    assert _colorbar_labels(fig)[-1] == "blocks/layer11/kernel"
+    assert "Name order" in fig.axes[1].get_ylabel()
+
+
+def test_layer_order_with_per_slice_names_and_unknown_names():
+    history = layca_optax.RotationHistory()
+    for step in (1, 2):
+        history.append(
+            step,
+            {
+                "rotation/blocks/attn/query/kernel": np.array([0.1, 0.2]),
+                "rotation/embed/kernel": 0.3,
+            },
+        )
+    order = [
+        "embed/kernel",
+        "blocks/attn/query/kernel/1",
+        "blocks/attn/query/kernel/0",
+    ]
+    fig = layca_optax.plot_rotation_curves(history, layer_order=order)
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == order
+    with pytest.raises(
+        ValueError,
+        match=r"plot_rotation_curves\(layer_order=...\)` names layers the "
+        r"history does not have under 'rotation/': \['dense/kernel', 'x/0'\]",
+    ):
+        layca_optax.plot_rotation_curves(
+            history, layer_order=[*order, "dense/kernel", "x/0"]
+        )
+    with pytest.raises(
+        ValueError,
+        match=r"rates\(layer_order=...\)` must list every plotted layer .*"
+        r"does not list \['blocks/attn/query/kernel/1'\]",
+    ):
+        rates = layca_optax.RotationHistory()
+        rates.append(1, {"track/rate/" + k: 0.1 for k in order})
+        layca_optax.plot_rotation_rates(rates, layer_order=order[::2])

@@ -216,10 +216,15 @@ def test_init_warns_once_listing_layers_and_frozen_leaves():
         ).init(params)
 
 
-def test_init_warning_names_other_when_given():
-    tx = layca_optax.layca(LR, other=optax.adam(1e-3))
-    with pytest.warns(UserWarning, match="go to `other`: embed/embedding"):
-        tx.init(_scanned_params())
+def test_init_does_not_warn_when_other_is_given():
+    """Issue 23: with `other`, no leaf stays frozen, so no warning (it used
+    to fire unless `mask` was given too); a `mask` without `other` does."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layca_optax.layca(LR, other=optax.adam(1e-3)).init(_scanned_params())
+    mask = layca_optax.default_layer_mask
+    with pytest.warns(UserWarning, match=r"by `mask`, 2 leaves .* stay frozen"):
+        layca_optax.layca(LR, mask=mask).init(_scanned_params())
 
 
 def test_false_mask_raises():

@@ -23,6 +23,7 @@ from layca_optax.monitor._metrics import (
     rotation_rate,
 )
 from layca_optax.monitor._plots import plot_rotation_curves, plot_rotation_rates
+from layca_optax.monitor._scalars import scalar_metrics
 from layca_optax.monitor._tracking import (
     TrackRotationState,
     track_rotation,
@@ -39,6 +40,7 @@ __all__ = (
     "plot_rotation_rates",
     "rotation_metrics",
     "rotation_rate",
+    "scalar_metrics",
     "track_rotation",
     "tracked_metrics",
 )

@@ -21,6 +21,7 @@ from layca_optax.monitor._history_records import (
 
 
 PathLike = str | os.PathLike
+UNITS = ("step", "epoch")
 
 
 class RotationHistory:
@@ -39,11 +40,16 @@ class RotationHistory:
     ``ValueError`` with the path and what is wrong (a missing file, one
     over 256 MiB, JSON nested too deeply, a step past int64...). Non-finite
     values are kept (``NaN``/``Infinity`` in JSON, as Python's ``json``
-    writes them).
+    writes them). ``unit`` (``"step"``, ``"epoch"`` or None: not said) is
+    what the records count; the plots label their x-axis with it ("Step"
+    when None). Files do not store it: set it after loading.
+
+    Args:
+      unit: ``"step"``, ``"epoch"`` or None.
 
     Example:
       >>> import layca_optax
-      >>> history = layca_optax.RotationHistory()
+      >>> history = layca_optax.RotationHistory(unit="epoch")
       >>> history.append(1, {"rotation/Conv_0": 0.1, "rotation/Dense_0": 0.3})
       >>> history.append(2, {"rotation/Conv_0": 0.2, "rotation/Dense_0": 0.5})
       >>> history.steps, history.layers("rotation/")
@@ -75,7 +81,9 @@ class RotationHistory:
       (layer rotation curves, recorded once per epoch).
     """
 
-    def __init__(self) -> None:
+    @checks.calling("RotationHistory")
+    def __init__(self, *, unit: str | None = None) -> None:
+        self.unit = unit
         self._steps: list[int] = []
         self._keys: list[str] = []
         self._rows: list[list[float]] = []
@@ -87,21 +95,28 @@ class RotationHistory:
         return f"RotationHistory({len(self)} records, {len(self._keys)} keys)"
 
     @property
-    def steps(self) -> np.ndarray:
-        """The recorded steps (or epochs), as an int64 array.
+    def unit(self) -> str | None:
+        """What a step counts: ``"step"``, ``"epoch"`` or None (settable)."""
+        return self._unit
 
-        Returns:
-          An array with one step per record, increasing.
-        """
+    @unit.setter
+    @checks.calling("RotationHistory")
+    def unit(self, unit: str | None) -> None:
+        if unit is not None and unit not in UNITS:
+            raise ValueError(
+                f"{checks.arg('unit')} must be 'step', 'epoch' or None (not "
+                f"said), got {unit!r}."
+            )
+        self._unit = unit
+
+    @property
+    def steps(self) -> np.ndarray:
+        """The recorded steps (or epochs), increasing, as an int64 array."""
         return np.asarray(self._steps, np.int64)
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """The metric keys, in the order of the first record.
-
-        Returns:
-          A tuple of str (empty before the first record).
-        """
+        """The metric keys, in the order of the first record (a tuple)."""
         return tuple(self._keys)
 
     @checks.calling("RotationHistory.append")

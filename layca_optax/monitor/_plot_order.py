@@ -1,4 +1,5 @@
-"""Which curves the rotation plots draw, in which order, and their y-range."""
+"""Which curves the rotation plots draw, in which order, and their axes:
+the x label, the y scale and range, the legend argument."""
 
 from __future__ import annotations
 
@@ -71,9 +72,10 @@ def layer_names(
             "first."
         )
     check_prefix(prefix)
-    names = select(prefix, history.layers(prefix), layers)
+    known = history.layers(prefix)
+    names = select(prefix, known, layers)
     if layer_order is not None:
-        names = order(names, layer_order)
+        names = order(names, layer_order, known, prefix)
     return names
 
 
@@ -104,10 +106,35 @@ def select(
     return names
 
 
-def order(names: list[str], layer_order: Sequence[KeyPathLike]) -> list[str]:
+def _absent(given: list[str], known: list[str], prefix: str) -> None:
+    """``ValueError`` naming the entries of ``layer_order`` that are neither
+    a name in the history nor the leaf of per-slice names there."""
+    absent = [
+        g
+        for g in given
+        if g not in known and not any(_is_slice_of(k, g) for k in known)
+    ]
+    if absent:
+        raise ValueError(
+            f"{checks.arg('layer_order')} names layers the history does not "
+            f"have under {prefix!r}: {absent[:4]}"
+            f"{' ...' if len(absent) > 4 else ''}; its layers are "
+            f"{known[:8]}{' ...' if len(known) > 8 else ''}."
+        )
+
+
+def order(
+    names: list[str],
+    layer_order: Sequence[KeyPathLike],
+    known: list[str],
+    prefix: str,
+) -> list[str]:
     """``names`` sorted by their layer's rank in ``layer_order`` (a per-slice
-    name ``leaf/i/j`` takes its leaf's), slices of a leaf by index."""
+    name ``leaf/i/j`` takes its own rank if listed, else its leaf's),
+    slices of a leaf by index; ``ValueError`` for a name of ``layer_order``
+    not in ``known`` (the history's names) or a name it leaves out."""
     given = _paths("layer_order", layer_order)
+    _absent(given, known, prefix)
     rank: dict[str, int] = {}
     for i, name in enumerate(given):
         rank.setdefault(name, i)
@@ -163,3 +190,41 @@ def curves_ylim(ax: Any) -> tuple[float, float]:
     y = y[np.isfinite(y)]
     top = float(y.max()) if y.size else 0.0
     return (0.0, 1.1 * top) if 0 < top < SMALL else (0.0, 1.0)
+
+
+def check_legend(legend: Any) -> None:
+    """``ValueError`` unless ``legend`` is None, True or False."""
+    if legend is not None and not isinstance(legend, bool):
+        raise ValueError(
+            f"{checks.arg('legend')} must be None (automatic), True or "
+            f"False, got {legend!r}."
+        )
+
+
+def x_label(history: RotationHistory, given: str | None) -> str:
+    """``given``, else the history's unit ("Step" when it is not said)."""
+    if given is not None and not isinstance(given, str):
+        raise ValueError(
+            f"{checks.arg('x_label')} must be a str or None (the history's "
+            f"unit), got {given!r}."
+        )
+    if given is not None:
+        return given
+    return "Epoch" if history.unit == "epoch" else "Step"
+
+
+def y_axis(ax: Any, ylim: Any, curves: bool, positive: bool) -> None:
+    """Sets the y scale (log for positive rates) and range of ``ax``."""
+    limits = check_ylim(ylim)  # checked before drawing too
+    log = not curves and positive  # a log scale needs a positive value
+    if log:
+        ax.set_yscale("log")
+    if limits is not None and log and limits[0] <= 0:
+        raise ValueError(
+            f"{checks.arg('ylim')} must have a positive bottom on the log "
+            f"scale of the rates, got {ylim!r}."
+        )
+    if limits is None and curves:
+        limits = curves_ylim(ax)
+    if limits is not None:
+        ax.set_ylim(*limits)

@@ -34,34 +34,33 @@ def matplotlib_parts() -> tuple[Any, Any, Any, Any]:
     return colormaps, ScalarMappable, Normalize, Figure
 
 
-def _check_legend(legend: Any) -> None:
-    if legend is not None and not isinstance(legend, bool):
-        raise ValueError(
-            f"{checks.arg('legend')} must be None (automatic), True or "
-            f"False, got {legend!r}."
-        )
-
-
-def _legend(ax: Any, legend: bool | None, n: int, by_name: bool) -> None:
-    if legend or (legend is None and n <= _LEGEND_MAX):
-        title = "Layer (name order)" if by_name else "Layer"
-        ax.legend(title=title, fontsize="small", title_fontsize="small")
-
-
-def _y_axis(ax: Any, ylim: Any, curves: bool, positive: bool):
-    limits = po.check_ylim(ylim)  # checked before drawing too
-    log = not curves and positive  # a log scale needs a positive value
-    if log:
-        ax.set_yscale("log")
-    if limits is not None and log and limits[0] <= 0:
-        raise ValueError(
-            f"{checks.arg('ylim')} must have a positive bottom on the log "
-            f"scale of the rates, got {ylim!r}."
-        )
-    if limits is None and curves:
-        limits = po.curves_ylim(ax)
-    if limits is not None:
-        ax.set_ylim(*limits)
+def _colorbar(
+    fig: Any, ax: Any, cmap: Any, names: list[str] | None, by_name: bool
+) -> None:
+    """The depth colour bar: "First layer" / "Last layer" next to a legend
+    (``names`` None); without one, the depth index (or name order) with
+    the first and last names at its ends, as the curves are coloured."""
+    _, ScalarMappable, Normalize, _ = matplotlib_parts()
+    last = 1 if names is None else max(len(names) - 1, 1)
+    colors = ScalarMappable(norm=Normalize(0, last), cmap=cmap)
+    if names is None:
+        bar = fig.colorbar(colors, ax=ax, ticks=[0, 1], aspect=30)
+        word = "name" if by_name else "layer"
+        bar.ax.set_yticklabels([f"First {word}", f"Last {word}"])
+        if by_name:
+            bar.set_label("Name order (pass layer_order= for depth)")
+        return
+    inner = np.unique(np.round(np.linspace(0, len(names) - 1, 5)[1:-1]))
+    ticks = [0, *(int(i) for i in inner if 0 < i < len(names) - 1)]
+    ticks += [len(names) - 1] if len(names) > 1 else []
+    bar = fig.colorbar(colors, ax=ax, ticks=ticks, aspect=30)
+    labels = [str(i) for i in ticks]  # the ends: the layers' names
+    labels[0], labels[-1] = names[0], names[-1]
+    bar.ax.set_yticklabels(labels, fontsize="small")
+    if by_name:
+        bar.set_label("Name order (pass layer_order= for depth)")
+    else:
+        bar.set_label("Depth index (0: the first layer)")
 
 
 def _plot(
@@ -69,7 +68,7 @@ def _plot(
     prefix: str,
     layers: Sequence[KeyPathLike] | None,
     options: dict[str, Any],
-    labels: tuple[str, str],
+    labels: tuple[str | None, str],
     curves: bool,
 ) -> Any:
     """Draws the curves; ``options`` holds ``layer_order``, ``ax``,
@@ -77,9 +76,10 @@ def _plot(
     order = options["layer_order"]
     names = po.layer_names(history, prefix, layers, order)
     po.check_ylim(options["ylim"])
-    _check_legend(options["legend"])
+    po.check_legend(options["legend"])
+    x_label = po.x_label(history, labels[0])
     by_name = layers is None and order is None
-    colormaps, ScalarMappable, Normalize, Figure = matplotlib_parts()
+    colormaps, _, _, Figure = matplotlib_parts()
     cmap = colormaps["viridis"]
     ax = options["ax"]
     if ax is None:
@@ -95,17 +95,15 @@ def _plot(
         positive |= bool(np.any(y > 0))
         xs, ys = (np.r_[0.0, x], np.r_[0.0, y]) if start else (x, y)
         ax.plot(xs, ys, color=cmap(depth), lw=1.5, label=name)
-    colors = ScalarMappable(norm=Normalize(0, 1), cmap=cmap)
-    bar = fig.colorbar(colors, ax=ax, ticks=[0, 1], aspect=30)
-    if by_name:  # the colours follow the names, not the depth: say so
-        bar.ax.set_yticklabels(["First name", "Last name"])
-        bar.set_label("Name order (pass layer_order= for depth)")
-    else:
-        bar.ax.set_yticklabels(["First layer", "Last layer"])
-    _y_axis(ax, options["ylim"], curves, positive)
-    _legend(ax, options["legend"], len(names), by_name)
+    legend = options["legend"]
+    legend = legend if legend is not None else len(names) <= _LEGEND_MAX
+    _colorbar(fig, ax, cmap, names if not legend else None, by_name)
+    po.y_axis(ax, options["ylim"], curves, positive)
+    if legend:
+        title = "Layer (name order)" if by_name else "Layer"
+        ax.legend(title=title, fontsize="small", title_fontsize="small")
     ax.margins(x=0)
-    ax.set_xlabel(labels[0])
+    ax.set_xlabel(x_label)
     ax.set_ylabel(labels[1])
     ax.grid(alpha=0.3)
     if options["title"] is not None:
@@ -122,7 +120,7 @@ def plot_rotation_curves(
     layer_order: Sequence[KeyPathLike] | None = None,
     ax: Any = None,
     title: str | None = None,
-    x_label: str = "Epoch",
+    x_label: str | None = None,
     ylim: tuple[float, float] | None = None,
     legend: bool | None = None,
 ) -> Any:
@@ -131,9 +129,15 @@ def plot_rotation_curves(
     The paper's figures: one line per layer, coloured with ``viridis`` by
     depth (the first layer dark purple, the last yellow; layer ``l`` of
     ``L`` at ``linspace(0, 1, L)[l]``), a colour bar labelled "First layer"
-    / "Last layer", the recorded steps or epochs on x and the cosine
+    / "Last layer", the recorded steps or epochs on x (labelled with the
+    history's :attr:`~RotationHistory.unit`: "Epoch" for
+    ``RotationHistory(unit="epoch")``, else "Step") and the cosine
     distance on y. As in the paper, each curve starts at (0, 0), the
     initialization, when the first record is after step 0.
+
+    **Many layers.** Above 8 curves (or with ``legend=False``) there is no
+    legend: the colour bar runs over the depth index 0 to ``L - 1``
+    instead, its ends labelled with the first and last layers' names.
 
     **Order.** The colours follow ``layer_order`` (a forward order, input
     side first, e.g. :func:`forward_order`'s result) or the order of
@@ -143,7 +147,12 @@ def plot_rotation_curves(
     / "Last name", legend title "Layer (name order)") rather than warn.
     Per-slice names (``"h/mlp/kernel/3"``, from ``axis=...``) take the
     place of their leaf (``"h/mlp/kernel"``) in ``layer_order`` and
-    ``layers``, slices in index order.
+    ``layers``, slices in index order; ``layer_order`` may also list the
+    per-slice names themselves (the history's keys), in any order. The
+    curves are drawn (and coloured) in that order. ``layer_order`` must
+    list every drawn layer, and only layers of the history: a drawn layer
+    it leaves out, or a name the history lacks, raises ``ValueError``
+    naming them.
 
     **Range.** By default y spans 0 to 1 as in the paper (values up to 2
     are cut), unless every value lies below 0.5: then 0 to 1.1 times the
@@ -158,14 +167,15 @@ def plot_rotation_curves(
       layers: the curves to draw (names after ``prefix``, or a leaf's path
         for all its slices), in forward order unless ``layer_order`` is
         given; default all.
-      layer_order: the layers' forward order (paths), which orders the
-        curves and colours; it must list every drawn layer (or its leaf).
+      layer_order: the layers' forward order (paths or per-slice names),
+        which orders the curves and colours; it must list every drawn
+        layer (or its leaf), and no layer the history lacks.
       ax: a matplotlib ``Axes`` to draw in; default a new figure.
       title: the axes' title.
-      x_label: the x-axis label.
+      x_label: the x-axis label; default from ``history.unit``.
       ylim: ``(bottom, top)`` of the y-axis; default the rule above.
       legend: draw a legend (entries in curve order); default when there
-        are at most 8 curves.
+        are at most 8 curves (else the depth colour bar above).
 
     Returns:
       The matplotlib ``Figure``; a new one is not registered with pyplot,
@@ -173,23 +183,31 @@ def plot_rotation_curves(
 
     Raises:
       ValueError: a bad ``history``, ``prefix``, ``layers``, ``layer_order``,
-        ``ylim`` or ``legend``, named in the message.
+        ``x_label``, ``ylim`` or ``legend``, named in the message.
 
     Example:
       >>> import layca_optax
-      >>> history = layca_optax.RotationHistory()
+      >>> history = layca_optax.RotationHistory(unit="epoch")
       >>> for epoch in range(1, 4):
       ...     history.append(epoch, {"rotation/dense10": 0.01 * epoch,
       ...                            "rotation/dense2": 0.02 * epoch})
       >>> fig = layca_optax.plot_rotation_curves(history)
       >>> [line.get_label() for line in fig.axes[0].get_lines()]
       ['dense2', 'dense10']
+      >>> fig.axes[0].get_xlabel()
+      'Epoch'
+
       >>> [round(float(v), 3) for v in fig.axes[0].get_ylim()]  # fitted
       [0.0, 0.066]
       >>> fig = layca_optax.plot_rotation_curves(
       ...     history, layer_order=["dense10", "dense2"], ylim=(0, 1))
       >>> [line.get_label() for line in fig.axes[0].get_lines()]
       ['dense10', 'dense2']
+      >>> layca_optax.plot_rotation_curves(  # doctest: +ELLIPSIS
+      ...     history, layer_order=["dense2"])
+      Traceback (most recent call last):
+      ...
+      ValueError: `plot_rotation_curves(layer_order=...)` must list every ...
 
     References:
       Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
@@ -217,15 +235,16 @@ def plot_rotation_rates(
     layer_order: Sequence[KeyPathLike] | None = None,
     ax: Any = None,
     title: str | None = None,
-    x_label: str = "Step",
+    x_label: str | None = None,
     ylim: tuple[float, float] | None = None,
     legend: bool | None = None,
 ) -> Any:
     r"""Plots each layer's per-step rotation rate, :math:`\tan\theta`.
 
     As :func:`plot_rotation_curves` (viridis by depth, a first/last layer
-    colour bar, the same ``layers``/``layer_order`` rules and natural name
-    order without them), with a log y scale (zero rates are left out;
+    colour bar, a depth colour bar instead of a legend above 8 curves, the
+    same ``layers``/``layer_order`` rules and natural name order without
+    them), with a log y scale (zero rates are left out;
     linear if no rate is positive), autoscaled unless ``ylim`` is given.
 
     Args:
@@ -233,11 +252,12 @@ def plot_rotation_rates(
       prefix: the keys' prefix.
       layers: the curves to draw (names after ``prefix``, or a leaf's path
         for all its slices); default all.
-      layer_order: the layers' forward order (paths), e.g. from
-        :func:`forward_order`.
+      layer_order: the layers' forward order (paths or per-slice names),
+        e.g. from :func:`forward_order`.
       ax: a matplotlib ``Axes`` to draw in; default a new figure.
       title: the axes' title.
-      x_label: the x-axis label.
+      x_label: the x-axis label; default from ``history.unit`` ("Step"
+        unless it is ``"epoch"``).
       ylim: ``(bottom, top)`` of the y-axis (bottom positive on the log
         scale); default matplotlib's autoscaling.
       legend: draw a legend; default when there are at most 8 curves.

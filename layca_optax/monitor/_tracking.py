@@ -7,6 +7,7 @@ what the cosine distance compares with is a reference strategy
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -163,6 +164,50 @@ def track_rotation(
     return optax.GradientTransformation(jax.jit(init_fn), update_fn)
 
 
+_FIELDS = frozenset(TrackRotationState._fields)
+
+
+def _is_track_state(x: Any) -> bool:
+    """A :class:`TrackRotationState`, or its fields as a mapping: how
+    ``nnx.state``, its pure dict and checkpoint restores without a target
+    write NamedTuples (``{"count": ..., "rotation_rate": ...}``)."""
+    if isinstance(x, TrackRotationState):
+        return True
+    return isinstance(x, Mapping) and set(x.keys()) == _FIELDS
+
+
+def _track_states(state: Any) -> list[TrackRotationState]:
+    """Every track_rotation state in ``state``, as TrackRotationStates."""
+    found = [
+        s
+        for s in jax.tree.leaves(state, is_leaf=_is_track_state)
+        if _is_track_state(s)
+    ]
+    return [
+        s
+        if isinstance(s, TrackRotationState)
+        else TrackRotationState(**{f: s[f] for f in TrackRotationState._fields})
+        for s in found
+    ]
+
+
+def _lookup_error(state: Any, n: int) -> str:
+    kind = type(state).__name__
+    if n == 0:
+        return (
+            f"{checks.arg('state')} holds no track_rotation() state (got a "
+            f"{kind} without a TrackRotationState, or a mapping of its "
+            "fields as nnx.state writes it): add layca_optax.track_rotation() "
+            "to the optimizer's chain, last, and pass the optimizer state "
+            "(optax), the nnx.Optimizer, nnx.state(optimizer) or its pure "
+            "dict."
+        )
+    return (
+        f"{checks.arg('state')} holds {n} track_rotation() states (in a "
+        f"{kind}); pass the part of the state holding the one to read."
+    )
+
+
 @checks.public
 def tracked_metrics(
     state: Any, *, prefix: str = "track/"
@@ -183,11 +228,18 @@ def tracked_metrics(
     slice per layer (and, with the layers sharded, communication), so
     :meth:`RotationHistory.append` splits it on the host instead, into
     ``"track/rate/h/mlp/kernel/3"`` (``.../3/5`` for layer 3, expert 5),
-    the names of :func:`rotation_metrics`.
+    the names of :func:`rotation_metrics`; so does :func:`scalar_metrics`,
+    which turns the dict into ``{name: float}`` for any logger.
+
+    Flax NNX: pass the ``nnx.Optimizer`` itself, ``nnx.state(optimizer)``
+    or its pure dict (``nnx.to_pure_dict``, ``nnx.as_pure``), where the
+    state's NamedTuples have become mappings of their fields; the keys are
+    the same as for the optax state.
 
     Args:
       state: a :class:`TrackRotationState`, or any optimizer state holding
-        exactly one (e.g. the state of a whole ``optax.chain``).
+        exactly one (e.g. the state of a whole ``optax.chain``), also as
+        ``nnx.Optimizer``, ``nnx.State`` or nested dicts.
       prefix: a str prepended to every key.
 
     Returns:
@@ -195,8 +247,8 @@ def tracked_metrics(
       several layers).
 
     Raises:
-      ValueError: a ``state`` without exactly one
-        :class:`TrackRotationState`, or a ``prefix`` that is not a str.
+      ValueError: a ``state`` holding no :func:`track_rotation` state or
+        several, or a ``prefix`` that is not a str.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -229,14 +281,9 @@ def tracked_metrics(
       ``LayerRotationCurves`` and ``StepwiseRotation`` callbacks).
     """
     check_prefix(prefix)
-    is_state = lambda x: isinstance(x, TrackRotationState)
-    found = [s for s in jax.tree.leaves(state, is_leaf=is_state) if is_state(s)]
+    found = _track_states(state)
     if len(found) != 1:
-        raise ValueError(
-            f"{checks.arg('state')} must hold exactly one "
-            f"TrackRotationState (put `track_rotation()` last in the chain), "
-            f"found {len(found)} in a {type(state).__name__}."
-        )
+        raise ValueError(_lookup_error(state, len(found)))
     (s,) = found
     fields = {
         "rate": s.rotation_rate,
