@@ -82,9 +82,13 @@ def scanned_run():
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     x = jax.random.normal(jax.random.key(1), (16, 3))
     y = jnp.sin(x[:, :2])
-    order = layca_optax.forward_order(
-        lambda p, r, x: nnx.merge(graphdef, p, r)(x), params, rest, x
-    )
+    # One entry per leaf (the stacked kernel at its first use): the order
+    # a leaf path stands for in `layer_order`; forward_order says the leaf
+    # is stacked (per_slice=True would list its slices).
+    with pytest.warns(UserWarning, match=r"\['h/mlp/kernel'\] are stacked"):
+        order = layca_optax.forward_order(
+            lambda p, r, x: nnx.merge(graphdef, p, r)(x), params, rest, x
+        )
     params = as_pure(params)
     tx = optax.chain(
         optax.adamw(1e-3),
