@@ -6,7 +6,7 @@ jit-able layer-rotation metrics.
 """
 
 from layca_optax._alias import layca
-from layca_optax._axes import Axis, fan_in_axes
+from layca_optax._axes import Axis, fan_in_axes, stacked_axes
 from layca_optax._direction import muon_dimension_numbers
 from layca_optax._layca import ScaleByLaycaState, scale_by_layca
 from layca_optax._masks import (
@@ -55,6 +55,11 @@ from layca_optax.monitor import (
     tracked_metrics,
 )
 from layca_optax.sharding import param_shardings, state_shardings
+from layca_optax.tracing import (
+    infer_fan_in_axes,
+    infer_muon_dimension_numbers,
+    infer_stacked_axes,
+)
 
 
 __version__ = "0.1.0"
@@ -82,6 +87,9 @@ __all__ = (
     "fan_in_axes",
     "forward_order",
     "hyperball",
+    "infer_fan_in_axes",
+    "infer_muon_dimension_numbers",
+    "infer_stacked_axes",
     "layca",
     "layca_lars",
     "layer_rotation",
@@ -104,6 +112,7 @@ __all__ = (
     "scale_by_layca",
     "scale_by_layer_multipliers",
     "scale_by_recorded_rates",
+    "stacked_axes",
     "state_shardings",
     "track_rotation",
     "tracked_metrics",

@@ -156,6 +156,13 @@ def muon_dimension_numbers(axis: Axis = None) -> Any:
     expert) of a scanned model is its own matrix. Pass the same ``axis`` to
     :func:`layca_optax.layca`.
 
+    The rule reads only the reduced axes, not which of them the model
+    contracts: on an attention query kernel ``(d, H, hd)`` it makes the
+    matrix ``(d * H) x hd`` (``128 x 8`` for ``d = 32``, 4 heads of 8), not
+    ``d x (H * hd)`` (``32 x 32``). For multi-axis kernels, use
+    :func:`infer_muon_dimension_numbers`, which reads the contraction from
+    the model.
+
     Args:
       axis: the reduction axes of each layer; see :data:`Axis`.
 

@@ -98,7 +98,7 @@ def main():
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     init_params = params_of(model)  # kept to measure the rotation
 
-    history = layca_optax.RotationHistory()
+    history = layca_optax.RotationHistory(unit="epoch")
     rng = np.random.default_rng(1)
     for epoch in range(1, args.epochs + 1):
         batches = rng.permutation(train)[: steps * args.batch_size]

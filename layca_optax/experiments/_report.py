@@ -69,7 +69,7 @@ def history(run: Mapping[str, Any]) -> layca_optax.RotationHistory:
     curves = {f"rotation/{k}": v for k, v in run["rotation_curves"].items()}
     curves["train_loss"] = run["train_loss"]
     curves["test_accuracy"] = run["test_accuracy_curve"]
-    out = layca_optax.RotationHistory()
+    out = layca_optax.RotationHistory(unit="epoch")
     for epoch, values in enumerate(zip(*curves.values(), strict=True), 1):
         nan = float("nan")
         row = [nan if v is None else v for v in values]

@@ -15,7 +15,6 @@ Example:
   0.1835
 """
 
-from layca_optax.monitor._forward_order import forward_order
 from layca_optax.monitor._history import RotationHistory
 from layca_optax.monitor._metrics import (
     layer_rotation,
@@ -29,6 +28,7 @@ from layca_optax.monitor._tracking import (
     track_rotation,
     tracked_metrics,
 )
+from layca_optax.tracing import forward_order
 
 
 __all__ = (
