@@ -280,7 +280,8 @@ def _moe(p, x):
     return h @ p["head"]
 
 
-def test_stacked_experts():
+@pytest.mark.parametrize("rule", ["inferred", "stacked_axes"])
+def test_stacked_experts(rule):
     k = iter(jax.random.split(jax.random.key(1), 5))
     params = {
         "embed": jax.random.normal(next(k), (6, 8)),
@@ -298,11 +299,18 @@ def test_stacked_experts():
     assert order[:4] == ["embed"] + ups
     assert order[4:7] == [f"experts/down/0/{e}" for e in range(3)]
     assert order[-1] == "head" and len(order) == 2 + 2 * 2 * 3
+    if rule == "stacked_axes":
+        axes = {
+            "embed": None,
+            "experts": layca_optax.stacked_axes(2),
+            "head": None,
+        }
     tx = layca_optax.layca(0.1, alpha=0.3, layer_order=order, axis=axes)
     grads = jax.grad(lambda p: jnp.sum(_moe(p, x) ** 2))(params)
     updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
     new = optax.apply_updates(params, updates)
-    _check_turns(params, new, axes, order, 0.1, 0.3)
+    inferred = layca_optax.infer_stacked_axes(_moe, params, x)
+    _check_turns(params, new, inferred, order, 0.1, 0.3)
 
 
 class _LinenBlock(nn.Module):
