@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import optax
 
-from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax import (
+    _axes as ax,
+    _checks as checks,
+    _rounding as rnd,
+    _sums as sm,
+)
 from layca_optax._axes import Axis
 from layca_optax._direction import checked_base
-from layca_optax._layca import scale_by_layca
+from layca_optax._layca import ScaleByLaycaState, scale_by_layca
 from layca_optax._masks import KeyPathLike
 from layca_optax._multipliers import (
     Multipliers,
@@ -40,11 +46,35 @@ def _widened() -> optax.GradientTransformation:
     )
 
 
-def _in_param_dtype() -> optax.GradientTransformation:
-    """The update in the params' dtype, as the fused step returns it."""
-    return optax.stateless(
-        lambda u, p: jax.tree.map(lambda x, w: x.astype(w.dtype), u, p)
-    )
+def _rounded_leaf(axes, u, w, key):
+    """One leaf of :func:`_in_param_dtype`."""
+    if key is None:
+        return u.astype(w.dtype)
+    return rnd.rounded_update(axes, w.astype(u.dtype) + u, w, key)
+
+
+def _in_param_dtype(axis: Axis = None) -> optax.GradientTransformation:
+    """The update in the params' dtype, as the fused step returns it: for
+    bfloat16 and float16 params, ``round(w + u) - w`` with the new weights
+    rounded stochastically per layer (``axis``), with the fused step's
+    keys (its state counts the steps, as :class:`ScaleByLaycaState` does);
+    float32 and float64 updates are cast as before."""
+
+    warned: list[bool] = []
+
+    def init_fn(params):
+        rnd.warn_drift(params, axis, warned)
+        return ScaleByLaycaState(count=jnp.zeros([], jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise checks.no_params_error()
+        keys = rnd.leaf_keys(state.count, updates, params)
+        new = sm.map_layers(_rounded_leaf, axis, updates, params, keys)
+        count = optax.safe_increment(state.count)
+        return new, ScaleByLaycaState(count)
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 @checks.public
@@ -241,6 +271,6 @@ def layca(
             scale_by_layer_multipliers(factors),
             optax.scale_by_learning_rate(learning_rate),
             reproject_to_sphere(axis=axis),
-            _in_param_dtype(),
+            _in_param_dtype(axis),
         )
     return partition_layers(warn_zero_layers(layer_tx, axis), other, mask)

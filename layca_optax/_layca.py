@@ -9,7 +9,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax import (
+    _axes as ax,
+    _checks as checks,
+    _rounding as rnd,
+    _sums as sm,
+)
 from layca_optax._axes import Axis
 from layca_optax._multipliers import (
     Multipliers,
@@ -20,7 +25,8 @@ from layca_optax._projection import parallel_rtol
 
 
 class ScaleByLaycaState(NamedTuple):
-    """State of :func:`scale_by_layca`: the step count, for schedules."""
+    """State of :func:`scale_by_layca`: the step count, for schedules and
+    the keys of the stochastic rounding of bfloat16 and float16 layers."""
 
     count: jax.Array  # type: ignore[assignment]  # shape=(), int32
 
@@ -76,15 +82,25 @@ def layca_coefficients(ww, dw, dd, terms: tuple) -> tuple:
     return a_w, sm.where(ok, a_d, 0) + nan
 
 
-def _leaf(axes: tuple[int, ...], d: jax.Array, w: jax.Array, terms: tuple):
+def _leaf(
+    axes: tuple[int, ...],
+    d: jax.Array,
+    w: jax.Array,
+    terms: tuple,
+    key: jax.Array | None,
+):
     """One layer's update ``w_{t+1} - w`` from the direction ``d``: one
     reduction pass for ``||w||^2``, ``<d, w>`` and ``||d||^2`` in at least
-    float32, and one elementwise pass; ``terms`` from :func:`rate_terms`."""
+    float32, and one elementwise pass; ``terms`` from :func:`rate_terms`.
+    With a ``key`` (bfloat16 and float16 weights), ``w_{t+1}`` is rounded
+    stochastically (:func:`~layca_optax._rounding.rounded_update`)."""
     dtype = sm.reduction_dtype(jnp.result_type(d, w))
     wf, df = w.astype(dtype), d.astype(dtype)
     sums = sm.layer_sums(axes, ww=(wf, wf), dw=(df, wf), dd=(df, df))
     a_w, a_d = layca_coefficients(**sums, terms=terms)
-    return (a_w * wf + a_d * df).astype(w.dtype)
+    if key is None:
+        return (a_w * wf + a_d * df).astype(w.dtype)
+    return rnd.rounded_update(axes, wf + (a_w * wf + a_d * df), w, key)
 
 
 @checks.public
@@ -159,8 +175,11 @@ def scale_by_layca(
     checks.check_learning_rate(learning_rate)
     check_multipliers(multipliers, None)
 
+    warned: list[bool] = []
+
     def init_fn(params):
         check_multipliers(multipliers, params)
+        rnd.warn_drift(params, axis, warned)
         return ScaleByLaycaState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
@@ -185,6 +204,7 @@ def scale_by_layca(
             updates,
             params,
             jax.tree.map(rate, factors),
+            rnd.leaf_keys(state.count, updates, params),
         )
         count = optax.safe_increment(state.count)
         return new, ScaleByLaycaState(count)

@@ -333,7 +333,10 @@ def test_bf16_params_and_grads(name):
     to_bf16 = functools.partial(jax.tree.map, lambda x: x.astype(jnp.bfloat16))
     update = jax.jit(tx.update)
     params = to_bf16(PARAMS)
-    state0 = state = tx.init(params)
+    # Small bfloat16 layers: their norms walk by a few % in 10,000 steps
+    # under stochastic rounding (tests/test_low_precision.py).
+    with pytest.warns(UserWarning, match="would drift"):
+        state0 = state = tx.init(params)
     current = params
     for g in GRADS[:3]:
         old = current

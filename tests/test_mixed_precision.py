@@ -16,32 +16,47 @@ import layca_optax
 LR = 3**-3
 STEPS = 300
 # Bounds for STEPS steps on one 64x32 layer, about 10x what was measured
-# (drift: f32 1e-7, bf16 7e-4, f16 8e-5; median per-step angle error:
-# f32 7e-9, bf16 4e-5, f16 9e-5).
+# with stochastic rounding (drift: f32 6e-7, bf16 1.0e-3, f16 1.9e-4;
+# median per-step angle error: f32 3e-7, bf16 2.3e-3, f16 1.1e-4). With
+# nearest rounding the bfloat16 angle read 4e-5: measured on the float32
+# sum p + u that XLA keeps inside the jit (excess precision), not on the
+# stored, rounded weights.
 BOUNDS = {  # dtype: (norm drift, median per-step angle error)
     jnp.float32: (1e-6, 1e-6),
-    jnp.bfloat16: (1e-2, 5e-4),
-    jnp.float16: (1e-3, 1e-3),
+    jnp.bfloat16: (1e-2, 2e-2),
+    jnp.float16: (2e-3, 1e-3),
 }
 
 
+@pytest.mark.filterwarnings("ignore:.*would drift:UserWarning")  # 128 entries
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
-def test_low_precision_update_is_the_float32_one_rounded(dtype):
-    # The reductions and the update run in float32, then are cast once: the
-    # result is the float32 computation on the same inputs, rounded.
+def test_low_precision_new_weights_are_the_float32_ones_rounded(dtype, fused):
+    # The reductions and the update run in float32; the new weights are
+    # then rounded stochastically (tests/test_low_precision.py), no longer
+    # to nearest: each lands on one of the two values of the dtype around
+    # the float32 new weights (those of float32 params with the same
+    # values; to the rounding's 1e-6 norm correction); an entry that more
+    # than halves, within an ulp of its update (apply_updates rounds
+    # w + u once more).
     rng = np.random.default_rng(0)
     w = jnp.asarray(rng.normal(size=(16, 8)), dtype)
     g = jnp.asarray(rng.normal(size=(16, 8)), dtype)
-    tx = layca_optax.layca(LR)
+    tx = layca_optax.layca(LR, fused=fused)
 
     @jax.jit
-    def update(w, g):
-        return tx.update({"k": g}, tx.init({"k": w}), {"k": w})[0]["k"]
+    def new_weights(w, g):
+        u = tx.update({"k": g}, tx.init({"k": w}), {"k": w})[0]["k"]
+        return u, optax.apply_updates(w, u)
 
-    low = update(w, g)
-    high = update(w.astype(jnp.float32), g.astype(jnp.float32))
-    assert low.dtype == dtype
-    np.testing.assert_array_equal(low, high.astype(dtype))
+    u, low = new_weights(w, g)
+    _, high = new_weights(w.astype(jnp.float32), g.astype(jnp.float32))
+    assert u.dtype == low.dtype == dtype
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    step = np.abs(high - np.asarray(w, np.float64))
+    ulp = np.maximum(np.abs(high), step) * float(jnp.finfo(dtype).eps)
+    assert np.all(np.abs(low - high) <= ulp * (1 + 1e-5))
+    assert np.any(low != np.asarray(high.astype(dtype), np.float64))
 
 
 @pytest.mark.parametrize("dtype", sorted(BOUNDS, key=str))
