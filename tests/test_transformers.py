@@ -368,3 +368,36 @@ def test_per_slice_depth_under_inject_hyperparams():
     updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
     new = optax.apply_updates(params, updates)
     _check_turns(params, new, axis, order, 0.1, 0.5)
+
+
+def _pair_fori(p, x):
+    def body(i, h):
+        return jnp.tanh(jnp.tanh(h @ p["a"][i]) @ p["b"][i])
+
+    return jax.lax.fori_loop(0, 3, body, x)
+
+
+def _pair_remat(p, x):
+    step = lambda h, w: (jnp.tanh(jnp.tanh(h @ w["a"]) @ w["b"]), None)
+    return jax.lax.scan(jax.checkpoint(step), x, p)[0]
+
+
+def _pair_nested(p, x):  # an outer scan over groups of blocks
+    groups = jax.tree.map(lambda w: w.reshape(3, 1, 4, 4), p)
+    step = lambda h, w: (jnp.tanh(jnp.tanh(h @ w["a"]) @ w["b"]), None)
+    return jax.lax.scan(lambda h, w: jax.lax.scan(step, h, w), x, groups)[0]
+
+
+@pytest.mark.parametrize("fn", [_pair_remat, _pair_nested, _pair_fori])
+def test_depth_order_through_remat_nested_scans_and_loops(fn):
+    params = {"a": jnp.ones((3, 4, 4)), "b": jnp.ones((3, 4, 4))}
+    x = jnp.ones((2, 4))
+    axes = layca_optax.infer_stacked_axes(fn, params, x)
+    assert axes == {"a": (1, 2), "b": (1, 2)}
+    if fn is _pair_fori:  # indexed by the loop counter: order unknown
+        with pytest.warns(UserWarning, match=r"\['a', 'b'\] are indexed"):
+            order = layca_optax.forward_order(fn, params, x, per_slice=True)
+        assert order == ["a/0", "a/1", "a/2", "b/0", "b/1", "b/2"]
+    else:
+        order = layca_optax.forward_order(fn, params, x, per_slice=True)
+        assert order == ["a/0", "b/0", "a/1", "b/1", "a/2", "b/2"]

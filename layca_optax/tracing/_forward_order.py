@@ -74,11 +74,12 @@ def forward_order(
     ``".../0/3"`` for two stacked axes), in depth order: a scan step's
     slices after the previous step's (block 0's query, key, value, output
     and MLP, then block 1's; a ``reverse`` scan from its last slice),
-    experts of one step in index order. Pass it as ``layer_order`` to
+    experts of one step in index order. A leaf indexed per step instead
+    (``w[i]`` in a ``fori_loop`` or a Python loop) has its slices listed
+    together at its first use, with a ``UserWarning``: the depth order
+    across steps is known only for scans. Pass it as ``layer_order`` to
     :func:`layca` with ``axis=infer_stacked_axes(...)`` (or
-    :func:`stacked_axes`): Eq. 1 then gives each slice its own depth. A
-    leaf indexed in an unrolled Python loop lists all its slices at its
-    first use.
+    :func:`stacked_axes`): Eq. 1 then gives each slice its own depth.
 
     Args:
       fn: the model, called as ``fn(params, *args, **kwargs)``. Flax Linen:
@@ -174,11 +175,29 @@ def forward_order(
             f"{[paths[i] for i in unused]}."
         )
     if per_slice:
+        indexed = [paths[i] for i in used if walker.uses[i].indexed]
+        if indexed:
+            warn_indexed(indexed)
         return slice_order(walker, used, paths) + [paths[i] for i in unused]
     stacked = [paths[i] for i in used if walker.uses[i].stacked]
     if stacked:
         warn_stacked(stacked)
     return [paths[i] for i in used + unused]
+
+
+def warn_indexed(paths: list[str]) -> None:
+    """Warns that the slices of ``paths`` are indexed, not scanned, so
+    their depth order across steps is not known."""
+    warnings.warn(
+        f"`{checks.caller()}(per_slice=True)`: the layers {paths} are "
+        "indexed per step (w[i] in a fori_loop or a Python loop), not "
+        "sliced by a scan: their slices are listed together at the first "
+        "use, in index order, not interleaved with the other layers of "
+        "each step. Scan over the stacked params (lax.scan, nnx.scan, "
+        "nn.scan) for the depth order, or write layer_order by hand.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def warn_stacked(paths: list[str]) -> None:
@@ -195,4 +214,3 @@ def warn_stacked(paths: list[str]) -> None:
         UserWarning,
         stacklevel=3,
     )
-

@@ -71,6 +71,7 @@ class Use:
     contracting: Axes | None  # None: not a contraction, or layout lost
     known: bool  # whether the leaf's layout was followed to this use
     groups: tuple[Group, ...]  # the scans around the use, outermost first
+    indexed: Axes = frozenset()  # stacked by an index, not by a scan
 
 
 _SAME_AXES = frozenset({
@@ -186,10 +187,12 @@ class LayoutWalk(Walk):
         elif name == "conv_general_dilated" and k == 1:
             contract = tuple(p["dimension_numbers"].rhs_spec[1:])
         stacked = view.sliced.union(*(view.axes[a] for a in batch))
+        scanned = {g.axis_of[leaf] for g in groups if leaf in g.axis_of}
+        indexed = view.sliced - scanned
         if contract is None:
-            return Use(stacked, None, True, groups)
+            return Use(stacked, None, True, groups, indexed)
         spans = frozenset().union(*(view.axes[a] for a in contract))
-        return Use(stacked, spans - stacked, True, groups)
+        return Use(stacked, spans - stacked, True, groups, indexed)
 
     def eqn(self, eqn: Any, ins: list[frozenset[int]]) -> list:
         before = set(self.seen)
