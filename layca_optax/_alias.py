@@ -124,9 +124,10 @@ def layca(
       authors' code (biases and BatchNorm scales stay at their initial value;
       the paper's models have none). To train them, pass e.g.
       ``other=optax.sgd(0.1)`` or ``other=optax.adam(1e-3)``. ``init``
-      warns once, listing them, until both ``mask`` and ``other`` are
-      given. ``base`` is a direction, not a full optimizer:
-      ``base=optax.adam(1e-3)`` raises at ``init`` (it would step uphill).
+      warns once, listing them, unless ``other`` is given (then no leaf
+      stays frozen by surprise). ``base`` is a direction, not a full
+      optimizer: ``base=optax.adam(1e-3)`` raises at ``init`` (it would
+      step uphill).
 
     Layer order for ``alpha``: pytree leaves are sorted by key, so
     ``Conv_10`` comes before ``Conv_2`` and leaf order is generally *not*
@@ -164,7 +165,13 @@ def layca(
         multiplier 1. A nonzero value, or any value injected with
         ``optax.inject_hyperparams``, needs ``layer_order``.
       layer_order: every layer's key path (``"Conv_0/kernel"`` or a JAX key
-        path), input side first, or ``"leaves"`` for pytree leaf order.
+        path), input side first, or ``"leaves"`` for pytree leaf order. A
+        leaf that ``axis`` splits into slices (a scanned stack) is listed
+        whole (one depth for all its slices) or per slice
+        (``"blocks/attn/query/kernel/0"``, as
+        ``forward_order(..., per_slice=True)`` gives them, with
+        ``axis=infer_stacked_axes(...)``): each slice then gets Eq. 1's
+        multiplier of its own depth.
       multipliers: extra per-layer factors (see
         :func:`scale_by_layer_multipliers`), multiplied with the ``alpha``
         ones. A callable here receives the tree of layers only.
@@ -173,8 +180,8 @@ def layca(
         returns one given the params, with Python bools at the leaves, True
         for layers. Default :func:`default_layer_mask` (leaves named
         ``kernel``; never ``bias``, ``scale``, ``embedding``; other names
-        with ``ndim >= 2``). ``init`` warns once, listing the split, unless
-        both ``mask`` and ``other`` are given.
+        with ``ndim >= 2``). ``init`` warns once, listing the split, when
+        ``other`` is None and some leaves are not layers (they stay frozen).
       other: the transformation for the leaves that are not layers. Default:
         none, they are left unchanged (:func:`optax.set_to_zero`).
       axis: axes each layer norm reduces over; ``None`` (default) makes each
@@ -251,7 +258,7 @@ def layca(
     check_multipliers(factors, None)
     if layer_order is not None:
         depth = ordered_depth_multipliers(
-            0.0 if alpha is None else alpha, layer_order
+            0.0 if alpha is None else alpha, layer_order, axis
         )
         factors = product(depth, factors)
     direction = optax.identity() if base is None else checked_base(base)
