@@ -97,8 +97,14 @@ def layca(
     :func:`default_layer_mask`) is rotated by exactly
     :math:`\arctan(\eta_l)` per step, with
     :math:`\eta_l = \rho(t)\, m_l` (``learning_rate`` times the layer's
-    multiplier), and keeps its norm. With :math:`d` the ``base`` direction
-    (the gradient when ``base`` is None), per layer:
+    multiplier), and keeps its norm: to float32 rounding for float32
+    layers whose direction is not within a few degrees of the weights
+    (the fused step's error grows as ``2 eps / sin^2`` of that angle;
+    ``fused=False`` stays exact), and in expectation for bfloat16 and
+    float16 layers, whose new weights are rounded stochastically (their
+    norm walks by about ``0.52 * 2^-p / sqrt(n)`` per step; see
+    ``docs/robustness.md``). With :math:`d` the ``base`` direction (the
+    gradient when ``base`` is None), per layer:
 
     .. math::
 
