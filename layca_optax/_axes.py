@@ -216,7 +216,12 @@ def resolve_axes(x: jax.Array, axis: Axis, path: Any = ()) -> tuple[int, ...]:
                 "leaf, or a prefix tree) fits leaves of different ranks."
             )
         out.append(a % ndim)
-    return tuple(sorted(set(out)))
+    if len(set(out)) != len(out):
+        raise ValueError(
+            f"{checks.arg('axis')} names an axis twice, {axes!r}, for the "
+            f"leaf {_where(path)}of shape {np.shape(x)}; each axis once."
+        )
+    return tuple(sorted(out))
 
 
 def _where(path: Any) -> str:

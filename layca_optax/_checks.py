@@ -197,11 +197,21 @@ def check_learning_rate(learning_rate: Any) -> None:
         return
     try:
         first = learning_rate(0)
-    except Exception:  # noqa: BLE001 (a schedule of another signature)
+    except TypeError as err:  # a callable of another signature
+        raise ValueError(
+            f"{arg('learning_rate')} must be a number or an optax schedule, "
+            "a function of the step count (`lambda count: ...`); calling "
+            f"it with the count 0 failed: {err}."
+        ) from None
+    except Exception:  # noqa: BLE001 (a schedule that needs a traced count)
         return
-    if jnp.ndim(first) == 0:
-        what = "the schedule's value at step 0"
-        check_scalar(first, "learning_rate", low=0.0, high=MAX_RATE, what=what)
+    if jnp.ndim(first) != 0:
+        raise ValueError(
+            f"{arg('learning_rate')}: the schedule must return a scalar, got "
+            f"a value of shape {jnp.shape(first)} at step 0."
+        )
+    what = "the schedule's value at step 0"
+    check_scalar(first, "learning_rate", low=0.0, high=MAX_RATE, what=what)
 
 
 def no_params_error() -> ValueError:

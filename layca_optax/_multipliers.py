@@ -20,6 +20,11 @@ Multipliers: TypeAlias = float | jax.Array | Any | Callable[[Any], Any]
 params, or a callable that maps the params to such a pytree."""
 
 
+MAX_LAYERS = 10**6
+"""The most layers :func:`depth_multipliers` accepts (its list has one
+entry per layer)."""
+
+
 @checks.public
 def depth_multipliers(
     alpha: jax.typing.ArrayLike, num_layers: int
@@ -43,7 +48,9 @@ def depth_multipliers(
     Args:
       alpha: in the open interval (-1, 1). May be a traced scalar (inside
         ``optax.inject_hyperparams``), in which case the entries are arrays.
-      num_layers: the number of layers :math:`L`, at least 1.
+      num_layers: the number of layers :math:`L`, at least 1 and at most
+        :data:`MAX_LAYERS` (10**6; no model has more, and the list has one
+        entry per layer).
 
     Returns:
       A list of ``num_layers`` multipliers, input side first.
@@ -67,6 +74,11 @@ def depth_multipliers(
         high_open=True,
     )
     checks.check_count(num_layers, "num_layers")
+    if num_layers > MAX_LAYERS:
+        raise ValueError(
+            f"{checks.arg('num_layers')} must be at most "
+            f"{MAX_LAYERS} (one multiplier per layer), got {num_layers!r}."
+        )
     if num_layers == 1:
         return [1.0]
     last = num_layers - 1
@@ -228,6 +240,12 @@ def ordered_depth_multipliers(
             f"the string 'leaves', got {layer_order!r}."
         )
     else:
+        bad = [p for p in layer_order if not _is_path(p)]
+        if bad:
+            raise ValueError(
+                f"{checks.arg('layer_order')} must list key paths (strings "
+                f"such as 'Dense_0/kernel', or JAX key paths), got {bad!r}."
+            )
         order = [path_str(p) for p in layer_order]
         dups = sorted({p for p in order if order.count(p) > 1})
         if dups:
@@ -273,6 +291,14 @@ def ordered_depth_multipliers(
         return treedef.unflatten(out)
 
     return fn
+
+
+def _is_path(p: Any) -> bool:
+    """A str or a JAX key path (a tuple or list of keys)."""
+    return isinstance(p, str) or (
+        isinstance(p, tuple | list)
+        and not any(isinstance(k, str | int) for k in p)
+    )
 
 
 def _slice_names(path: str, x: Any, axes: tuple[int, ...]) -> list[str]:

@@ -112,6 +112,22 @@ def split_message(params: Any, mask: Any, other: Any) -> str:
     )
 
 
+def check_arrays(params: Any) -> None:
+    """``ValueError`` naming the first leaf of ``params`` that is neither
+    an array nor a number (a string, an object)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        number = isinstance(leaf, int | float) and not isinstance(leaf, bool)
+        if not number and not (
+            hasattr(leaf, "shape") and hasattr(leaf, "dtype")
+        ):
+            where = repr(path_str(path)) if path else "the params"
+            raise ValueError(
+                f"`{checks.caller()}`'s init got {where} = {leaf!r:.60}, "
+                f"of type {type(leaf).__name__}: the params must be a pytree "
+                "of arrays (jax.Array, np.ndarray or jax.ShapeDtypeStruct)."
+            )
+
+
 def partition_layers(
     layer_tx: optax.GradientTransformation,
     other: optax.GradientTransformation | None,
@@ -130,6 +146,7 @@ def partition_layers(
     warned: list[bool] = []
 
     def init_fn(params):
+        check_arrays(params)
         if jax.tree.leaves(params):
             sm.check_floating(params, resolve_mask(mask, params))
         if not warned and jax.tree.leaves(params):

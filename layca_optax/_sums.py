@@ -146,6 +146,7 @@ def map_layers(
     us, treedef = jax.tree.flatten(updates)
     ws = treedef.flatten_up_to(params)
     check_floating(params)
+    check_shapes(us, ws, updates)
     others = [treedef.flatten_up_to(tree) for tree in rest]
     extra = list(zip(*others, strict=True)) if others else [()] * len(us)
     axes = axes_per_leaf(updates, axis)
@@ -154,6 +155,22 @@ def map_layers(
         for a, u, w, r in zip(axes, us, ws, extra, strict=True)
     ]
     return treedef.unflatten(out)
+
+
+def check_shapes(us: list, ws: list, updates: Any) -> None:
+    """``ValueError`` naming the first layer whose update's shape is not
+    its weights' (a broadcastable update would silently change the
+    layer's shape or be broadcast against it)."""
+    for u, w, (path, _) in zip(
+        us, ws, jax.tree_util.tree_flatten_with_path(updates)[0], strict=True
+    ):
+        if np.shape(u) != np.shape(w):
+            where = repr(path_str(path)) if path else "(the params)"
+            raise ValueError(
+                f"`{caller()}`: the update of the layer {where} has shape "
+                f"{np.shape(u)}, its weights {np.shape(w)}; an update must "
+                "have its layer's shape."
+            )
 
 
 def check_floating(params: Any, flags: Any = None) -> None:

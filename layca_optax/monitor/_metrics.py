@@ -28,6 +28,7 @@ def layer_axes(tree: Any, mask: optax.MaskOrFn, axis: Axis) -> list[Any]:
     if not flat:
         return []
     flags = jax.tree.leaves(resolve_mask(mask, tree))
+    sm.check_floating(tree, flags)
     rules = ax.axis_rules(tree, axis)
     return [
         ax.resolve_axes(x, rule, path) if flag else None
