@@ -1,8 +1,12 @@
-"""CIFAR-10/100 from the pickled "python version", read without running code.
+"""CIFAR-10/100 from the binary records or the pickled "python version".
 
-The official batches are Python pickles, and ``pickle.load`` runs whatever
-a pickle names. :func:`safe_unpickle` admits only the NumPy globals an
-array needs, so a file that is not a batch fails without side effects.
+The binary version (:mod:`._cifar_binary`) is fixed-size records and is
+the one to prefer. The official python batches are pickles, and
+``pickle.load`` runs whatever a pickle names, while even a restricted
+unpickler hands the file's state to NumPy's C ``__setstate__`` (a crafted
+129-byte batch crashed it). :func:`safe_unpickle` unpickles nothing: it
+interprets the opcodes and builds only plain data and numeric arrays over
+the pickle's own bytes (:mod:`._cifar_pickle`).
 """
 
 from __future__ import annotations
@@ -10,62 +14,44 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tarfile
-import zlib
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import numpy as np
 
 from layca_optax import _checks as checks
+from layca_optax.experiments.data import _cifar_binary as binary
+from layca_optax.experiments.data._cifar_files import files, present
+from layca_optax.experiments.data._cifar_pickle import read_pickle
 from layca_optax.experiments.data._dataset import (
     Dataset,
     DatasetError,
     make_dataset,
-    read_file,
     resolve_data_dir,
-    too_large,
 )
 
 
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    reduced: Any = np.empty(0).__reduce__()  # (_reconstruct, ...)
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "_reconstruct")] = reduced[0]
-    return allowed
+def safe_unpickle(file: IO[bytes], max_objects: int = 2**20) -> Any:
+    """Loads a pickle of plain data and NumPy arrays, running no code.
 
-
-_ALLOWED = _allowed_globals()
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals in ``_ALLOWED``; any other is an error."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"global {module}.{name} is not allowed"
-            ) from None
-
-
-def safe_unpickle(file: IO[bytes]) -> Any:
-    """Loads a pickle of plain data and NumPy arrays, running no other code.
-
-    Admits containers and scalars the pickle opcodes build themselves
-    (dict, list, tuple, bytes, str, int, float, bool, None) and exactly
-    four globals: ``numpy.core.multiarray._reconstruct`` (or
-    ``numpy._core.multiarray._reconstruct``), ``numpy.ndarray`` and
-    ``numpy.dtype``, which rebuild an array from its bytes. Any other
-    global (``os.system``, ``builtins.eval``, ...) raises
-    ``pickle.UnpicklingError`` before it is called; so do persistent ids.
-    Python 2 strings become bytes (``encoding="bytes"``), as the CIFAR
-    files need.
+    Nothing is unpickled: the opcodes are interpreted
+    (:func:`pickletools.genops`), building containers and scalars (dict,
+    list, tuple, bytes, str, int, float, bool, None) and NumPy arrays of a
+    fixed-size numeric dtype (``int8``..``uint64``, ``float32``,
+    ``float64``) over exactly the bytes their shape needs, from
+    ``numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), b'b')`` (or
+    ``numpy._core``) and its state, as NumPy writes them. No state reaches
+    NumPy's ``__setstate__``, no object dtype is made, no other call is
+    made. Any other global (``os.system``, ``builtins.eval``, ...), call,
+    opcode (persistent ids, protocol 0 text), dtype or state raises
+    ``pickle.UnpicklingError``; so does a stream making more than
+    ``max_objects`` objects and memo entries. Python 2 strings become
+    bytes, as the CIFAR files need.
 
     Args:
       file: a binary file object at the start of the pickle.
+      max_objects: the most objects it may make (memory: about 100 bytes
+        each besides bytes and arrays, which are the file's own).
 
     Returns:
       The unpickled object.
@@ -75,7 +61,7 @@ def safe_unpickle(file: IO[bytes]) -> Any:
       >>> safe_unpickle(io.BytesIO(pickle.dumps({b"labels": [3, 1]})))
       {b'labels': [3, 1]}
     """
-    return _RestrictedUnpickler(file, encoding="bytes").load()
+    return read_pickle(file, max_objects)
 
 
 class _Spec(NamedTuple):
@@ -92,6 +78,16 @@ class _Spec(NamedTuple):
     def count(self, file: str) -> int:
         """The images the real ``file`` holds: the most it may hold."""
         return self.test_images if file in self.test else self.images
+
+    def limit(self, file: str) -> int:
+        """The most bytes ``file`` may have: its images and room for the
+        rest (the real files have 31 to 41 bytes per image besides the
+        pixels)."""
+        return self.count(file) * _BYTES_PER_IMAGE
+
+    def what(self, file: str) -> str:
+        """``file`` in words, for messages."""
+        return f"a file of {self.count(file)} CIFAR images"
 
     def holder(self, file: str) -> str:
         """``file`` in words: ``"a CIFAR-10 batch"``."""
@@ -128,84 +124,6 @@ _SPECS = {
 
 _PIXELS = 3072  # bytes per image: 32 x 32 x 3
 _BYTES_PER_IMAGE = _PIXELS + 1024  # and room for labels, names, opcodes
-_MEMBERS = 64  # the archives hold 9 (CIFAR-10) and 5 (CIFAR-100) entries
-
-
-def _limit(spec: _Spec, file: str) -> int:
-    """The most bytes ``file`` may have: its images and room for the rest
-    (the real files have 31 to 41 bytes per image besides the pixels)."""
-    return spec.count(file) * _BYTES_PER_IMAGE
-
-
-def _files(root: Path, spec: _Spec) -> dict[str, tuple[str, bytes]]:
-    """``{name: (where, content)}`` from a folder or the tar.gz archive;
-    sizes are checked before reading."""
-    names = spec.train + spec.test
-    for folder in (root / spec.folder, root):
-        if (folder / names[0]).is_file():
-            out = {}
-            for name in names:
-                if not (path := folder / name).is_file():
-                    raise DatasetError(
-                        f"load_cifar: {path} not found: expected "
-                        f"{spec.expected}"
-                    )
-                limit = _limit(spec, name)
-                raw = read_file(path, limit, _files_of(spec, name))
-                out[name] = (str(path), raw)
-            return out
-    archive = root / spec.archive
-    if not archive.is_file():
-        raise DatasetError(
-            f"load_cifar: no {names[0]} in {root / spec.folder} or {root}, "
-            f"and no {archive}: expected {spec.expected}"
-        )
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            return _members(archive, tar, spec)
-    except (OSError, EOFError, zlib.error, KeyError, tarfile.TarError) as err:
-        raise DatasetError(
-            f"load_cifar: cannot read {archive} ({err}): expected "
-            f"{spec.expected}"
-        ) from err
-
-
-def _files_of(spec: _Spec, file: str) -> str:
-    return f"a file of {spec.count(file)} CIFAR images"
-
-
-def _members(
-    archive: Path, tar: tarfile.TarFile, spec: _Spec
-) -> dict[str, tuple[str, bytes]]:
-    """The files of ``spec`` in ``tar``, each size checked before reading,
-    reading no further into the archive than its files can fill."""
-    names = spec.train + spec.test
-    wanted = {f"{spec.folder}/{name}": name for name in names}
-    end = sum(_limit(spec, name) for name in names) + 2**20
-    out: dict[str, tuple[str, bytes]] = {}
-    for _ in range(_MEMBERS):
-        if len(out) == len(names) or (member := tar.next()) is None:
-            break
-        name, where = wanted.get(member.name), f"{archive}:{member.name}"
-        if name is not None and member.size > (limit := _limit(spec, name)):
-            where, size = f"load_cifar: {where}", str(member.size)
-            what = _files_of(spec, name)
-            raise DatasetError(too_large(where, size, what, limit))
-        if member.offset_data + member.size > end:
-            raise DatasetError(
-                f"load_cifar: {archive}: {member.name} ends at byte "
-                f"{member.offset_data + member.size}, past the {end} "
-                f"the {spec.name} files can fill; expected {spec.expected}"
-            )
-        if name is None:
-            continue
-        file = tar.extractfile(member) if member.isfile() else None
-        if file is None:
-            raise KeyError(f"{member.name} is not a file")
-        out[name] = (where, file.read())
-    if missing := [n for n in names if n not in out]:
-        raise KeyError(f"{spec.folder}/{missing[0]} not found")
-    return dict(sorted(out.items(), key=lambda item: names.index(item[0])))
 
 
 def _batch(
@@ -220,9 +138,9 @@ def _batch(
             f"load_cifar: {where}: {why}; expected {spec.expected}"
         )
 
-    try:
-        batch = safe_unpickle(io.BytesIO(raw))
-    except Exception as err:  # a corrupt pickle fails in many ways
+    try:  # each label, filename and memo entry is an object
+        batch = read_pickle(io.BytesIO(raw), 6 * spec.count(file) + 4096)
+    except pickle.UnpicklingError as err:
         raise fail(f"not a CIFAR pickle ({type(err).__name__}: {err})") from err
     if not isinstance(batch, dict):
         raise fail(f"a pickled {type(batch).__name__}, not a dict")
@@ -315,17 +233,7 @@ def load_cifar(
             f"load_cifar: num_classes must be 10 or 100, got {num_classes!r}"
         )
     root = resolve_data_dir(data_dir)
-    parts: dict[bool, list[Any]] = {False: [], True: []}
-    for name, (where, raw) in _files(root, spec).items():
-        batch = _batch(name, where, raw, spec, num_classes)
-        parts[name in spec.test].append(batch)
-    (x, y), (xt, yt) = (
-        (
-            np.concatenate([d for d, _ in parts[t]]),
-            np.concatenate([labels for _, labels in parts[t]]),
-        )
-        for t in (False, True)
-    )
+    x, y, xt, yt = _read_all(root, spec, num_classes)
     mean, scale = 0.0, 255.0
     if standardize:  # exact, from the pixel histogram
         values, counts = np.arange(256.0), np.bincount(x.ravel(), minlength=256)
@@ -341,3 +249,33 @@ def load_cifar(
 
     name = f"cifar{num_classes}"
     return make_dataset(images(x), y, images(xt), yt, name, num_classes)
+
+
+def _read_all(root: Path, spec: _Spec, k: int) -> list[np.ndarray]:
+    """Train pixels and labels, test pixels and labels: from the binary
+    files if present, else the python ones; each file's bytes dropped once
+    parsed."""
+    bspec = binary.SPECS[k]
+    use_binary = present(root, bspec)
+    if not use_binary and not present(root, spec):
+        raise DatasetError(
+            f"load_cifar: no {spec.train[0]} in {root / spec.folder} or "
+            f"{root}, no {bspec.train[0]} in {root / bspec.folder}, and no "
+            f"{bspec.archive} or {spec.archive}: expected {bspec.expected} "
+            f"(preferred), or {spec.expected}"
+        )
+    found = files(root, bspec if use_binary else spec)
+    parts: dict[bool, list[Any]] = {False: [], True: []}
+    for name in list(found):
+        where, raw = found.pop(name)
+        if use_binary:
+            batch = binary.binary_batch(where, raw, bspec, k)
+        else:
+            batch = _batch(name, where, raw, spec, k)
+        del raw
+        parts[name in (bspec.test if use_binary else spec.test)].append(batch)
+    return [
+        np.concatenate([part[i] for part in parts[test]])
+        for test in (False, True)
+        for i in (0, 1)
+    ]
