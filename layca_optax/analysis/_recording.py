@@ -22,7 +22,7 @@ import numpy.lib.format as npy
 import optax
 
 from layca_optax import _checks as checks
-from layca_optax._io import atomic_write
+from layca_optax._io import atomic_write, open_regular_file
 from layca_optax._masks import leaf_paths
 from layca_optax.monitor._metrics import rotation_rate
 
@@ -177,10 +177,17 @@ class RotationRecording:
     def load(cls, file: str | os.PathLike[str]) -> RotationRecording:
         """Reads a file written by :meth:`save` (no pickle).
 
-        The file is data: each array's header is checked (1-d str
-        ``paths``, 2-d real floating ``rates``, one column per path, no
-        object arrays, no more bytes declared than the archive holds)
-        before the array is read.
+        The file is data: it must be a regular file (a symbolic link to one
+        is fine; a FIFO, device or folder is refused before it is opened)
+        of at most :data:`MAX_RECORDING_BYTES` (256 MiB). Before anything is
+        allocated, the archive's central directory (at most 64 KiB), each
+        member's declared uncompressed size and each array's header are
+        checked (1-d str ``paths`` of at most 10**6 entries, 2-d real
+        floating ``rates``, one column per path, no object arrays, the
+        declared bytes those the member holds, and the float64 ``rates``
+        at most 256 MiB). Peak memory: the float64 ``rates`` (at most 256
+        MiB) plus the array as stored when that is not float64 (at most as
+        large again), plus NumPy's 16 MiB read buffer.
 
         Args:
           file: the file written by :meth:`save`.
@@ -189,14 +196,19 @@ class RotationRecording:
           The :class:`RotationRecording`.
 
         Raises:
-          ValueError: naming the file and the problem (not an ``.npz``
-            archive, empty, truncated, other arrays, wrong dtypes or
-            shapes).
-          OSError: the file cannot be opened (missing, a folder).
+          ValueError: naming the file and the problem (not a regular file,
+            larger than the cap, not an ``.npz`` archive, empty, truncated,
+            other arrays, wrong dtypes or shapes, arrays over the cap).
+          OSError: the file cannot be opened (missing, no permission).
         """
         where = f"`RotationRecording.load`: {os.fspath(file)}"
         try:
-            with open(file, "rb") as f:
+            with open_regular_file(
+                file,
+                MAX_RECORDING_BYTES,
+                "RotationRecording.load",
+                "a recording",
+            ) as f:
                 paths, rates = _read_npz(f)
         except _Refused as err:
             raise ValueError(f"{where}: {err}.") from None
@@ -209,6 +221,14 @@ class RotationRecording:
             return cls(tuple(str(p) for p in paths), rates)
         except ValueError as err:  # e.g. a path twice
             raise ValueError(f"{where}: {err}") from None
+
+
+MAX_RECORDING_BYTES = 256 * 2**20
+"""The largest recording file, and the largest float64 ``rates`` (or
+stored array) it may declare: 256 MiB."""
+MAX_PATHS = 10**6
+"""The most layers (``paths``) a recording may have."""
+_MAX_DIRECTORY_BYTES = 64 * 2**10  # np.savez's two members take ~200 bytes
 
 
 class _Refused(ValueError):
@@ -247,6 +267,7 @@ def _read_npz(f: IO[bytes]) -> tuple[np.ndarray, np.ndarray]:
             "'paths' and 'rates')"
         )
     f.seek(0)
+    _check_directory(f)
     with zipfile.ZipFile(f) as zf:
         names = {n.removesuffix(".npy"): n for n in zf.namelist()}
         if len(names) != 2 or set(names) != {"paths", "rates"}:
@@ -254,6 +275,13 @@ def _read_npz(f: IO[bytes]) -> tuple[np.ndarray, np.ndarray]:
             raise _Refused(
                 f"expected arrays 'paths' and 'rates', found {found}"
             )
+        for key, name in names.items():
+            declared = zf.getinfo(name).file_size
+            if declared > MAX_RECORDING_BYTES + _MAX_DIRECTORY_BYTES:
+                raise _Refused(
+                    f"{key!r} declares {declared} bytes uncompressed, more "
+                    f"than the {MAX_RECORDING_BYTES} bytes of a recording"
+                )
         paths = _member(zf, zf.getinfo(names["paths"]), "paths")
         rates = _member(zf, zf.getinfo(names["rates"]), "rates")
     if len(paths) != rates.shape[1]:
@@ -261,6 +289,38 @@ def _read_npz(f: IO[bytes]) -> tuple[np.ndarray, np.ndarray]:
             f"{len(paths)} paths for {rates.shape[1]} columns of rates"
         )
     return paths, rates
+
+
+def _check_directory(f: IO[bytes]) -> None:
+    """Refuses an archive whose central directory (which ``ZipFile`` reads
+    whole, one object per entry) is larger than np.savez's few entries."""
+    end = zipfile._EndRecData(f)  # type: ignore[attr-defined]
+    if end is None:
+        raise _Refused("not a readable .npz archive (no zip directory found)")
+    entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+    if size > _MAX_DIRECTORY_BYTES or entries > 64:
+        raise _Refused(
+            f"a zip directory of {entries} entries in {size} bytes, more "
+            f"than a recording's {_MAX_DIRECTORY_BYTES} bytes"
+        )
+    f.seek(0)
+
+
+def _check_size(key: str, shape: tuple, dtype: np.dtype) -> None:
+    """Refuses an array larger than a recording may hold."""
+    count = math.prod(shape)
+    stored, as_float64 = count * dtype.itemsize, count * 8
+    if key == "paths" and count > MAX_PATHS:
+        raise _Refused(
+            f"'paths' declares {count} layers, more than the {MAX_PATHS} "
+            f"a recording may have"
+        )
+    if max(stored, as_float64 if key == "rates" else 0) > MAX_RECORDING_BYTES:
+        raise _Refused(
+            f"{key!r} declares {shape} {dtype} ({max(stored, as_float64)} "
+            f"bytes as loaded), more than the {MAX_RECORDING_BYTES} bytes "
+            f"(256 MiB) a recording may hold"
+        )
 
 
 def _member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> Any:
@@ -288,5 +348,6 @@ def _member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> Any:
                 f"{key!r} declares {shape} {dtype} ({size} bytes), but its "
                 f"member has {held - f.tell()} bytes after the header"
             )
+        _check_size(key, shape, dtype)
     with zf.open(info) as f:  # again, from the start: numpy reads it all
         return npy.read_array(f, allow_pickle=False)

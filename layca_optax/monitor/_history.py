@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from layca_optax import _checks as checks
-from layca_optax._io import atomic_write_text
+from layca_optax._io import FileRefused, atomic_write_text
 from layca_optax.monitor._history_records import (
     PARSERS,
     csv_text,
@@ -254,8 +254,15 @@ class RotationHistory:
         name the record and :meth:`append`, which reads it)."""
         parse = PARSERS[fmt]
         history = cls()
+        caller = f"RotationHistory.load_{fmt}"
         try:
-            rows = parse(read_text(path))
+            text = read_text(path, caller)
+        except FileRefused:
+            raise
+        except ValueError as err:
+            raise ValueError(f"`{caller}`: {os.fspath(path)}: {err}") from None
+        try:
+            rows = parse(text)
             for where, step, metrics in rows:
                 try:
                     history.append(step, metrics)

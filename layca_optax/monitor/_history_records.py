@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +18,7 @@ import jax
 import numpy as np
 
 from layca_optax import _checks as checks
+from layca_optax._io import open_regular_file
 from layca_optax.monitor._keys import split_slices
 
 
@@ -28,21 +28,18 @@ MAX_FILE_BYTES = 256 * 2**20
 """The largest history file read (256 MiB), checked before reading."""
 
 
-def read_text(path: Any) -> str:
-    """The UTF-8 text of ``path``, at most :data:`MAX_FILE_BYTES`; a
-    ``ValueError`` saying what is wrong (it cannot be read, is larger, is
-    not UTF-8), for the caller to prefix with the path."""
-    cap = f"the {MAX_FILE_BYTES} bytes read from a history file"
+def read_text(path: Any, caller: str) -> str:
+    """The UTF-8 text of ``path``, a regular file of at most
+    :data:`MAX_FILE_BYTES`; a ``ValueError`` naming ``caller`` and the path
+    for a file that is not regular or larger, one saying what is wrong
+    (cannot be read, not UTF-8) for the caller to prefix with the path."""
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_FILE_BYTES:  # before reading
-                raise ValueError(f"{size} bytes, more than {cap}")
-            raw = f.read(MAX_FILE_BYTES + 1)  # a pipe has no size
+        with open_regular_file(
+            path, MAX_FILE_BYTES, caller, "a history file"
+        ) as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as err:
         raise ValueError(f"cannot read it ({err.strerror or err})") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ValueError(f"more than {cap}")
     return raw.decode("utf-8")  # a UnicodeDecodeError is a ValueError
 
 

@@ -1,0 +1,169 @@
+"""Loaders read regular files of bounded size, with bounded peak memory.
+
+Issue 24: a FIFO hangs no loader, a link to ``/dev/zero`` or a small
+deflated archive declaring gigabytes is refused before anything is
+allocated, and a history within the cap loads in a small multiple of its
+size.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+
+import layca_optax
+
+
+QUICK_S = 10.0
+LOADERS = {
+    "recording": (layca_optax.RotationRecording.load, "npz"),
+    "csv": (layca_optax.RotationHistory.load_csv, "csv"),
+    "json": (layca_optax.RotationHistory.load_json, "json"),
+}
+
+
+def refused_quickly(match, fn, *args):
+    """``fn(*args)`` raises a ValueError matching ``match`` within
+    ``QUICK_S``, run in a thread so that a hang fails instead of blocking
+    the suite."""
+    outcome = {}
+
+    def target():
+        try:
+            fn(*args)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(QUICK_S)
+    assert not thread.is_alive(), f"{fn.__qualname__} hangs"
+    error = outcome.get("error")
+    assert isinstance(error, ValueError), repr(error)
+    assert re.search(match, str(error)), str(error)
+    return str(error)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+@pytest.mark.parametrize("name", sorted(LOADERS))
+def test_fifo_is_refused_without_hanging(tmp_path, name):
+    load, ext = LOADERS[name]
+    path = tmp_path / f"pipe.{ext}"
+    os.mkfifo(path)
+    message = refused_quickly(
+        f"{re.escape(str(path))}: cannot read it: a FIFO", load, path
+    )
+    assert "not a regular file" in message
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+@pytest.mark.parametrize("name", sorted(LOADERS))
+def test_link_to_a_device_is_refused(tmp_path, name):
+    load, ext = LOADERS[name]
+    path = tmp_path / f"zero.{ext}"
+    path.symlink_to("/dev/zero")
+    refused_quickly(
+        f"{re.escape(str(path))}: cannot read it: a character device",
+        load,
+        path,
+    )
+
+
+def test_link_to_a_regular_file_loads(tmp_path):
+    rec = layca_optax.RotationRecording(("a",), np.ones((2, 1)))
+    rec.save(tmp_path / "real.npz")
+    (tmp_path / "link.npz").symlink_to(tmp_path / "real.npz")
+    loaded = layca_optax.RotationRecording.load(tmp_path / "link.npz")
+    np.testing.assert_array_equal(loaded.rates, rec.rates)
+
+
+def test_recording_folder_is_a_value_error(tmp_path):
+    refused_quickly(
+        "cannot read it: a directory",
+        layca_optax.RotationRecording.load,
+        tmp_path,
+    )
+    with pytest.raises(FileNotFoundError):
+        layca_optax.RotationRecording.load(tmp_path / "missing.npz")
+
+
+def deflated(rows, cols=1, dtype="<f8"):
+    """A small deflated .npz whose ``rates`` really are ``rows x cols``
+    zeros (a zip bomb within the format: each byte what it declares)."""
+    paths = io.BytesIO()
+    np.save(paths, np.array([f"l{i}" for i in range(cols)]))
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        head, {"descr": dtype, "fortran_order": False, "shape": (rows, cols)}
+    )
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("paths.npy", paths.getvalue())
+        with zf.open("rates.npy", "w", force_zip64=True) as member:
+            member.write(head.getvalue())
+            chunk = bytes(2**20)
+            left = rows * cols * np.dtype(dtype).itemsize
+            while left:
+                member.write(chunk[: min(left, len(chunk))])
+                left -= min(left, len(chunk))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "rows, dtype, loaded",
+    [(2**25 + 1, "<f8", 268435464), (2**25 + 1, "<f4", 268435464)],
+)
+def test_deflated_recording_over_the_cap_is_refused(
+    tmp_path, rows, dtype, loaded
+):
+    path = tmp_path / "bomb.npz"
+    path.write_bytes(deflated(rows, dtype=dtype))
+    assert path.stat().st_size < 2**20  # a deflated 256 MiB
+    refused_quickly(
+        rf"{re.escape(str(path))}: 'rates' declares \({rows}, 1\) "
+        rf"float\d+ \({loaded} bytes as loaded\), more than the 268435456",
+        layca_optax.RotationRecording.load,
+        path,
+    )
+
+
+def test_recording_with_too_many_members_is_refused(tmp_path):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for i in range(2000):
+            zf.writestr(f"m{i}.npy", b"")
+    path = tmp_path / "many.npz"
+    path.write_bytes(out.getvalue())
+    refused_quickly(
+        "a zip directory of 2000 entries",
+        layca_optax.RotationRecording.load,
+        path,
+    )
+
+
+def test_recording_file_over_the_cap_is_refused(tmp_path):
+    path = tmp_path / "big.npz"
+    with open(path, "wb") as f:  # sparse
+        f.truncate(2**28 + 1)
+    refused_quickly(
+        f"{re.escape(str(path))}: 268435457 bytes, more than the "
+        "268435456 bytes",
+        layca_optax.RotationRecording.load,
+        path,
+    )
+
+
+def test_depth_multipliers_refuses_sizes_no_model_has():
+    with pytest.raises(
+        ValueError,
+        match=r"depth_multipliers\(num_layers=...\)` must be at most "
+        r"1000000 .*got 1000000000",
+    ):
+        layca_optax.depth_multipliers(0.5, 10**9)
+    assert len(layca_optax.depth_multipliers(0.5, 1000)) == 1000
