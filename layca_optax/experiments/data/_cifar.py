@@ -196,20 +196,36 @@ def load_cifar(
     *,
     standardize: bool = False,
 ) -> Dataset:
-    """CIFAR-10 or CIFAR-100 from the "python version" pickled batches.
+    """CIFAR-10 or CIFAR-100 from the binary records or the python pickles.
 
-    Looks in ``data_dir`` (or ``$LAYCA_DATA_DIR``) and its
-    ``cifar-10-batches-py/`` (``cifar-100-python/``) subfolder for
-    ``data_batch_1..5`` and ``test_batch`` (``train`` and ``test``), else
-    reads them from ``cifar-10-python.tar.gz`` (``cifar-100-python.tar.gz``)
-    there without extracting it. Pickles are read by :func:`safe_unpickle`.
-    Each batch is checked: a dict with an ``(N, 3072)`` uint8 ``data`` array
-    (rows of 1024 red, green, blue pixels) and a list of N integer labels
-    (``labels``, or ``fine_labels`` for CIFAR-100) in range. Files are data:
-    a file's size is checked before it is read (at most 4,096 bytes per
-    image), N may not exceed the real file's (10,000 per CIFAR-10 batch,
-    50,000 and 10,000 in CIFAR-100's train and test files), and ``data``
-    must hold the pickle's own bytes, row after row (no stride tricks).
+    The binary version is preferred: looks in ``data_dir`` (or
+    ``$LAYCA_DATA_DIR``) and its ``cifar-10-batches-bin/``
+    (``cifar-100-binary/``) subfolder for ``data_batch_1..5.bin`` and
+    ``test_batch.bin`` (``train.bin`` and ``test.bin``), else reads them
+    from ``cifar-10-binary.tar.gz`` (``cifar-100-binary.tar.gz``) there.
+    A record is the label byte (CIFAR-100: coarse, then fine) and 3,072
+    pixel bytes; a file's size must be a whole number of records, at most
+    the real file's. Only if none of these is there, the python version is
+    read the same way: ``data_batch_1..5`` and ``test_batch`` (``train``,
+    ``test``) in ``cifar-10-batches-py/`` (``cifar-100-python/``) or
+    ``cifar-10-python.tar.gz`` (``cifar-100-python.tar.gz``), each by
+    :func:`safe_unpickle` (nothing unpickled). Each batch is checked: a
+    dict with an ``(N, 3072)`` uint8 ``data`` array (rows of 1024 red,
+    green, blue pixels) and a list of N integer labels (``labels``, or
+    ``fine_labels`` for CIFAR-100) in range; ``data`` must hold the
+    pickle's own bytes, row after row; at most 6 objects per image.
+
+    Files are data: only regular files are read (a FIFO, device or socket
+    is refused, checked with ``os.stat`` before opening, without
+    blocking); a file's size is checked before it is read (at most 4,096
+    bytes per image for a pickle), N may not exceed the real file's
+    (10,000 per CIFAR-10 batch, 50,000 and 10,000 in CIFAR-100's train and
+    test files). Archives are read header by header (never by
+    ``tarfile``): PAX and GNU long-name headers of at most 64 KiB, each
+    wanted member a regular file whose declared size is checked before its
+    data is read, gzip unpacked no further than the files can fill. Peak
+    memory is about 5 times the pixel bytes, 4 of them the float32 result
+    (measured: 176 MB to load 35 MB of pixels).
 
     Args:
       data_dir: the folder, or None for ``$LAYCA_DATA_DIR``.

@@ -187,11 +187,12 @@ class _Machine:
     def get(self, key: int) -> None:
         if key not in self.memo:
             raise RefusedPickle(f"memo key {key} is not set")
-        self.stack.append(self.memo[key])
+        self.push(self.memo[key])  # counted: GETs can fill a list
 
     def build(self) -> None:
         state = self.pop()
-        if not self.stack or not isinstance(self.stack[-1], _Unbuilt):
+        floor = self.marks[-1] if self.marks else 0
+        if len(self.stack) <= floor or not isinstance(self.stack[-1], _Unbuilt):
             raise RefusedPickle("BUILD is allowed only on an array or dtype")
         unbuilt = self.stack[-1]
         if unbuilt.kind == "dtype":

@@ -142,8 +142,8 @@ def members(stream: _Stream, most: int) -> Iterator[Member]:
             return
         _checked(block, offset)
         kind, size = block[156:157], _number(block[124:136])
-        name = block[:100].split(b"\0", 1)[0]
-        if block[257:262] == b"ustar" and block[345:500].strip(b"\0"):
+        name = block[:100].split(b"\0", 1)[0]  # POSIX ustar: a prefix
+        if block[257:263] == b"ustar\0" and block[345:500].strip(b"\0"):
             name = block[345:500].split(b"\0", 1)[0] + b"/" + name
         if kind in (b"x", b"g", b"L", b"K"):
             if not 0 <= size <= MAX_EXTENDED:
