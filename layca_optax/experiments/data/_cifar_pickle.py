@@ -15,134 +15,19 @@ as many bytes as its shape declares. Nothing from the file reaches a
 from __future__ import annotations
 
 import io
-import pickle
 import pickletools
 from collections.abc import Callable
 from typing import IO, Any
 
-import numpy as np
-
-
-class RefusedPickle(pickle.UnpicklingError):
-    """A pickle holds something other than plain data and numeric arrays."""
-
-
-def _reconstruct_stub(*args: Any) -> Any:  # a marker, never called
-    raise RefusedPickle("_reconstruct is interpreted, not called")
-
-
-_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_stub,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_stub,
-}
-# Fixed-size numeric dtypes only: no objects, no strings, no bool (a bool
-# array of arbitrary bytes is undefined), no records, no datetimes.
-_NUMERIC = {f"{kind}{size}" for kind in "iu" for size in (1, 2, 4, 8)} | {
-    "f4",
-    "f8",
-}
-_BYTE_ORDERS = {"<", ">", "|", "="}
-_MAX_DIMS = 32
-MAX_OBJECTS = 2**20
-"""Objects (and memo entries) a pickle may make by default."""
-
-
-class _Unbuilt:
-    """An array or dtype between its REDUCE and its BUILD."""
-
-    def __init__(self, kind: str, value: Any) -> None:
-        self.kind, self.value = kind, value
-        self.keys: list[int] = []  # where the memo holds it
-
-
-def _text(value: Any) -> str:
-    """A py2 string (bytes here) or str, as str; else refused."""
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    if isinstance(value, str):
-        return value
-    raise RefusedPickle(f"expected a string, got {type(value).__name__}")
-
-
-def _dtype(args: Any) -> _Unbuilt:
-    """``numpy.dtype(code, align, copy)`` for a numeric ``code`` only."""
-    if not (isinstance(args, tuple) and len(args) == 3):
-        raise RefusedPickle("numpy.dtype needs (code, align, copy)")
-    code = _text(args[0])
-    if code not in _NUMERIC:
-        raise RefusedPickle(f"dtype {code[:16]!r} is not a numeric dtype")
-    return _Unbuilt("dtype", np.dtype(code))
-
-
-def _build_dtype(dtype: np.dtype, state: Any) -> np.dtype:
-    """The dtype with the byte order of its pickled state, checked."""
-    if not (isinstance(state, tuple) and len(state) == 8):
-        raise RefusedPickle("a dtype's state is not an 8-tuple")
-    version, order, *rest = state
-    if version not in (3, 4) or _text(order) not in _BYTE_ORDERS:
-        raise RefusedPickle(f"dtype state {state[:2]!r} is not numeric")
-    if rest != [None, None, None, -1, -1, 0]:
-        raise RefusedPickle("a numeric dtype has no names, fields or flags")
-    order = _text(order)
-    if order in "<>":
-        return dtype.newbyteorder("<" if order == "<" else ">")
-    return dtype
-
-
-def _reconstruct(args: Any) -> _Unbuilt:
-    """``_reconstruct(ndarray, (0,), b'b')``, as NumPy writes it, only."""
-    ok = (
-        isinstance(args, tuple)
-        and len(args) == 3
-        and args[0] is np.ndarray
-        and args[1] == (0,)
-        and args[2] in (b"b", "b")
-    )
-    if not ok:
-        raise RefusedPickle(
-            "_reconstruct is allowed only as (numpy.ndarray, (0,), b'b')"
-        )
-    return _Unbuilt("array", np.empty(0, np.int8))
-
-
-def _build_array(state: Any) -> np.ndarray:
-    """An array over the pickle's own bytes: ``(1, shape, dtype,
-    fortran, data)`` with ``len(data)`` exactly the shape's bytes."""
-    if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
-        raise RefusedPickle("an array's state is not (1, shape, ...)")
-    _, shape, dtype, fortran, data = state
-    if not isinstance(dtype, np.dtype) or type(fortran) is not bool:
-        raise RefusedPickle("an array's state has no numeric dtype")
-    if not (isinstance(shape, tuple) and len(shape) <= _MAX_DIMS):
-        raise RefusedPickle("an array's shape is not a tuple")
-    size = 1
-    for n in shape:
-        if type(n) is not int or n < 0:
-            raise RefusedPickle("an array's shape is not of sizes")
-        size *= n
-    if not isinstance(data, bytes) or size * dtype.itemsize != len(data):
-        got = len(data) if isinstance(data, bytes) else type(data).__name__
-        raise RefusedPickle(
-            f"an array of shape {shape} and dtype {dtype} needs "
-            f"{size * dtype.itemsize} bytes, has {got}: not a bytes-backed "
-            "array of its own bytes"
-        )
-    return np.ndarray(shape, dtype, buffer=data, order="F" if fortran else "C")
-
-
-def _reduce(fn: Any, args: Any) -> Any:
-    if fn is _reconstruct_stub:
-        return _reconstruct(args)
-    if fn is np.dtype:
-        return _dtype(args)
-    if fn is np.ndarray:
-        raise RefusedPickle(
-            "numpy.ndarray(...) called directly: not a bytes-backed array "
-            "of the pickle's own bytes"
-        )
-    raise RefusedPickle(f"calling a {type(fn).__name__} is not allowed")
+from layca_optax.experiments.data._cifar_arrays import (
+    MAX_OBJECTS,
+    RefusedPickle,
+    Unbuilt,
+    build_array,
+    build_dtype,
+    lookup,
+    reduce,
+)
 
 
 class _Machine:
@@ -181,7 +66,7 @@ class _Machine:
             raise RefusedPickle("memo of an empty stack")
         self.count()
         value = self.memo[key] = self.stack[-1]
-        if isinstance(value, _Unbuilt):
+        if isinstance(value, Unbuilt):
             value.keys.append(key)
 
     def get(self, key: int) -> None:
@@ -192,13 +77,13 @@ class _Machine:
     def build(self) -> None:
         state = self.pop()
         floor = self.marks[-1] if self.marks else 0
-        if len(self.stack) <= floor or not isinstance(self.stack[-1], _Unbuilt):
+        if len(self.stack) <= floor or not isinstance(self.stack[-1], Unbuilt):
             raise RefusedPickle("BUILD is allowed only on an array or dtype")
         unbuilt = self.stack[-1]
         if unbuilt.kind == "dtype":
-            built: Any = _build_dtype(unbuilt.value, state)
+            built: Any = build_dtype(unbuilt.value, state)
         else:
-            built = _build_array(state)
+            built = build_array(state)
         self.stack[-1] = built
         for key in unbuilt.keys:
             if self.memo.get(key) is unbuilt:
@@ -219,16 +104,9 @@ class _Machine:
 
 
 def _done(value: Any) -> Any:
-    if isinstance(value, _Unbuilt):
+    if isinstance(value, Unbuilt):
         raise RefusedPickle(f"a {value.kind} is used before its BUILD")
     return value
-
-
-def _global(module: str, name: str) -> Any:
-    try:
-        return _GLOBALS[(module, name)]
-    except KeyError:
-        raise RefusedPickle(f"global {module}.{name} is not allowed") from None
 
 
 def _literal(m: _Machine, arg: Any) -> None:
@@ -244,7 +122,7 @@ def _op_table() -> dict[str, Callable[[_Machine, Any], None]]:
         name, module = m.pop(), m.pop()
         if not (isinstance(module, str) and isinstance(name, str)):
             raise RefusedPickle("STACK_GLOBAL needs two strings")
-        m.push(_global(module, name))
+        m.push(lookup(module, name))
 
     def tuple_n(n: int) -> Callable[[_Machine, Any], None]:
         def op(m: _Machine, _: Any) -> None:
@@ -265,9 +143,9 @@ def _op_table() -> dict[str, Callable[[_Machine, Any], None]]:
         "POP": lambda m, a: m.pop(),
         "POP_MARK": lambda m, a: None if m.pop_mark() else None,
         "DUP": lambda m, a: m.push(_top(m)),
-        "GLOBAL": lambda m, a: m.push(_global(*a.split(" ", 1))),
+        "GLOBAL": lambda m, a: m.push(lookup(*a.split(" ", 1))),
         "STACK_GLOBAL": stack_global,
-        "REDUCE": lambda m, a: m.push(_reduce(*reversed([m.pop(), m.pop()]))),
+        "REDUCE": lambda m, a: m.push(reduce(*reversed([m.pop(), m.pop()]))),
         "BUILD": lambda m, a: m.build(),
         "EMPTY_DICT": lambda m, a: m.push({}),
         "EMPTY_LIST": lambda m, a: m.push([]),
