@@ -257,3 +257,49 @@ def test_safe_unpickle_reads_numeric_arrays_only():
     many = pickle.dumps([[] for _ in range(100)], protocol=4)
     with pytest.raises(pickle.UnpicklingError, match="more objects"):
         safe_unpickle(io.BytesIO(many), max_objects=50)
+
+
+def test_tar_members_are_checked(tmp_path):
+    py, bn = both_formats(tmp_path)
+    archive = bn / "cifar-10-binary.tar.gz"
+    with tarfile.open(archive) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar}
+    # A long-named extra entry (a small GNU 'L' header) is read past.
+    with tarfile.open(archive, "w:gz", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("cifar-10-batches-bin/" + "x" * 300)
+        tar.addfile(info, io.BytesIO(b""))
+        for name, raw in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    assert load_cifar(bn).x_test.shape == (8, 32, 32, 3)
+    # A wanted member that is a link (here to /dev/zero) is refused.
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-bin/data_batch_1.bin")
+        info.type, info.linkname = tarfile.SYMTYPE, "/dev/zero"
+        tar.addfile(info)
+    with pytest.raises(DatasetError, match="data_batch_1.bin is not a regular"):
+        load_cifar(bn)
+    # A corrupt header checksum, a truncated archive.
+    raw = bytearray(
+        gzip.decompress((py / "cifar-10-python.tar.gz").read_bytes())
+    )
+    raw[148:156] = b"0000000\0"
+    (py / "cifar-10-python.tar.gz").write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(DatasetError, match="bad header checksum at byte 0"):
+        load_cifar(py)
+    raw[148:156] = tarfile.TarInfo().tobuf()[148:156]  # any other: bad
+    (py / "cifar-10-python.tar.gz").write_bytes(
+        gzip.compress(bytes(raw[:2000]))
+    )
+    with pytest.raises(DatasetError, match="cannot read"):
+        load_cifar(py)
+
+
+def test_cifar100_binary_coarse_labels_are_checked(tmp_path):
+    folder = tmp_path / "cifar-100-binary"
+    folder.mkdir()
+    (folder / "train.bin").write_bytes(bytes([20, 99]) + bytes(3072))
+    (folder / "test.bin").write_bytes(bytes(3074))
+    with pytest.raises(DatasetError, match="record 0's coarse label is 20"):
+        load_cifar(tmp_path, 100)

@@ -168,15 +168,6 @@ def _op_table() -> dict[str, Callable[[_Machine, Any], None]]:
         "BINGET": lambda m, a: m.get(a),
         "LONG_BINGET": lambda m, a: m.get(a),
     }
-    for name in (
-        *("BININT", "BININT1", "BININT2", "LONG1", "LONG4", "BINFLOAT"),
-        *("NONE", "NEWTRUE", "NEWFALSE", "SHORT_BINBYTES", "BINBYTES"),
-        *("BINBYTES8", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"),
-    ):
-        ops[name] = _literal
-    ops["NONE"] = lambda m, a: m.push(None)
-    ops["NEWTRUE"] = lambda m, a: m.push(True)
-    ops["NEWFALSE"] = lambda m, a: m.push(False)
     ops["SHORT_BINSTRING"] = ops["BINSTRING"] = _latin1
     return ops
 
@@ -205,6 +196,19 @@ def _pairs(m: _Machine, items: list[Any]) -> dict[Any, Any]:
 
 
 _OPS = _op_table()
+_OPS.update(
+    dict.fromkeys(
+        [
+            *("BININT", "BININT1", "BININT2", "LONG1", "LONG4", "BINFLOAT"),
+            *("SHORT_BINBYTES", "BINBYTES", "BINBYTES8", "SHORT_BINUNICODE"),
+            *("BINUNICODE", "BINUNICODE8"),
+        ],
+        _literal,
+    )
+)
+_OPS["NONE"] = lambda m, a: m.push(None)
+_OPS["NEWTRUE"] = lambda m, a: m.push(True)
+_OPS["NEWFALSE"] = lambda m, a: m.push(False)
 
 
 def read_pickle(file: IO[bytes] | bytes, max_objects: int = MAX_OBJECTS) -> Any:
