@@ -5,6 +5,12 @@ Vleeschouwer, arXiv:1806.01603) as composable optax transformations, and pure,
 jit-able layer-rotation metrics.
 """
 
+# First of all: in the layca-optax command only (library users are not
+# affected), SIGINT and SIGTERM end the process with one line from here
+# on, before JAX is imported; see layca_optax/_early_signals.py.
+from layca_optax import _early_signals  # noqa: F401  # isort: skip
+
+
 from layca_optax._alias import layca
 from layca_optax._axes import Axis, fan_in_axes, stacked_axes
 from layca_optax._direction import muon_dimension_numbers

@@ -69,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     SIGINT (Ctrl-C) and SIGTERM stop it within seconds, worker processes
     included: it prints one line (``layca-optax: interrupted (SIGINT)``)
     and exits with 130 (SIGINT) or 143 (SIGTERM), leaving only complete
-    files (called with ``argv``, it returns the status instead).
+    files (called with ``argv``, it returns the status instead). The
+    command's handlers are in place before this runs, before JAX is
+    imported (``layca_optax/_early_signals.py``); called without ``argv``,
+    this installs them itself.
 
     Args:
       argv: the arguments after the program name; default ``sys.argv[1:]``.

@@ -12,6 +12,15 @@ file is written by Python code, atomically, after the computations. Python
 ignores an exception raised where it cannot propagate (a garbage-collector
 callback, as JAX registers one): such an :class:`Interrupted` is not
 printed, and the watcher sends the signal again.
+
+Before :func:`stop_on_signals` (while JAX and the package are imported, the
+arguments parsed) and after it, in the program, :func:`exit_on_signals`
+ends the process at once on either signal: there are no workers and no
+files then. The ``layca-optax`` command installs it first thing, before
+JAX is imported (:mod:`layca_optax._early_signals`, where the handler
+and :func:`message` live): a signal raised as an exception there could
+land in JAX's garbage-collector callback, and be ignored, or break an
+extension module's import (a crash).
 """
 
 from __future__ import annotations
@@ -25,6 +34,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from layca_optax._early_signals import (
+    ExitAtOnce,
+    install,
+    message as message,  # re-exported
+)
 
 
 GRACE_SECONDS = 2.0
@@ -53,9 +68,32 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
-def message(prog: str, signum: int) -> str:
-    """The line printed on stderr: ``"layca-optax: interrupted (SIGINT)"``."""
-    return f"{prog}: interrupted ({signal.Signals(signum).name})"
+def exit_on_signals(prog: str) -> bool:
+    """From now on, outside :func:`stop_on_signals`, SIGINT and SIGTERM end
+    the process at once: :func:`message` on stderr, exit status 130 or 143.
+
+    For programs only, before they start work that would need cleaning up
+    (files, processes): the command line, from its first instant. Within
+    :func:`stop_on_signals` its own handlers take over; once a signal has
+    stopped it, later signals are ignored (the program is exiting, and
+    has printed its one line).
+
+    Outside the main thread, and on platforms other than POSIX, this does
+    nothing.
+
+    Args:
+      prog: the program's name, for the message.
+
+    Returns:
+      Whether the handlers were installed.
+    """
+    if (
+        os.name != "posix"
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return False
+    install(prog)
+    return True
 
 
 class _Watch:
@@ -68,9 +106,11 @@ class _Watch:
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.write_fd, False)  # as set_wakeup_fd needs
         self.previous_hook = sys.unraisablehook
+        self.signum = 0  # the first signal's, once one came
 
     def handler(self, signum: int, frame: object) -> None:
         del frame
+        self.signum = self.signum or signum
         if not self.raised.is_set():  # later signals: unwinding already
             self.raised.set()
             raise Interrupted(signum)
@@ -147,6 +187,8 @@ def stop_on_signals(prog: str) -> Iterator[None]:
         signal.set_wakeup_fd(old_fd)
         sys.unraisablehook = watch.previous_hook
         for s, handler in old.items():
+            if watch.signum and isinstance(handler, ExitAtOnce):
+                handler = signal.SIG_IGN  # exiting, its line to be printed
             signal.signal(s, handler)
         with contextlib.suppress(OSError):
             os.write(watch.write_fd, b"\0")  # wakes the watcher
@@ -166,12 +208,17 @@ def run_interruptible(
       exit_now: after a signal, end the process at once (``os._exit``, the
         output streams flushed) instead of returning: a normal exit waits,
         in JAX's clean-up, for the computation still running (a whole
-        training run). For programs only, not for calls from Python.
+        training run). For programs only, not for calls from Python;
+        then, before and after ``command``, the signals end the process at
+        once (:func:`exit_on_signals`), and once one has stopped it, later
+        ones are ignored: one line, whatever the user presses.
 
     Returns:
       ``command()``'s status, or, after SIGINT or SIGTERM (printing
       :func:`message` on stderr), 130 or 143.
     """
+    if exit_now:
+        exit_on_signals(prog)
     try:
         with stop_on_signals(prog):
             return command()
