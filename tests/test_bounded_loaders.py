@@ -9,8 +9,12 @@ size.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
+import subprocess
+import sys
+import textwrap
 import threading
 import zipfile
 
@@ -167,3 +171,82 @@ def test_depth_multipliers_refuses_sizes_no_model_has():
     ):
         layca_optax.depth_multipliers(0.5, 10**9)
     assert len(layca_optax.depth_multipliers(0.5, 1000)) == 1000
+
+
+# ------------------------------------------------ peak memory of the loaders
+
+MEASURE = textwrap.dedent(
+    """
+    import sys, tracemalloc
+    import layca_optax
+
+    def status(field):  # in bytes; VmHWM (unlike ru_maxrss) is this exec's
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+
+    fmt, path = sys.argv[1], sys.argv[2]
+    before = status("VmRSS")
+    tracemalloc.start()
+    history = getattr(layca_optax.RotationHistory, "load_" + fmt)(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    grown = status("VmHWM") - before
+    print(len(history), len(history.keys), peak, grown)
+    """
+)
+
+
+def write_history(path, fmt, rows, cols, short):
+    """A history file of ``rows`` records of ``cols`` keys: random floats
+    (as ``save_*`` writes them) or ``0`` (the most values per byte)."""
+    rng = np.random.default_rng(0)
+    keys = [f"rotation/Dense_{i}/kernel" for i in range(cols)]
+    with open(path, "w") as f:
+        if fmt == "csv":
+            f.write(",".join(["step", *keys]) + "\n")
+            for r in range(rows):
+                row = (
+                    ["0"] * cols
+                    if short
+                    else map(repr, rng.random(cols).tolist())
+                )
+                f.write(f"{r},{','.join(row)}\n")
+            return
+        f.write('{"format": "layca_optax.RotationHistory", "records": [')
+        for r in range(rows):
+            values = [0] * cols if short else rng.random(cols).tolist()
+            record = {"step": r, **dict(zip(keys, values, strict=True))}
+            f.write(("," if r else "") + json.dumps(record))
+        f.write("]}")
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/status"), reason="RSS read from /proc"
+)
+@pytest.mark.parametrize(
+    "fmt, rows, cols, short",
+    [("csv", 40000, 16, False), ("csv", 100000, 16, True)]
+    + [("json", 25000, 16, False), ("json", 40000, 16, True)],
+)
+def test_history_peak_memory_is_a_small_multiple(
+    tmp_path, fmt, rows, cols, short
+):
+    path = tmp_path / f"history.{fmt}"
+    write_history(path, fmt, rows, cols, short)
+    size = path.stat().st_size
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, fmt, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
+    n, k, peak, grown = map(int, out)
+    assert (n, k) == (rows, cols)
+    loaded = rows * (cols + 1) * 8  # the float64 values and int64 steps
+    # CSV: read row by row into arrays grown by doubling: at most twice
+    # what is loaded. JSON: the bytes and the decoded text (both the
+    # file's size here), the records moved into arrays as parsed.
+    bound = 2 * loaded if fmt == "csv" else 2 * size + 2 * loaded
+    assert peak < bound + 2**20, (peak, size, loaded)
+    assert grown < bound + 32 * 2**20, (grown, size, loaded)

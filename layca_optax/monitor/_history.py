@@ -10,12 +10,14 @@ from typing import Any
 import numpy as np
 
 from layca_optax import _checks as checks
-from layca_optax._io import FileRefused, atomic_write_text
+from layca_optax._io import FileRefused, atomic_write_text, open_regular_file
 from layca_optax.monitor._history_records import (
+    MAX_FILE_BYTES,
+    MAX_KEYS,
     PARSERS,
+    Table,
     csv_text,
     json_text,
-    read_text,
     record_values,
 )
 
@@ -84,12 +86,11 @@ class RotationHistory:
     @checks.calling("RotationHistory")
     def __init__(self, *, unit: str | None = None) -> None:
         self.unit = unit
-        self._steps: list[int] = []
         self._keys: list[str] = []
-        self._rows: list[list[float]] = []
+        self._table = Table()
 
     def __len__(self) -> int:
-        return len(self._steps)
+        return self._table.n
 
     def __repr__(self) -> str:
         return f"RotationHistory({len(self)} records, {len(self._keys)} keys)"
@@ -112,7 +113,7 @@ class RotationHistory:
     @property
     def steps(self) -> np.ndarray:
         """The recorded steps (or epochs), increasing, as an int64 array."""
-        return np.asarray(self._steps, np.int64)
+        return self._table.steps
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -138,18 +139,21 @@ class RotationHistory:
         step = self._check_step(step_or_epoch)
         values = record_values(metrics)
         keys = list(values)
-        if self._keys and set(keys) != set(self._keys):
+        if len(self) and set(keys) != set(self._keys):
             missing = sorted(set(self._keys) - set(keys))
             extra = sorted(set(keys) - set(self._keys))
             raise ValueError(
                 f"{checks.arg('metrics')} at step {step} must have the keys "
                 f"of the first record: missing {missing}, extra {extra}."
             )
-        order = self._keys or keys
-        row = [values[k] for k in order]
+        if len(keys) > MAX_KEYS:
+            raise ValueError(
+                f"{checks.arg('metrics')} has {len(keys)} keys, more than "
+                f"the {MAX_KEYS} a history file may have."
+            )
+        order = self._keys if len(self) else keys
+        self._table.add(step, [values[k] for k in order])
         self._keys = order
-        self._steps.append(step)
-        self._rows.append(row)
 
     def _check_step(self, step_or_epoch: Any) -> int:
         try:
@@ -165,10 +169,10 @@ class RotationHistory:
             raise ValueError(
                 f"{checks.arg('step_or_epoch')} must fit in int64, got {step}."
             )
-        if self._steps and step <= self._steps[-1]:
+        if len(self) and step <= self._table.last_step:
             raise ValueError(
                 f"{checks.arg('step_or_epoch')} must increase: got {step} "
-                f"after {self._steps[-1]}."
+                f"after {self._table.last_step}."
             )
         return step
 
@@ -187,8 +191,7 @@ class RotationHistory:
                 f"{checks.arg('key')}: no metric {key!r}; "
                 f"the keys are {self._keys}."
             )
-        i = self._keys.index(key)
-        return np.asarray([row[i] for row in self._rows], np.float64)
+        return self._table.column(self._keys.index(key))
 
     @checks.calling("RotationHistory.layers")
     def layers(self, prefix: str) -> list[str]:
@@ -213,7 +216,7 @@ class RotationHistory:
         return names
 
     def _check_nonempty(self) -> None:
-        if not self._steps:
+        if not len(self):
             raise ValueError(
                 f"`{checks.caller()}`: the history is empty; append records "
                 "first."
@@ -231,7 +234,8 @@ class RotationHistory:
           [{"step": ..., <key>: <value>, ...}, ...]}`` is written.
         """
         self._check_nonempty()
-        atomic_write_text(path, json_text(self._steps, self._keys, self._rows))
+        steps, rows = self._table.steps.tolist(), self._table.rows()
+        atomic_write_text(path, json_text(steps, self._keys, rows))
 
     @checks.calling("RotationHistory.save_csv")
     def save_csv(self, path: PathLike) -> None:
@@ -245,35 +249,32 @@ class RotationHistory:
           written, values as Python's ``repr`` of the floats.
         """
         self._check_nonempty()
-        atomic_write_text(path, csv_text(self._steps, self._keys, self._rows))
+        steps, rows = self._table.steps.tolist(), self._table.rows()
+        atomic_write_text(path, csv_text(steps, self._keys, rows))
 
     @classmethod
     def _load(cls, path: PathLike, fmt: str) -> RotationHistory:
         """Reads a ``fmt`` (``"json"`` or ``"csv"``) file; its errors name
-        ``RotationHistory.load_<fmt>`` and the path (those of a record
-        name the record and :meth:`append`, which reads it)."""
-        parse = PARSERS[fmt]
-        history = cls()
+        ``RotationHistory.load_<fmt>`` and the path."""
         caller = f"RotationHistory.load_{fmt}"
+        cap = MAX_FILE_BYTES
         try:
-            text = read_text(path, caller)
+            with open_regular_file(path, cap, caller, "a history file") as f:
+                keys, table = PARSERS[fmt](f)
+            if not table.n:
+                raise ValueError("no records")
         except FileRefused:
             raise
-        except ValueError as err:
-            raise ValueError(f"`{caller}`: {os.fspath(path)}: {err}") from None
-        try:
-            rows = parse(text)
-            for where, step, metrics in rows:
-                try:
-                    history.append(step, metrics)
-                except ValueError as err:
-                    raise ValueError(f"{where}: {err}") from None
-            if not history:
-                raise ValueError("no records")
-        except ValueError as err:  # and UnicodeDecodeError
+        except OSError as err:
             raise ValueError(
-                f"`RotationHistory.load_{fmt}`: {os.fspath(path)}: {err}"
+                f"`{caller}`: {os.fspath(path)}: cannot read it "
+                f"({err.strerror or err})"
             ) from None
+        except ValueError as err:  # and UnicodeDecodeError
+            raise ValueError(f"`{caller}`: {os.fspath(path)}: {err}") from None
+        table.trim()
+        history = cls()
+        history._keys, history._table = keys, table
         return history
 
     @classmethod

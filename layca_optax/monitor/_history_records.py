@@ -11,14 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
 
 import jax
 import numpy as np
 
 from layca_optax import _checks as checks
-from layca_optax._io import open_regular_file
 from layca_optax.monitor._keys import split_slices
 
 
@@ -26,21 +25,10 @@ FORMAT = "layca_optax.RotationHistory"
 STEP = "step"
 MAX_FILE_BYTES = 256 * 2**20
 """The largest history file read (256 MiB), checked before reading."""
-
-
-def read_text(path: Any, caller: str) -> str:
-    """The UTF-8 text of ``path``, a regular file of at most
-    :data:`MAX_FILE_BYTES`; a ``ValueError`` naming ``caller`` and the path
-    for a file that is not regular or larger, one saying what is wrong
-    (cannot be read, not UTF-8) for the caller to prefix with the path."""
-    try:
-        with open_regular_file(
-            path, MAX_FILE_BYTES, caller, "a history file"
-        ) as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as err:
-        raise ValueError(f"cannot read it ({err.strerror or err})") from None
-    return raw.decode("utf-8")  # a UnicodeDecodeError is a ValueError
+MAX_KEYS = 2**16
+"""The most metric keys a history file may have."""
+MAX_LINE_CHARS = 2**24
+"""The longest line of a history CSV file (16 Mi characters)."""
 
 
 def record_values(metrics: Any) -> dict[str, float]:
@@ -92,11 +80,187 @@ def csv_text(steps: list[int], keys: list[str], rows: list[list]) -> str:
     return out.getvalue()
 
 
-def parse_json(text: str) -> list[tuple[str, Any, dict]]:
-    """``(where, step, metrics)`` per record of :func:`json_text`'s format
-    (``where``: ``"record <i>"``); ``ValueError`` saying what is wrong."""
+class Table:
+    """Steps (int64) and rows of float64 values, grown in place.
+
+    The arrays grow by doubling with ``ndarray.resize`` (``realloc``, which
+    moves no pages for large arrays), so they hold at most twice the rows
+    added; :meth:`trim` then gives the rest back. No view of them is handed
+    out (:attr:`steps` and :meth:`column` copy).
+    """
+
+    def __init__(self, width: int = 0) -> None:
+        self.width, self.n = width, 0
+        self._steps = np.zeros(0, np.int64)
+        self._values = np.zeros((0, width), np.float64)
+
+    def add(self, step: int, row: list[float]) -> None:
+        """Appends a row of ``width`` values (the first sets ``width``)."""
+        if self.n == 0:
+            self.width = len(row)
+            self._values = np.zeros((0, self.width), np.float64)
+        if self.n == len(self._steps):
+            cap = max(16, 2 * self.n)
+            self._steps.resize(cap, refcheck=False)
+            self._values.resize((cap, self.width), refcheck=False)
+        self._steps[self.n] = step
+        self._values[self.n] = row
+        self.n += 1
+
+    def trim(self) -> None:
+        """Frees the room beyond the rows added."""
+        self._steps.resize(self.n, refcheck=False)
+        self._values.resize((self.n, self.width), refcheck=False)
+
+    @property
+    def last_step(self) -> int:
+        """The last step added (the table must not be empty)."""
+        return int(self._steps[self.n - 1])
+
+    @property
+    def steps(self) -> np.ndarray:
+        """A copy of the steps."""
+        return self._steps[: self.n].copy()
+
+    def column(self, i: int) -> np.ndarray:
+        """A copy of the values of column ``i``."""
+        return self._values[: self.n, i].copy()
+
+    def rows(self) -> list[list[float]]:
+        """The values as lists of Python floats (for writing)."""
+        return self._values[: self.n].tolist()
+
+
+def check_step(step: Any, prior: int | None) -> int:
+    """``step`` as an int in int64, larger than ``prior``; ``ValueError``
+    saying what is wrong."""
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise ValueError(f"the step must be an int, got {step!r}")
+    if not -(2**63) <= step < 2**63:
+        raise ValueError(f"the step must fit in int64, got {step}")
+    if prior is not None and step <= prior:
+        raise ValueError(f"the step must increase: got {step} after {prior}")
+    return step
+
+
+def check_keys(keys: list[str], first: list[str] | None) -> None:
+    """``ValueError`` unless ``keys`` are those of the first record."""
+    if first is not None and set(keys) != set(first):
+        missing = sorted(set(first) - set(keys))
+        extra = sorted(set(keys) - set(first))
+        raise ValueError(
+            f"the keys must be those of the first record: missing "
+            f"{missing}, extra {extra}"
+        )
+    if len(keys) > MAX_KEYS:
+        raise ValueError(f"{len(keys)} keys, more than {MAX_KEYS}")
+
+
+def real(key: str, value: Any) -> float:
+    """A JSON value as a float; ``ValueError`` unless a real number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            pass
+    raise ValueError(f"{key!r} must be a real scalar, got {value!r}")
+
+
+def parse_csv(f: IO[bytes]) -> tuple[list[str], Table]:
+    """The keys and records of :func:`csv_text`'s format, read row by row
+    from ``f`` (``where``: ``"line <n>"``); ``ValueError`` saying what is
+    wrong."""
+    text = io.TextIOWrapper(f, encoding="utf-8", newline="")
     try:
-        data = json.loads(text)
+        return _read_csv(csv.reader(_logical_lines(text)))
+    finally:
+        text.detach()  # ``f`` is the caller's to close
+
+
+def _read_csv(reader: Any) -> tuple[list[str], Table]:
+    """The keys and records of a ``csv.reader`` over a history."""
+    try:
+        header = next((row for row in reader if row), [])
+        if not header or header[0] != STEP:
+            head = header[:3] if header else "an empty file"
+            raise ValueError(f"no {STEP!r} column first (got {head})")
+        if len(set(header)) != len(header):
+            raise ValueError(f"a column name repeats in the header {header}")
+        keys = header[1:]
+        check_keys(keys, None)
+        table = Table(len(keys))
+        prior = None
+        for line in reader:
+            if line:
+                n = reader.line_num
+                _add_csv_row(table, line, len(header), n, prior)
+                prior = table.last_step
+    except csv.Error as err:
+        raise ValueError(f"not valid CSV: {err}") from None
+    return keys, table
+
+
+def _add_csv_row(
+    table: Table, line: list[str], width: int, n: int, prior: int | None
+) -> None:
+    """Adds one CSV row to ``table``; ``ValueError`` naming line ``n``."""
+    if len(line) != width:
+        raise ValueError(
+            f"ragged rows: line {n} has {len(line)} fields, the header {width}"
+        )
+    try:
+        step = check_step(int(line[0]), prior)
+        table.add(step, [float(x) for x in line[1:]])
+    except ValueError as err:
+        raise ValueError(f"line {n}: {err}") from None
+
+
+def _logical_lines(text: IO[str]) -> Iterator[str]:
+    """The lines of ``text`` for ``csv.reader``; ``ValueError`` for a line
+    longer than :data:`MAX_LINE_CHARS` or a row (lines joined inside
+    quotes) of more than :data:`MAX_KEYS` + 1 fields, before ``csv``
+    splits it."""
+    commas = quotes = 0
+    while line := text.readline(MAX_LINE_CHARS + 1):
+        if len(line) > MAX_LINE_CHARS:
+            raise ValueError(f"a line longer than {MAX_LINE_CHARS} characters")
+        commas, quotes = commas + line.count(","), quotes + line.count('"')
+        if commas > MAX_KEYS:
+            raise ValueError(f"a row of more than {MAX_KEYS + 1} fields")
+        if quotes % 2 == 0:  # the row ends here
+            commas = quotes = 0
+        yield line
+
+
+def parse_json(f: IO[bytes]) -> tuple[list[str], Table]:
+    """The keys and records of :func:`json_text`'s format (``where``:
+    ``"record <i>"``); ``ValueError`` saying what is wrong. Each record is
+    moved into the table as soon as it is parsed."""
+    text = f.read().decode("utf-8")  # a UnicodeDecodeError is a ValueError
+    keys: list[str] = []
+    table = Table()
+
+    def record(pairs: list[tuple[str, Any]]) -> Any:
+        fields = dict(pairs)
+        if STEP not in fields:
+            return fields  # not a record: checked below
+        if len(fields) != len(pairs):
+            raise ValueError(f"record {table.n}: a key repeats")
+        metrics = [(k, v) for k, v in pairs if k != STEP]
+        try:
+            prior = table.last_step if table.n else None
+            step = check_step(fields[STEP], prior)
+            check_keys([k for k, _ in metrics], keys if table.n else None)
+            if not table.n:
+                keys.extend(k for k, _ in metrics)
+            order = dict(metrics)
+            table.add(step, [real(k, order[k]) for k in keys])
+        except ValueError as err:
+            raise ValueError(f"record {table.n}: {err}") from None
+        return _RECORD
+
+    try:
+        data = json.loads(text, object_pairs_hook=record)
     except json.JSONDecodeError as err:
         raise ValueError(f"not valid JSON: {err}") from None
     except RecursionError:  # "[[[[..." deeper than the interpreter's stack
@@ -109,43 +273,13 @@ def parse_json(text: str) -> list[tuple[str, Any, dict]]:
         raise ValueError(
             f"not an object with 'format': {FORMAT!r} and a 'records' list"
         )
-    rows = []
-    for i, record in enumerate(records):
-        if not isinstance(record, dict) or STEP not in record:
+    for i, item in enumerate(records):
+        if item is not _RECORD:
             raise ValueError(f"record {i} has no {STEP!r}")
-        metrics = {k: v for k, v in record.items() if k != STEP}
-        rows.append((f"record {i}", record[STEP], metrics))
-    return rows
+    if len(records) != table.n:
+        raise ValueError("a record outside the 'records' list")
+    return keys, table
 
 
-def parse_csv(text: str) -> list[tuple[str, Any, dict]]:
-    """``(where, step, metrics)`` per row of :func:`csv_text`'s format
-    (``where``: ``"line <n>"``); ``ValueError`` saying what is wrong."""
-    try:
-        lines = [row for row in csv.reader(io.StringIO(text)) if row]
-    except csv.Error as err:
-        raise ValueError(f"not valid CSV: {err}") from None
-    if not lines or lines[0][0] != STEP:
-        head = lines[0][:3] if lines else "an empty file"
-        raise ValueError(f"no {STEP!r} column first (got {head})")
-    header = lines[0]
-    if len(set(header)) != len(header):
-        raise ValueError(f"a column name repeats in the header {header}")
-    rows = []
-    for n, line in enumerate(lines[1:], start=2):
-        if len(line) != len(header):
-            raise ValueError(
-                f"ragged rows: line {n} has {len(line)} fields, the header "
-                f"{len(header)}"
-            )
-        try:
-            step, values = int(line[0]), [float(x) for x in line[1:]]
-        except ValueError as err:
-            raise ValueError(f"line {n}: {err}") from None
-        rows.append(
-            (f"line {n}", step, dict(zip(header[1:], values, strict=True)))
-        )
-    return rows
-
-
+_RECORD = object()  # a record, moved into the table
 PARSERS = {"json": parse_json, "csv": parse_csv}
