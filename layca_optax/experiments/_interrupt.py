@@ -224,6 +224,10 @@ def run_interruptible(
             return command()
     except KeyboardInterrupt as e:  # Interrupted, or a SIGINT just before
         code = 128 + getattr(e, "signum", signal.SIGINT)
+    if exit_now:  # later signals are ignored now: a deadline instead
+        deadline = threading.Timer(DEADLINE_SECONDS, os._exit, (code,))
+        deadline.daemon = True
+        deadline.start()
     newline = "\n" if sys.stderr.isatty() else ""
     print(newline + message(prog, code - 128), file=sys.stderr)
     if exit_now:
