@@ -12,6 +12,7 @@ import optax
 from layca_optax import _axes as ax, _checks as checks, _sums as sm
 from layca_optax._axes import Axis
 from layca_optax._masks import path_str, resolve_mask
+from layca_optax._state_check import check_state_fits, explain
 
 
 _LAYER, _OTHER = "layca", "other"
@@ -158,6 +159,12 @@ def partition_layers(
 
     def update_fn(updates, state, params=None, **extra_args):
         checks.check_update_args(updates, state, params)
-        return tx.update(updates, state, params, **extra_args)
+        check_state_fits(state, params, _labels_fn(mask)(params))
+        try:
+            return tx.update(updates, state, params, **extra_args)
+        except (TypeError, ValueError) as err:
+            if str(err).startswith("`"):  # this package's own message
+                raise
+            raise explain(err) from err
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -79,3 +79,33 @@ def test_schedules_of_another_signature_or_shape():
     with pytest.raises(ValueError, match=r"learning_rate=.*scalar.*\(3,\)"):
         layca_optax.layca(lambda count: jnp.full(3, 0.1))
     layca_optax.layca(optax.cosine_decay_schedule(0.1, 100))  # still fine
+
+
+@pytest.mark.parametrize("base", [optax.scale_by_adam(), optax.trace(0.9)])
+@pytest.mark.parametrize("shape", [(5, 4), (1, 4)])  # (1, 4) broadcasts
+def test_a_state_restored_into_a_model_of_another_shape(base, shape):
+    tx = layca_optax.layca(0.1, base=base, other=optax.adam(1e-3))
+    state = tx.init({"a": W, "b": jnp.ones(4)})
+    params = {"a": jnp.ones(shape), "b": jnp.ones(4)}
+    with pytest.raises(ValueError, match=r"holds \(3, 4\) for the leaf 'a'"):
+        tx.update(params, state, params)
+
+
+def test_a_state_of_another_structure():
+    tx = layca_optax.layca(0.1, base=optax.scale_by_adam())
+    state = tx.init({"a": W})
+    with pytest.raises(ValueError, match=r"layca`'s update failed.*structure"):
+        tx.update({"c": W}, state, {"c": W})
+
+
+def test_a_mask_that_changes_between_init_and_update():
+    phase = {"init": True}
+    mask = lambda p: {"a": phase["init"], "b": not phase["init"]}
+    tx = layca_optax.layca(
+        0.1, base=optax.scale_by_adam(), mask=mask, other=optax.adam(1e-3)
+    )
+    params = {"a": W, "b": W}
+    state = tx.init(params)
+    phase["init"] = False
+    with pytest.raises(ValueError, match=r"same tree at init and at each"):
+        tx.update(params, state, params)
