@@ -32,10 +32,19 @@ CATEGORIES = {
         "test_analysis_misuse.py",
         "test_monitor_misuse.py",
         "test_experiments_errors.py",
+        "test_misuse_round_two.py",
     ),
-    "crafted files": ("test_hostile_files.py", "test_datasets.py"),
+    "crafted files": (
+        "test_hostile_files.py",
+        "test_datasets.py",
+        "test_cifar_safety.py",
+    ),
     "command line": ("test_cli_hostile.py",),
-    "signals": ("test_interrupts.py", "test_experiments_interrupt.py"),
+    "signals": (
+        "test_interrupts.py",
+        "test_experiments_interrupt.py",
+        "test_early_interrupts.py",
+    ),
 }
 """Category: the test files whose cases are its inputs."""
 
