@@ -250,3 +250,54 @@ def test_history_peak_memory_is_a_small_multiple(
     bound = 2 * loaded if fmt == "csv" else 2 * size + 2 * loaded
     assert peak < bound + 2**20, (peak, size, loaded)
     assert grown < bound + 32 * 2**20, (grown, size, loaded)
+
+
+CSV_LIMITS = {
+    # A row of more fields than keys a history may have: refused before
+    # csv splits it into strings (each some 50 bytes).
+    "wide.csv": ("step," + "0," * 2**17 + "0\n", "a row of more than 65537"),
+    # The same spread over lines joined inside quotes.
+    "quoted.csv": (
+        'step,"a\n' + '",0,"\n' * 2**16 + '"\n',
+        "a row of more than 65537",
+    ),
+    "long-line.csv": ("step," + "1" * (2**24 + 1), "a line longer than"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CSV_LIMITS))
+def test_csv_rows_are_bounded_before_they_are_split(tmp_path, name):
+    content, why = CSV_LIMITS[name]
+    path = tmp_path / name
+    path.write_text(content)
+    refused_quickly(
+        f"load_csv`: {re.escape(str(path))}: {why}",
+        layca_optax.RotationHistory.load_csv,
+        path,
+    )
+
+
+def test_json_records_are_checked_as_parsed(tmp_path):
+    fmt = '{"format": "layca_optax.RotationHistory", '
+    path = tmp_path / "h.json"
+    for content, why in [
+        (fmt + '"records": [{"step": 1, "a": 1, "a": 2}]}', "record 0: a key"),
+        (fmt + '"records": [], "x": {"step": 1, "a": 1}}', "outside the"),
+        (fmt + '"records": [{"step": 1, "a": true}]}', "'a' must be a real"),
+        (fmt + '"records": [{"step": 1, "a": 1e999}]}', None),
+    ]:
+        path.write_text(content)
+        if why is None:  # JSON's 1e999 is inf, as Python writes it
+            history = layca_optax.RotationHistory.load_json(path)
+            assert history.as_array("a").tolist() == [float("inf")]
+            continue
+        refused_quickly(
+            f"load_json`: .*{why}", layca_optax.RotationHistory.load_json, path
+        )
+
+
+def test_append_refuses_more_keys_than_a_file_may_have():
+    history = layca_optax.RotationHistory()
+    with pytest.raises(ValueError, match=r"append.*65537 keys, more than"):
+        history.append(0, {"a": np.zeros(2**16 + 1)})
+    assert len(history) == 0

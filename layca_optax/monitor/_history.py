@@ -40,7 +40,8 @@ class RotationHistory:
     metric keys); writes are atomic (a temporary file in the same folder,
     then ``os.replace``), and loading checks the file, raising
     ``ValueError`` with the path and what is wrong (a missing file, one
-    over 256 MiB, JSON nested too deeply, a step past int64...). Non-finite
+    that is not a regular file or is over 256 MiB, JSON nested too deeply,
+    a step past int64...). Non-finite
     values are kept (``NaN``/``Infinity`` in JSON, as Python's ``json``
     writes them). ``unit`` (``"step"``, ``"epoch"`` or None: not said) is
     what the records count; the plots label their x-axis with it ("Step"
@@ -281,16 +282,24 @@ class RotationHistory:
     def load_json(cls, path: PathLike) -> RotationHistory:
         """Reads a history written by :meth:`save_json`.
 
+        Each record is moved into float64/int64 arrays as soon as it is
+        parsed. Peak memory: the file's bytes and its decoded text (about
+        twice the file for ASCII, which ``save_json`` writes), plus the
+        arrays: measured at 2.0x the file's size.
+
         Args:
-          path: the JSON file, at most 256 MiB.
+          path: the JSON file: a regular file (or a symbolic link to one;
+            a FIFO, device or folder is refused before it is opened) of at
+            most 256 MiB, with at most 2**16 keys.
 
         Returns:
           The history.
 
         Raises:
           ValueError: naming the file and the problem: it cannot be read
-            (missing, a folder), is larger than the cap, is not UTF-8 JSON
-            of this format (or nests too deeply), or a record is invalid.
+            (missing, a folder, not a regular file), is larger than the
+            cap, is not UTF-8 JSON of this format (or nests too deeply), or
+            a record is invalid.
         """
         return cls._load(path, "json")
 
@@ -298,16 +307,23 @@ class RotationHistory:
     def load_csv(cls, path: PathLike) -> RotationHistory:
         """Reads a history written by :meth:`save_csv`.
 
+        The file is read row by row into float64/int64 arrays grown in
+        place; a line is at most 2**24 characters and a row at most 2**16
+        keys, checked before ``csv`` splits it. Peak memory: at most twice
+        the arrays loaded (8 bytes per value and per step), plus one row.
+
         Args:
           path: the CSV file: a header ``step,<key>,...``, a row per record;
-            at most 256 MiB.
+            a regular file (or a symbolic link to one; a FIFO, device or
+            folder is refused before it is opened) of at most 256 MiB.
 
         Returns:
           The history.
 
         Raises:
           ValueError: naming the file and the problem: it cannot be read
-            (missing, a folder), is larger than the cap, is not UTF-8 CSV
-            of this format, or a row is invalid.
+            (missing, a folder, not a regular file), is larger than the
+            cap, is not UTF-8 CSV of this format, a line or row is longer
+            than the limits, or a row is invalid.
         """
         return cls._load(path, "csv")
