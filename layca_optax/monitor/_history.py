@@ -41,11 +41,11 @@ class RotationHistory:
     then ``os.replace``), and loading checks the file, raising
     ``ValueError`` with the path and what is wrong (a missing file, one
     that is not a regular file or is over 256 MiB, JSON nested too deeply,
-    a step past int64...). Non-finite
-    values are kept (``NaN``/``Infinity`` in JSON, as Python's ``json``
-    writes them). ``unit`` (``"step"``, ``"epoch"`` or None: not said) is
-    what the records count; the plots label their x-axis with it ("Step"
-    when None). Files do not store it: set it after loading.
+    a step past int64...). Non-finite values are kept (``NaN``/``Infinity``
+    in JSON, as Python's ``json`` writes them). ``unit`` (``"step"``,
+    ``"epoch"`` or None: not said) is what the records count; the plots
+    label their x-axis with it ("Step" when None). Files do not store it:
+    set it after loading.
 
     Args:
       unit: ``"step"``, ``"epoch"`` or None.

@@ -180,7 +180,7 @@ def parse_csv(f: IO[bytes]) -> tuple[list[str], Table]:
 def _read_csv(reader: Any) -> tuple[list[str], Table]:
     """The keys and records of a ``csv.reader`` over a history."""
     try:
-        header = next((row for row in reader if row), [])
+        header: list[str] = next((row for row in reader if row), [])
         if not header or header[0] != STEP:
             head = header[:3] if header else "an empty file"
             raise ValueError(f"no {STEP!r} column first (got {head})")
