@@ -7,6 +7,7 @@ import contextlib
 import os
 import stat
 import tempfile
+import zipfile
 from collections.abc import Callable
 from typing import IO
 
@@ -142,3 +143,24 @@ def open_regular_file(
     except BaseException:
         os.close(fd)
         raise
+
+
+def zip_directory_problem(
+    f: IO[bytes], max_bytes: int, max_entries: int
+) -> str | None:
+    """What is wrong with the zip archive ``f`` before ``ZipFile`` reads
+    its central directory (whole, one object per entry): no directory, or
+    one of more than ``max_entries`` entries or ``max_bytes`` bytes; None
+    if it is fine. ``f`` is left at its start."""
+    end = zipfile._EndRecData(f)  # type: ignore[attr-defined]
+    f.seek(0)
+    if end is None:
+        return "no zip directory found"
+    entries = end[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
+    size = end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+    if size > max_bytes or entries > max_entries:
+        return (
+            f"a zip directory of {entries} entries in {size} bytes, more "
+            f"than {max_entries} entries or {max_bytes} bytes"
+        )
+    return None

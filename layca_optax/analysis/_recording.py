@@ -22,7 +22,11 @@ import numpy.lib.format as npy
 import optax
 
 from layca_optax import _checks as checks
-from layca_optax._io import atomic_write, open_regular_file
+from layca_optax._io import (
+    atomic_write,
+    open_regular_file,
+    zip_directory_problem,
+)
 from layca_optax._masks import leaf_paths
 from layca_optax.monitor._metrics import rotation_rate
 
@@ -267,7 +271,9 @@ def _read_npz(f: IO[bytes]) -> tuple[np.ndarray, np.ndarray]:
             "'paths' and 'rates')"
         )
     f.seek(0)
-    _check_directory(f)
+    problem = zip_directory_problem(f, _MAX_DIRECTORY_BYTES, 64)
+    if problem:
+        raise _Refused(f"not a readable .npz archive ({problem})")
     with zipfile.ZipFile(f) as zf:
         names = {n.removesuffix(".npy"): n for n in zf.namelist()}
         if len(names) != 2 or set(names) != {"paths", "rates"}:
@@ -289,21 +295,6 @@ def _read_npz(f: IO[bytes]) -> tuple[np.ndarray, np.ndarray]:
             f"{len(paths)} paths for {rates.shape[1]} columns of rates"
         )
     return paths, rates
-
-
-def _check_directory(f: IO[bytes]) -> None:
-    """Refuses an archive whose central directory (which ``ZipFile`` reads
-    whole, one object per entry) is larger than np.savez's few entries."""
-    end = zipfile._EndRecData(f)  # type: ignore[attr-defined]
-    if end is None:
-        raise _Refused("not a readable .npz archive (no zip directory found)")
-    entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
-    if size > _MAX_DIRECTORY_BYTES or entries > 64:
-        raise _Refused(
-            f"a zip directory of {entries} entries in {size} bytes, more "
-            f"than a recording's {_MAX_DIRECTORY_BYTES} bytes"
-        )
-    f.seek(0)
 
 
 def _check_size(key: str, shape: tuple, dtype: np.dtype) -> None:
