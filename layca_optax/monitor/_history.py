@@ -284,7 +284,8 @@ class RotationHistory:
 
         Each record is moved into float64/int64 arrays as soon as it is
         parsed. Peak memory: the file's bytes and its decoded text (about
-        twice the file for ASCII, which ``save_json`` writes), plus the
+        twice the file for ASCII, which ``save_json`` writes; at most five
+        times for text beyond the Basic Multilingual Plane), plus the
         arrays: measured at 2.0x the file's size.
 
         Args:
