@@ -8,26 +8,23 @@ loaded without pickle. :func:`adapt_copy` replays a recording in Layca.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import struct
-import zipfile
-import zlib
-from typing import IO, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpy.lib.format as npy
 import optax
 
 from layca_optax import _checks as checks
-from layca_optax._io import (
-    atomic_write,
-    open_regular_file,
-    zip_directory_problem,
-)
+from layca_optax._io import atomic_write, open_regular_file
 from layca_optax._masks import leaf_paths
+from layca_optax.analysis._recording_file import (
+    MAX_RECORDING_BYTES,
+    UNREADABLE,
+    Refused,
+    read_npz,
+)
 from layca_optax.monitor._metrics import rotation_rate
 
 
@@ -213,10 +210,10 @@ class RotationRecording:
                 "RotationRecording.load",
                 "a recording",
             ) as f:
-                paths, rates = _read_npz(f)
-        except _Refused as err:
+                paths, rates = read_npz(f)
+        except Refused as err:
             raise ValueError(f"{where}: {err}.") from None
-        except _UNREADABLE as err:
+        except UNREADABLE as err:
             raise ValueError(
                 f"{where}: not a readable .npz archive "
                 f"({type(err).__name__}: {err})."
@@ -225,120 +222,3 @@ class RotationRecording:
             return cls(tuple(str(p) for p in paths), rates)
         except ValueError as err:  # e.g. a path twice
             raise ValueError(f"{where}: {err}") from None
-
-
-MAX_RECORDING_BYTES = 256 * 2**20
-"""The largest recording file, and the largest float64 ``rates`` (or
-stored array) it may declare: 256 MiB."""
-MAX_PATHS = 10**6
-"""The most layers (``paths``) a recording may have."""
-_MAX_DIRECTORY_BYTES = 64 * 2**10  # np.savez's two members take ~200 bytes
-
-
-class _Refused(ValueError):
-    """What makes a file no recording, for :meth:`RotationRecording.load`
-    to prefix with the path."""
-
-
-# How a corrupt zip or .npy header fails (ValueError: a bad .npy header).
-_UNREADABLE = (
-    zipfile.BadZipFile,
-    EOFError,
-    zlib.error,
-    struct.error,
-    NotImplementedError,  # an unsupported compression
-    RuntimeError,  # an encrypted member
-    ValueError,
-)
-
-
-# Each array's rank, dtype kind, and both in words.
-_ARRAYS = {
-    "paths": (1, "U", "a 1-d array of str"),
-    "rates": (2, "f", "a 2-d array of real floats"),
-}
-
-
-def _read_npz(f: IO[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """``paths`` and ``rates`` from an open ``.npz`` file, each header
-    checked before its array is read."""
-    start = f.read(6)
-    if not start:
-        raise _Refused("an empty file, not an .npz archive")
-    if start == b"\x93NUMPY":
-        raise _Refused(
-            "a .npy file, not an .npz archive (save writes one holding "
-            "'paths' and 'rates')"
-        )
-    f.seek(0)
-    problem = zip_directory_problem(f, _MAX_DIRECTORY_BYTES, 64)
-    if problem:
-        raise _Refused(f"not a readable .npz archive ({problem})")
-    with zipfile.ZipFile(f) as zf:
-        names = {n.removesuffix(".npy"): n for n in zf.namelist()}
-        if len(names) != 2 or set(names) != {"paths", "rates"}:
-            found = sorted(names)[:8] + ["..."] * (len(names) > 8)
-            raise _Refused(
-                f"expected arrays 'paths' and 'rates', found {found}"
-            )
-        for key, name in names.items():
-            declared = zf.getinfo(name).file_size
-            if declared > MAX_RECORDING_BYTES + _MAX_DIRECTORY_BYTES:
-                raise _Refused(
-                    f"{key!r} declares {declared} bytes uncompressed, more "
-                    f"than the {MAX_RECORDING_BYTES} bytes of a recording"
-                )
-        paths = _member(zf, zf.getinfo(names["paths"]), "paths")
-        rates = _member(zf, zf.getinfo(names["rates"]), "rates")
-    if len(paths) != rates.shape[1]:
-        raise _Refused(
-            f"{len(paths)} paths for {rates.shape[1]} columns of rates"
-        )
-    return paths, rates
-
-
-def _check_size(key: str, shape: tuple, dtype: np.dtype) -> None:
-    """Refuses an array larger than a recording may hold."""
-    count = math.prod(shape)
-    stored, as_float64 = count * dtype.itemsize, count * 8
-    if key == "paths" and count > MAX_PATHS:
-        raise _Refused(
-            f"'paths' declares {count} layers, more than the {MAX_PATHS} "
-            f"a recording may have"
-        )
-    if max(stored, as_float64 if key == "rates" else 0) > MAX_RECORDING_BYTES:
-        raise _Refused(
-            f"{key!r} declares {shape} {dtype} ({max(stored, as_float64)} "
-            f"bytes as loaded), more than the {MAX_RECORDING_BYTES} bytes "
-            f"(256 MiB) a recording may hold"
-        )
-
-
-def _member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> Any:
-    """The array ``key`` of the archive: its header checked (dtype, shape,
-    and size against the member's) before it is read."""
-    with zf.open(info) as f:
-        version = npy.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = npy.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = npy.read_array_header_2_0(f)
-        else:
-            raise _Refused(f"{key!r} is an .npy of version {version}")
-        if dtype.hasobject:
-            raise _Refused(
-                f"{key!r} holds Python objects (a pickled object array), "
-                f"which are not loaded"
-            )
-        ndim, kind, wanted = _ARRAYS[key]
-        if len(shape) != ndim or dtype.kind != kind:
-            raise _Refused(f"{key!r} is a {shape} {dtype} array, not {wanted}")
-        size, held = math.prod(shape) * dtype.itemsize, info.file_size
-        if size != held - f.tell():
-            raise _Refused(
-                f"{key!r} declares {shape} {dtype} ({size} bytes), but its "
-                f"member has {held - f.tell()} bytes after the header"
-            )
-        _check_size(key, shape, dtype)
-    with zf.open(info) as f:  # again, from the start: numpy reads it all
-        return npy.read_array(f, allow_pickle=False)
