@@ -50,7 +50,7 @@ def path_str(path: KeyPathLike) -> str:
     """
     if isinstance(path, str):
         return path
-    if isinstance(path, bytes | bytearray) or not _is_sequence(path):
+    if isinstance(path, bytes | bytearray) or not hasattr(path, "__iter__"):
         raise ValueError(
             f"{checks.arg('path')} must be a str or a JAX key path (a "
             f"sequence of keys), got {path!r}."
@@ -59,10 +59,6 @@ def path_str(path: KeyPathLike) -> str:
     if keys and keys[-1] == jax.tree_util.GetAttrKey("value"):
         keys = keys[:-1]
     return jax.tree_util.keystr(keys, simple=True, separator="/")
-
-
-def _is_sequence(path: Any) -> bool:
-    return isinstance(path, Sequence) or hasattr(path, "__iter__")
 
 
 def shape_mismatch(flat: list, others: list) -> tuple | None:

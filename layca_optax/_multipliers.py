@@ -257,11 +257,10 @@ def ordered_depth_multipliers(
         flat = jax.tree_util.tree_flatten_with_path(layers)[0]
         paths = [path_str(p) for p, _ in flat]
         names = paths if order is None else order
+        leaf_axes = axes_per_leaf(layers, axis)
         slices = [
             _slice_names(path, x, axes)
-            for path, (_, x), axes in zip(
-                paths, flat, axes_per_leaf(layers, axis), strict=True
-            )
+            for path, (_, x), axes in zip(paths, flat, leaf_axes, strict=True)
         ]
         position = {name: k for k, name in enumerate(names)}
         found = [[_find(s, position) for s in leaf] for leaf in slices]
@@ -283,9 +282,7 @@ def ordered_depth_multipliers(
         factors = depth_multipliers(alpha, len(names)) if names else []
         out = [
             _leaf_factors(x, axes, ks, factors)
-            for (_, x), axes, ks in zip(
-                flat, axes_per_leaf(layers, axis), found, strict=True
-            )
+            for (_, x), axes, ks in zip(flat, leaf_axes, found, strict=True)
         ]
         treedef: Any = jax.tree.structure(layers)
         return treedef.unflatten(out)

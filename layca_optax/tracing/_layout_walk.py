@@ -69,7 +69,6 @@ class Use:
 
     stacked: Axes  # scanned, indexed or batch axes
     contracting: Axes | None  # None: not a contraction, or layout lost
-    known: bool  # whether the leaf's layout was followed to this use
     groups: tuple[Group, ...]  # the scans around the use, outermost first
     indexed: Axes = frozenset()  # stacked by an index, not by a scan
 
@@ -80,6 +79,10 @@ _SAME_AXES = frozenset({
     "mesh_cast", "reshard", "slice", "dynamic_slice", "rev", "pad", "split",
 })  # fmt: skip
 _ONE_TO_ONE = frozenset({"device_put", "optimization_barrier"})
+# Every move whose output keeps a view (its axes mapped to the leaf's).
+_MAPPED = _SAME_AXES | _ONE_TO_ONE | {
+    "transpose", "squeeze", "reshape", "broadcast_in_dim"
+}  # fmt: skip
 
 
 def _view(value: Any) -> View | None:
@@ -177,7 +180,7 @@ class LayoutWalk(Walk):
             (0, None),
         )
         if view is None or view.leaf != leaf:
-            return Use(frozenset(), None, False, groups)
+            return Use(frozenset(), None, groups)
         name, p = eqn.primitive.name, eqn.params
         contract: Sequence[int] | None = None
         batch: Sequence[int] = ()
@@ -190,19 +193,14 @@ class LayoutWalk(Walk):
         scanned = {g.axis_of[leaf] for g in groups if leaf in g.axis_of}
         indexed = view.sliced - scanned
         if contract is None:
-            return Use(stacked, None, True, groups, indexed)
+            return Use(stacked, None, groups, indexed)
         spans = frozenset().union(*(view.axes[a] for a in contract))
-        return Use(stacked, spans - stacked, True, groups, indexed)
+        return Use(stacked, spans - stacked, groups, indexed)
 
     def eqn(self, eqn: Any, ins: list[frozenset[int]]) -> list:
         before = set(self.seen)
         outs = super().eqn(eqn, ins)
-        if eqn.primitive.name in _ONE_TO_ONE | _SAME_AXES | {
-            "transpose",
-            "squeeze",
-            "reshape",
-            "broadcast_in_dim",
-        }:
+        if eqn.primitive.name in _MAPPED:
             outs = self._moved(eqn, ins, outs)
         for leaf in sorted(self.seen - before):
             if leaf not in self.uses:
