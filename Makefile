@@ -44,6 +44,19 @@ bench-tpu: $(STAMP)
 		"jax[tpu]==$$($(PY) -c 'import jax; print(jax.__version__)')"
 	$(TPU_VENV)/bin/python benchmarks/tpu_cost.py --out benchmarks/tpu_cost.json
 
+# The GPU program of each step, compiled without a GPU (H100 SXM): the CUDA
+# plugin of the jax of .venv, without its dependencies, and ptxas, in a venv
+# of its own, kept out of .venv.
+GPU_VENV := build/venv-gpu
+.PHONY: bench-gpu
+bench-gpu: $(STAMP)
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	v=$$($(PY) -c 'import jax; print(jax.__version__)') && \
+	$(GPU_VENV)/bin/python -m pip install --quiet -e . "jax==$$v" "jaxlib==$$v" && \
+	$(GPU_VENV)/bin/python -m pip install --quiet --no-deps \
+		"jax-cuda12-plugin==$$v" "jax-cuda12-pjrt==$$v" nvidia-cuda-nvcc-cu12
+	$(GPU_VENV)/bin/python benchmarks/gpu_cost.py --out benchmarks/gpu_cost.json
+
 # The docs: every code cell of every page runs (an error fails the build),
 # warnings are errors, then the docstrings' examples run (doctest builder).
 DOCS_STAMP := $(VENV)/.stamp-docs

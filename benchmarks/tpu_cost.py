@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import itertools
-import json
 import math
 import os
 import sys
@@ -55,25 +54,25 @@ import jax
 import numpy as np
 import optax
 from jax.experimental import topologies
-from jax.sharding import Mesh, Sharding, SingleDeviceSharding
+from jax.sharding import Mesh, SingleDeviceSharding
 
 import layca_optax
-from layca_optax._io import atomic_write_text
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_time import LR, _step_fn, optimizers  # noqa: E402
+from _programs import (  # noqa: E402
+    RECIPES,
+    compile_program,
+    finish,
+    float32_params,
+)
+from step_time import LR, optimizers  # noqa: E402
 from tpu_hlo import COLLECTIVES, analyse  # noqa: E402
 from trees import TREES  # noqa: E402
 
 
 REFS = ("sgd_momentum", "adam")
 LAYERS = {"layer_50257x768": (50257, 768), "layer_4096x4096": (4096, 4096)}
-RECIPES = {
-    "fsdp": {"fsdp": ("data", "model")},
-    "tensor": {"tensor": "model"},
-    "fsdp+tensor": {"fsdp": "data", "tensor": "model"},
-}
 
 
 def topology(name: str):
@@ -107,35 +106,6 @@ def candidates(only: list[str] | None) -> dict:
     return {k: v for k, v in txs.items() if not only or k in only or k in REFS}
 
 
-def _structs(tree, shardings):
-    """ShapeDtypeStructs of ``tree``, with one sharding or a tree of them."""
-    if isinstance(shardings, Sharding):
-        shardings = jax.tree.map(lambda _: shardings, tree)
-    struct = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
-    return jax.tree.map(struct, tree, shardings)
-
-
-def compile_program(tx, params, shardings) -> tuple:
-    """Compiles ``tx``'s step (params, state donated) or rotation_metrics.
-
-    ``shardings``: one device's, or the params' NamedShardings (then the
-    state gets ``state_shardings``, and both are kept on output).
-    """
-    fn, donate, kwargs, args = _step_fn(tx), (0, 1), {}, (params, params)
-    if tx is None:  # rotation_metrics(params, init_params)
-        fn, donate = layca_optax.rotation_metrics, ()
-    else:
-        state, state_sh = jax.eval_shape(tx.init, params), shardings
-        if not isinstance(shardings, Sharding):
-            state_sh = layca_optax.state_shardings(tx, params)
-            kwargs = {"out_shardings": (shardings, state_sh)}
-        args = (params, _structs(state, state_sh), params)
-    start = time.perf_counter()
-    jitted = jax.jit(fn, donate_argnums=donate, **kwargs)
-    compiled = jitted.lower(*args).compile()
-    return compiled, time.perf_counter() - start
-
-
 def bench(txs: dict, shapes: dict, shardings) -> dict:
     """Compiles and analyses each program; adds ratios to the references.
 
@@ -144,13 +114,7 @@ def bench(txs: dict, shapes: dict, shardings) -> dict:
       shapes: a flat dict of the params' shapes (float32).
       shardings: one device's sharding, or a ``NamedSharding`` per param.
     """
-    params = _structs(
-        {k: jax.ShapeDtypeStruct(v, np.float32) for k, v in shapes.items()},
-        shardings,
-    )
-    param_bytes = sum(
-        4 * math.prod(p.sharding.shard_shape(p.shape)) for p in params.values()
-    )
+    params, param_bytes = float32_params(shapes, shardings)
     results = {}
     for name, tx in txs.items():
         compiled, seconds = compile_program(tx, params, shardings)
@@ -260,10 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         title = f"{workload}: {n / 1e6:.1f}M params, {len(shapes)} leaves"
         print_table(title, results)
         report["results"][workload] = results
-    print(f"\ntotal {time.perf_counter() - start:.0f} s")
-    if args.out:
-        atomic_write_text(args.out, json.dumps(report, indent=2))
-    return 0
+    return finish(report, start, args.out)
 
 
 if __name__ == "__main__":
