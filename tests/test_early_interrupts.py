@@ -105,9 +105,12 @@ def test_library_users_keep_the_default_handlers():
 
 
 def test_the_handlers_come_before_jax():
-    # -X importtime prints a line as each import ends, in that order.
+    # -X importtime prints a line as each import ends, in that order. The
+    # package loads its names on first use (``--version`` imports no JAX:
+    # tests/test_experiments_cli_imports.py): one is used here.
+    code = "import layca_optax; layca_optax.layca"
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "layca_optax", "--version"],
+        [sys.executable, "-X", "importtime", "-c", code],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -4,6 +4,8 @@ arguments parsed, ``--out`` checked, the command run, stopped on signals."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import os
 import sys
 import tempfile
@@ -57,6 +59,25 @@ def _try_writing(parser: argparse.ArgumentParser, out: Path) -> None:
     os.unlink(name)
 
 
+_LOADED = {
+    "demo": "_demo",
+    "reproduce": "_runner",
+    "report": "reproduce",
+    "modular": "_modular_train",
+}
+"""The module (and so JAX) each command needs, imported before it runs."""
+
+
+def _load(command: str) -> None:
+    """Imports what ``command`` trains or draws while a signal still ends
+    the process at once (``layca_optax._early_signals``): within
+    :func:`~layca_optax.experiments._interrupt.stop_on_signals`, a signal
+    raised as an exception inside JAX's import could be ignored or crash
+    it. A missing extra is left for the command to report."""
+    with contextlib.suppress(ImportError):
+        importlib.import_module(f"layca_optax.experiments.{_LOADED[command]}")
+
+
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.out:  # every command has --out
         _check_out(parser, args.out)
@@ -85,5 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    _load(args.command)
     command = lambda: _run(parser, args)
     return run_interruptible(PROG, command, exit_now=program)
