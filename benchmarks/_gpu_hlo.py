@@ -67,8 +67,8 @@ def _walk(comps: dict, name: str, shapes: dict, ops: Counter) -> int:
         elif _launches(inst):
             ops[inst.op.removesuffix("-start")] += 1
             traffic += sum(_bytes(shapes[o]) for o in set(inst.operands))
-            done = inst.op.endswith("-start")  # the result is the -done's
-            traffic += 0 if done else _bytes(inst.shape)
+            # An async op's result is its -done's (keyed by the start).
+            traffic += _bytes(shapes.get(f"{inst.name}-done", inst.shape))
     return traffic
 
 
@@ -91,7 +91,7 @@ def analyse(compiled, param_bytes: int, leaves: int) -> dict:
     insts = [i for v in comps.values() for i in v]
     shapes = {i.name: i.shape for i in insts}
     for start, shape in _done_results(insts).items():
-        shapes.setdefault(start, shape)
+        shapes[f"{start}-done"] = shape
     ops: Counter = Counter()
     traffic = _walk(comps, entry, shapes, ops)
     kernels = sum(ops.values())

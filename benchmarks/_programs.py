@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -27,7 +28,7 @@ from step_time import _step_fn  # noqa: E402
 
 # ``layca_optax.param_shardings`` keyword arguments, on a ("data", "model")
 # mesh: FSDP over both axes, tensor parallelism over "model", and both.
-RECIPES = {
+RECIPES: dict[str, dict] = {
     "fsdp": {"fsdp": ("data", "model")},
     "tensor": {"tensor": "model"},
     "fsdp+tensor": {"fsdp": "data", "tensor": "model"},
@@ -63,7 +64,10 @@ def compile_program(tx, params, shardings) -> tuple:
     ``state_shardings``, and both are kept on output). Returns the
     compiled program and the seconds that lowering and compiling took.
     """
-    fn, donate, kwargs, args = _step_fn(tx), (0, 1), {}, (params, params)
+    fn: Any = _step_fn(tx)
+    donate: tuple[int, ...] = (0, 1)
+    kwargs: dict = {}
+    args: tuple = (params, params)
     if tx is None:  # rotation_metrics(params, init_params)
         fn, donate = layca_optax.rotation_metrics, ()
     else:

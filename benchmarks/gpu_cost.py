@@ -61,7 +61,7 @@ from trees import TREES  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 REF = "sgd_momentum"
 VALIDATION = {"sgd_momentum": 5.0, "adam": 7.0}  # arrays moved, one layer
-LAYERS = {
+LAYERS: dict[str, dict[str, tuple[int, ...]]] = {
     "layer_50257x768": {"kernel": (50257, 768)},
     "layer_1024x1024": {"kernel": (1024, 1024)},
     "stack_48x1024x1024": {f"layer{i:02d}": (1024, 1024) for i in range(48)},
