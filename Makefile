@@ -65,10 +65,22 @@ $(DOCS_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[docs]'
 	touch $(DOCS_STAMP)
 
+# MathJax, served with the site (docs/_ext/offline_math.py) so that the
+# formulas render offline: the npm package pinned, with its checksum, in
+# docs/package-lock.json.
+MATHJAX := docs/node_modules/mathjax/es5/tex-mml-chtml.js
+
+$(MATHJAX): docs/package.json docs/package-lock.json
+	npm ci --prefix docs --no-audit --no-fund
+	touch $@
+
+# Last, the built site is checked: it loads nothing from another host, and
+# its formulas render in headless Chromium (where installed) with no network.
 .PHONY: docs
-docs: $(DOCS_STAMP)
+docs: $(DOCS_STAMP) $(MATHJAX)
 	$(PY) -m sphinx -T -W --keep-going -E -j auto -b html -d docs/_build/doctrees docs docs/_build/html
 	$(PY) -m sphinx -W --keep-going -b doctest -d docs/_build/doctrees docs docs/_build/doctest
+	LAYCA_DOCS_SITE=docs/_build/html $(PY) -m pytest -q -rs tests/test_docs_site.py
 
 # The hostile-input tests (numerics, API misuse, crafted files, command line,
 # signals), hypothesis with its larger profile (300 examples per test); prints

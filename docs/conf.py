@@ -32,6 +32,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.doctest",
     "sphinx.ext.mathjax",
+    "offline_math",  # MathJax served with the site: formulas render offline
     "myst_nb",
     "coverage_check",
     "type_alias_docs",
