@@ -90,6 +90,7 @@ def run_job(root: pathlib.Path) -> dict[str, Any]:
       ``{"ok": bool, "seconds": float, "error": str}``.
     """
     port, begin, procs = str(free_port()), time.monotonic(), []
+    late = ""
     try:
         for i in range(2):
             common = ["--processes", "2", "--process-id", str(i)]
@@ -100,7 +101,7 @@ def run_job(root: pathlib.Path) -> dict[str, Any]:
             left = TIMEOUT - (time.monotonic() - begin)
             proc.wait(timeout=max(left, 1))
     except subprocess.TimeoutExpired:
-        pass
+        late = f" (killed at the {TIMEOUT} s timeout)"
     finally:
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -111,7 +112,7 @@ def run_job(root: pathlib.Path) -> dict[str, Any]:
     error = ""
     if any(codes):
         logs = tail(root / "two") + "\n" + tail(root / "one")
-        error = f"exit codes {codes} after {seconds} s\n{logs}"
+        error = f"exit codes {codes} after {seconds} s{late}\n{logs}"
     return {"ok": not any(codes), "seconds": seconds, "error": error}
 
 
