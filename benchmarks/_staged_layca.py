@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -108,28 +107,23 @@ def staged_layca(
     eps: float = 1e-7,
 ) -> optax.GradientTransformation:
     """Layca with ``base`` as a prototype transformation (see the module
-    docstring); leaves of fewer than 2 dims get no update."""
+    docstring): leaves of at least 2 dims are layers, the others get no
+    update; ``base`` sees the layers only (as in ``layca``)."""
     base = base or optax.identity()
 
-    def update_fn(grads, state, params):
-        directions, state = base.update(grads, state, params)
-        treedef: Any
-        leaves, treedef = jax.tree.flatten(params)
-        ds = treedef.flatten_up_to(directions)
-        layers = [i for i, w in enumerate(leaves) if w.ndim >= 2]
-        new = staged_updates(
-            [ds[i] for i in layers],
-            [leaves[i] for i in layers],
-            mode,
-            learning_rate,
-            eps,
-        )
-        out = [jnp.zeros_like(w) for w in leaves]
-        for i, u in zip(layers, new, strict=True):
-            out[i] = u
-        return treedef.unflatten(out), state
+    def layers(tree) -> list:
+        return [x for x in jax.tree.leaves(tree) if jnp.ndim(x) >= 2]
 
-    return optax.GradientTransformation(base.init, update_fn)
+    def update_fn(grads, state, params):
+        ws = layers(params)
+        ds, state = base.update(layers(grads), state, ws)
+        new = iter(staged_updates(ds, ws, mode, learning_rate, eps))
+        rotate = lambda w: next(new) if w.ndim >= 2 else jnp.zeros_like(w)
+        return jax.tree.map(rotate, params), state
+
+    return optax.GradientTransformation(
+        lambda p: base.init(layers(p)), update_fn
+    )
 
 
 def prototypes() -> dict[str, optax.GradientTransformation]:
