@@ -44,7 +44,12 @@ extensions = [
 # the build.
 source_suffix = {".md": "myst-nb", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "jupyter_execute", "**/.ipynb_checkpoints"]
+exclude_patterns = [
+    "_build",
+    "jupyter_execute",
+    "**/.ipynb_checkpoints",
+    "node_modules",  # MathJax (make docs: npm ci --prefix docs)
+]
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 myst_heading_anchors = 3
 nb_execution_mode = "force"
