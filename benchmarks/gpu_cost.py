@@ -19,7 +19,8 @@ says exactly what counts):
   compiling seconds on this machine's CPU.
 - ``fsdp``, ``tensor``, ``fsdp+tensor``: GPT-2 small on 8 H100s as a
   ``("data", "model")`` 2x4 mesh, per ``param_shardings`` recipe (figures
-  per device), and the collectives: count per kind, payload bytes.
+  per device), and the collectives: count per kind, payload bytes of
+  them all.
 
 Usage::
 
@@ -34,6 +35,7 @@ import math
 import os
 import sys
 import time
+import warnings
 
 import jax
 import numpy as np
@@ -156,10 +158,10 @@ def run_workload(workload: str, topo, args) -> dict:
 
 
 def _collectives(e: dict) -> str:
-    """``kind count x bytes`` per kind of collective, or ``-``."""
+    """``kind count (bytes, all together)`` per kind, or ``-``."""
     stats = e["collectives"]
     cells = [
-        f"{kind} {stats[kind]['count']}x{stats[kind]['bytes']}B"
+        f"{kind} {stats[kind]['count']} ({stats[kind]['bytes']} B)"
         for kind in COLLECTIVES
         if kind in stats
     ]
@@ -204,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", help="write the results to this JSON file")
     args = parser.parse_args(argv)
+    # layca's init lists the leaves it leaves frozen (by design here).
+    warnings.filterwarnings("ignore", r".*leaves are layers \(rotated\)")
     topo, start = topology(args.target_config), time.perf_counter()
     kind = topo.devices[0].device_kind
     print(
