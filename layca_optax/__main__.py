@@ -1,6 +1,6 @@
 """``python -m layca_optax``: the ``layca-optax`` command line."""
 
-from layca_optax.experiments._cli import main
+from layca_optax.experiments.cli import main
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
-from layca_optax.experiments import _cli, mnist1d, reproduce  # noqa: E402
+from layca_optax.experiments import cli as _cli  # noqa: E402
+from layca_optax.experiments.demo import run as mnist1d  # noqa: E402
+from layca_optax.experiments.reproduce import run as reproduce  # noqa: E402
 from tests.test_datasets import (  # noqa: E402
     MNIST_FILES,
     cifar_batch,

@@ -14,14 +14,17 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
 import layca_optax  # noqa: E402
-from layca_optax.experiments import (  # noqa: E402
-    _cli,
-    _report,
-    mnist1d,
+from layca_optax.experiments import cli  # noqa: E402
+from layca_optax.experiments.common import progress  # noqa: E402
+from layca_optax.experiments.demo import (  # noqa: E402
+    figures,
+    run as demo_run,
+    settings,
+    train,
 )
 
 
-EPOCHS = mnist1d.QUICK_EPOCHS
+EPOCHS = settings.QUICK_EPOCHS
 NAMES = ["layca", "sgd-wd"]  # two of the five, to keep the tests short
 TIMINGS = ("seconds", "compile_seconds")
 
@@ -36,7 +39,7 @@ def _without_timings(results):
 
 @pytest.fixture(scope="module")
 def results():
-    return mnist1d.run_demo(epochs=EPOCHS, seed=0, names=NAMES)
+    return demo_run.run_demo(epochs=EPOCHS, seed=0, names=NAMES)
 
 
 def test_run_demo_results(results):
@@ -58,7 +61,7 @@ def test_run_demo_results(results):
 
 
 def test_figure_has_one_panel_per_optimizer(results):
-    fig = _report.figure(results)
+    fig = figures.figure(results)
     panels = [ax for ax in fig.axes if ax.get_lines()]  # not colour bars
     assert [ax.get_title().split(":")[0] for ax in panels] == NAMES
     for ax in panels:
@@ -68,18 +71,18 @@ def test_figure_has_one_panel_per_optimizer(results):
 
 
 def test_all_five_optimizers_are_defined():
-    compared = mnist1d.optimizers(100)
-    assert list(compared) == list(mnist1d.OPTIMIZERS)
+    compared = train.optimizers(100)
+    assert list(compared) == list(settings.OPTIMIZERS)
     for lr, description, _ in compared.values():
         assert lr > 0 and description
     with pytest.raises(ValueError, match="unknown optimizer"):
-        mnist1d.optimizers(100, names=["nadam"])
+        train.optimizers(100, names=["nadam"])
 
 
 def test_same_seed_same_results_other_seed_differs(results):
-    again = mnist1d.run_demo(epochs=EPOCHS, seed=0, names=NAMES)
+    again = demo_run.run_demo(epochs=EPOCHS, seed=0, names=NAMES)
     assert _without_timings(again) == _without_timings(results)
-    other = mnist1d.run_demo(epochs=EPOCHS, seed=1, names=NAMES[:1])
+    other = demo_run.run_demo(epochs=EPOCHS, seed=1, names=NAMES[:1])
     assert (
         other["optimizers"]["layca"]["final_rotation"]
         != (results["optimizers"]["layca"]["final_rotation"])
@@ -89,7 +92,7 @@ def test_same_seed_same_results_other_seed_differs(results):
 def test_cli_demo_writes_results_and_figure(results, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["demo", "--quick", "--seed", "0", "--out", str(out)]
-    assert _cli.main([*argv, "--optimizers", *NAMES]) == 0
+    assert cli.main([*argv, "--optimizers", *NAMES]) == 0
     written = json.loads((out / "results.json").read_text())
     assert _without_timings(written) == _without_timings(results)
     png = (out / "layer_rotation.png").read_bytes()
@@ -120,7 +123,7 @@ def test_progress_bar_on_a_terminal(monkeypatch):
             return True
 
     monkeypatch.setattr(sys, "stderr", Terminal())
-    bar = _report.Progress("[1/1] layca", 3)
+    bar = progress.Progress("[1/1] layca", 3)
     bar(1)
     bar(3)
     run = {"train_accuracy": 1.0, "test_accuracy": 0.5}
@@ -132,11 +135,11 @@ def test_progress_bar_on_a_terminal(monkeypatch):
 
 def test_cli_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _cli.main(["--help"])
+        cli.main(["--help"])
     assert exit_info.value.code == 0
     assert "demo" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
-        _cli.main(["demo", "--help"])
+        cli.main(["demo", "--help"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     for option in ("--epochs", "--seed", "--out", "--quick", "--optimizers"):
@@ -145,7 +148,7 @@ def test_cli_help(capsys):
 
 def test_cli_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _cli.main(["--version"])
+        cli.main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out == f"layca-optax {layca_optax.__version__}\n"
 
@@ -161,7 +164,7 @@ def test_cli_version(capsys):
 )
 def test_cli_rejects_bad_arguments(argv, words, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _cli.main(argv)
+        cli.main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -173,7 +176,7 @@ def test_cli_rejects_a_file_as_out(tmp_path, capsys):
     path = tmp_path / "file"
     path.write_text("")
     with pytest.raises(SystemExit) as exit_info:
-        _cli.main(["demo", "--out", str(path)])
+        cli.main(["demo", "--out", str(path)])
     assert exit_info.value.code == 2
     assert "not a directory" in capsys.readouterr().err
 
@@ -188,20 +191,20 @@ def _demo_call(argv, monkeypatch):
     def run_demo(*args, **kwargs):
         raise _Called(args, kwargs)
 
-    monkeypatch.setattr(mnist1d, "run_demo", run_demo)
+    monkeypatch.setattr(demo_run, "run_demo", run_demo)
     with pytest.raises(_Called) as called:
-        _cli.main(["demo", *argv])
+        cli.main(["demo", *argv])
     return called.value.args
 
 
 def test_cli_defaults_are_the_demo_defaults(monkeypatch):
     (epochs, seed, out), kwargs = _demo_call([], monkeypatch)
-    assert (epochs, out) == (mnist1d.DEFAULT_EPOCHS, None)
-    assert seed == mnist1d.DEFAULT_SEED
-    assert kwargs["names"] == list(mnist1d.OPTIMIZERS)
-    assert kwargs["sgd_learning_rate"] == mnist1d.SGD_LEARNING_RATE
+    assert (epochs, out) == (settings.DEFAULT_EPOCHS, None)
+    assert seed == settings.DEFAULT_SEED
+    assert kwargs["names"] == list(settings.OPTIMIZERS)
+    assert kwargs["sgd_learning_rate"] == settings.SGD_LEARNING_RATE
     (epochs, *_), _ = _demo_call(["--quick"], monkeypatch)
-    assert epochs == mnist1d.QUICK_EPOCHS
+    assert epochs == settings.QUICK_EPOCHS
     (epochs, *_), kwargs = _demo_call(
         ["--quick", "--epochs", "2", "--sgd-lr", "0.5"], monkeypatch
     )
@@ -210,11 +213,11 @@ def test_cli_defaults_are_the_demo_defaults(monkeypatch):
 
 def test_cli_reads_its_defaults_from_the_demo(monkeypatch, capsys):
     """The parser is built from the demo module's values, not copies."""
-    monkeypatch.setattr(mnist1d, "DEFAULT_EPOCHS", 7)
-    monkeypatch.setattr(mnist1d, "QUICK_EPOCHS", 2)
-    monkeypatch.setattr(mnist1d, "DEFAULT_SEED", 5)
-    monkeypatch.setattr(mnist1d, "OPTIMIZERS", ("sgd", "layca"))
-    parser = _cli.build_parser()
+    monkeypatch.setattr(settings, "DEFAULT_EPOCHS", 7)
+    monkeypatch.setattr(settings, "QUICK_EPOCHS", 2)
+    monkeypatch.setattr(settings, "DEFAULT_SEED", 5)
+    monkeypatch.setattr(settings, "OPTIMIZERS", ("sgd", "layca"))
+    parser = cli.build_parser()
     args = parser.parse_args(["demo"])
     assert (args.seed, args.optimizers) == (5, ["sgd", "layca"])
     with pytest.raises(SystemExit):

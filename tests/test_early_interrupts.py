@@ -70,7 +70,7 @@ def test_the_command_line_is_recognized(argv):
         ["python", "script.py"],
         ["python", "/bin/layca-optax-old"],
         ["python", "-c", "import layca_optax", "layca-optax"],
-        ["python", "-m", "layca_optax.experiments.mnist1d"],
+        ["python", "-m", "layca_optax.experiments.demo.run"],
         ["python", "-m", "pytest", "-m", "layca_optax"],
         ["python", "-X", "layca-optax", "x.py"],
         ["python", "-W", "-m", "x.py"],

@@ -1,6 +1,6 @@
 """``layca-optax --help`` and ``--version`` import none of JAX, Optax, Flax.
 
-The console script imports ``layca_optax.experiments._cli``, which first
+The console script imports ``layca_optax.experiments.cli``, which first
 runs ``layca_optax/__init__.py``. The experiments' side is checked with that
 parent package stubbed out (its ``__init__`` not run): the parser, its
 defaults and the commands' module import nothing heavy. The whole command
@@ -18,7 +18,7 @@ HEAVY = ("jax", "jaxlib", "optax", "flax", "numpy", "matplotlib", "sklearn")
 
 _RUN = """
 import sys
-from layca_optax.experiments._cli import main
+from layca_optax.experiments.cli import main
 
 for argv in {argvs!r}:
     try:

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 _COMMAND = """
 import gc, signal, sys, time
-from layca_optax.experiments._interrupt import run_interruptible
+from layca_optax.experiments.common.interrupt import run_interruptible
 
 armed = [True]
 

@@ -10,10 +10,15 @@ import numpy as np
 import pytest
 
 import layca_optax
-from layca_optax.experiments import _cli, _modular_stats as stats, modular
-from layca_optax.experiments._modular_train import steps_to
+from layca_optax.experiments import cli as _cli
 from layca_optax.experiments.data import modular_addition
 from layca_optax.experiments.models import Transformer
+from layca_optax.experiments.modular import (
+    run as modular_run,
+    settings as modular,
+    stats,
+)
+from layca_optax.experiments.modular.train import steps_to
 
 
 # ---------------------------------------------------------------- data
@@ -188,7 +193,7 @@ def test_speed_verdict_when_adamw_never_reaches_99():
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("modular")
-    return out, modular.run_modular(modular.QUICK, out, jobs=1)
+    return out, modular_run.run_modular(modular.QUICK, out, jobs=1)
 
 
 def test_quick_run_is_complete_and_json_ready(quick):
@@ -244,7 +249,7 @@ def test_selection_uses_validation_not_test(quick):
     ):
         for run in entry["runs"]:
             run["final_val"], run["final_test"] = val, test
-    block = modular.summarize(entries)
+    block = stats.summarize(entries)
     assert block["families"]["adamw"]["best"]["label"] == entries[0]["label"]
     assert block["claims"] == []  # AdamW alone: nothing to compare
 

@@ -8,6 +8,11 @@ pytest.importorskip("mnist1d")
 
 import layca_optax.experiments as experiments  # noqa: E402
 from layca_optax.experiments import data, models, training  # noqa: E402
+from layca_optax.experiments.demo import (  # noqa: E402
+    settings as demo_settings,
+    sharded,
+)
+from layca_optax.experiments.reproduce import run as reproduce_run  # noqa: E402
 
 
 def test_every_public_name_loads_from_its_home():
@@ -22,8 +27,10 @@ def test_every_public_name_loads_from_its_home():
 
 
 def test_submodules_are_attributes_and_unknown_names_fail():
-    assert experiments.mnist1d.OPTIMIZERS == experiments.OPTIMIZERS
-    assert callable(experiments.reproduce.run_reproduce)
-    assert callable(experiments.sharded.train)
+    for study in ("demo", "reproduce", "modular"):
+        assert getattr(experiments, study).__name__.endswith(study)
+    assert demo_settings.OPTIMIZERS == experiments.OPTIMIZERS
+    assert callable(reproduce_run.run_reproduce)
+    assert callable(sharded.train)
     with pytest.raises(AttributeError, match="no_such_name"):
         experiments.no_such_name  # noqa: B018

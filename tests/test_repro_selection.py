@@ -12,16 +12,19 @@ pytest.importorskip("flax")
 pytest.importorskip("mnist1d")
 pytest.importorskip("sklearn")
 
-from layca_optax.experiments import _claims, _repro_report, _settings, _tasks  # noqa: E402
 from layca_optax.experiments.data import (  # noqa: E402
     DatasetError,
     load_mnist1d,
+    load_mnist1d_test2,
     make_dataset,
-)
-from layca_optax.experiments.data._dataset import (  # noqa: E402
     stratified_validation_split,
 )
-from layca_optax.experiments.data._mnist1d import load_mnist1d_test2  # noqa: E402
+from layca_optax.experiments.reproduce import (  # noqa: E402
+    report as _repro_report,
+    settings as _settings,
+    stats as _claims,
+    tasks as _tasks,
+)
 
 
 def _ids(n, classes, seed=0):

@@ -17,20 +17,23 @@ pytest.importorskip("tqdm")
 
 import layca_optax  # noqa: E402
 import layca_optax.experiments  # noqa: E402
-from layca_optax.experiments import (  # noqa: E402
-    _claims,
-    _cli,
-    _runner,
-    _settings,
-    _tasks,
-    reproduce,
+from layca_optax.experiments import cli as _cli  # noqa: E402
+from layca_optax.experiments.common import limits  # noqa: E402
+from layca_optax.experiments.reproduce import (  # noqa: E402
+    run as reproduce,
+    settings as _settings,
+    stats as _claims,
+    tasks as _tasks,
+    train as _runner,
 )
-from layca_optax.experiments._experiments import (  # noqa: E402
+from layca_optax.experiments.reproduce.experiments import (  # noqa: E402
     LAYCA_DEFAULT,
-    Optimizer,
     experiments,
 )
-from layca_optax.experiments._repro_figures import FIGURES  # noqa: E402
+from layca_optax.experiments.reproduce.figures import FIGURES  # noqa: E402
+from layca_optax.experiments.reproduce.optimizers import (  # noqa: E402
+    Optimizer,
+)
 from tests.test_datasets import (  # noqa: E402
     write_cifar10,
     write_cifar100,
@@ -298,7 +301,7 @@ def test_cli_reproduce_defaults_are_the_settings(monkeypatch, tmp_path):
     monkeypatch.delenv("LAYCA_DATA_DIR", raising=False)
     settings, kwargs = _reproduce_call([], monkeypatch, tmp_path)
     assert settings == _settings.DEFAULT
-    assert kwargs["jobs"] == _settings.default_jobs()
+    assert kwargs["jobs"] == limits.default_jobs()
     settings, _ = _reproduce_call(["--quick"], monkeypatch, tmp_path)
     assert settings == _settings.QUICK
     argv = ["--seeds", "2", "--seed", "5", "--scale", "0.5"]

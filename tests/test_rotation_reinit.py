@@ -9,7 +9,7 @@ import pytest
 
 stats = pytest.importorskip("scipy.stats")
 
-from layca_optax.experiments import _rotation_reinit as rr  # noqa: E402
+from layca_optax.experiments.reproduce import rank_tests as rr  # noqa: E402
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -487,7 +487,8 @@ def test_sharded_example_matches_one_device():
     """The example (data parallel + FSDP over all 8 devices) follows the
     single-device loss curve step by step (a smaller CNN, a few steps, and
     MNIST-1D-shaped random data, to keep it fast)."""
-    from layca_optax.experiments import CNN, Dataset, sharded
+    from layca_optax.experiments import CNN, Dataset
+    from layca_optax.experiments.demo import sharded
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1088, 40, 1)).astype(np.float32)

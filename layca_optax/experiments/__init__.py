@@ -1,12 +1,17 @@
-"""The experiment application behind ``layca-optax demo/reproduce/report``.
+"""The experiment application behind ``layca-optax demo/reproduce/report/
+modular``.
 
 It needs the ``examples`` extra (``pip install '.[examples]'`` in a clone).
 
-:mod:`layca_optax.experiments.mnist1d` trains a small CNN on MNIST-1D with
-Layca, tuned SGD (with and without weight decay), Adam and Adam + Layca and
-plots the layer-rotation curves (``layca-optax demo``);
-:mod:`layca_optax.experiments.reproduce` checks the paper's findings with
-several seeds (``layca-optax reproduce``). The data loaders
+Each study is a folder with the same few modules (``settings`` without
+JAX, ``command`` its options, ``train``, ``stats``, ``figures``,
+``report``, ``run`` and ``main`` the command): :mod:`~.demo` trains a
+small CNN on MNIST-1D with Layca, tuned SGD (with and without weight
+decay), Adam and Adam + Layca and plots the layer-rotation curves
+(``layca-optax demo``); :mod:`~.reproduce` checks the paper's findings
+with several seeds (``layca-optax reproduce``); :mod:`~.modular` compares
+rotation control with tuned weight decay on modular arithmetic
+(``layca-optax modular``). The data loaders
 (:mod:`~layca_optax.experiments.data`) read MNIST-1D (generated),
 scikit-learn's digits (bundled), and MNIST and CIFAR-10/100 from local
 files; :class:`C10CNN1`, :class:`ResNet32` and :class:`MLP` are the paper's
@@ -24,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 
 if TYPE_CHECKING:
-    from layca_optax.experiments._report import format_report
     from layca_optax.experiments.data import (
         Dataset,
         DatasetError,
@@ -35,12 +39,13 @@ if TYPE_CHECKING:
         take_per_class,
         validation_split,
     )
-    from layca_optax.experiments.mnist1d import (
+    from layca_optax.experiments.demo.report import format_report
+    from layca_optax.experiments.demo.run import run_demo
+    from layca_optax.experiments.demo.settings import (
         DEFAULT_EPOCHS,
         OPTIMIZERS,
-        optimizers,
-        run_demo,
     )
+    from layca_optax.experiments.demo.train import optimizers
     from layca_optax.experiments.models import (
         C10CNN1,
         CNN,
@@ -69,9 +74,11 @@ _HOMES = {
         "take_per_class",
         "validation_split",
     ),
-    "mnist1d": ("DEFAULT_EPOCHS", "OPTIMIZERS", "optimizers", "run_demo"),
+    "demo.settings": ("DEFAULT_EPOCHS", "OPTIMIZERS"),
+    "demo.train": ("optimizers",),
+    "demo.run": ("run_demo",),
+    "demo.report": ("format_report",),
     "models": ("CNN", "C10CNN1", "MLP", "ResNet32", "conv1d_as_matmul"),
-    "_report": ("format_report",),
     "training": (
         "SweepResult",
         "TrainResult",
@@ -82,7 +89,7 @@ _HOMES = {
     ),
 }
 _HOME = {name: module for module, names in _HOMES.items() for name in names}
-_SUBMODULES = ("data", "mnist1d", "models", "reproduce", "sharded", "training")
+_SUBMODULES = ("data", "demo", "models", "modular", "reproduce", "training")
 
 __all__ = (
     "CNN",

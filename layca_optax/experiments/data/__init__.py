@@ -9,11 +9,18 @@ from layca_optax.experiments.data._dataset import (
     DatasetError,
     make_dataset,
     resolve_data_dir,
+    stratified_validation_split,
     take_per_class,
     validation_split,
 )
 from layca_optax.experiments.data._mnist import load_digits, load_mnist
-from layca_optax.experiments.data._mnist1d import DATA_SEED, load_mnist1d
+from layca_optax.experiments.data._mnist1d import (
+    DATA_SEED,
+    TEST2_SEED,
+    TEST2_SIZE,
+    load_mnist1d,
+    load_mnist1d_test2,
+)
 from layca_optax.experiments.data._modular import (
     ModularData as ModularData,
     modular_addition as modular_addition,
@@ -23,15 +30,19 @@ from layca_optax.experiments.data._modular import (
 __all__ = (
     "DATA_SEED",
     "ENV_VAR",
+    "TEST2_SEED",
+    "TEST2_SIZE",
     "Dataset",
     "DatasetError",
     "load_cifar",
     "load_digits",
     "load_mnist",
     "load_mnist1d",
+    "load_mnist1d_test2",
     "make_dataset",
     "resolve_data_dir",
     "safe_unpickle",
+    "stratified_validation_split",
     "take_per_class",
     "validation_split",
 )

@@ -19,7 +19,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from layca_optax import _checks as checks
+from layca_optax.experiments.common.caller import public
 from layca_optax.experiments.data import _cifar_binary as binary
 from layca_optax.experiments.data._cifar_files import files, present
 from layca_optax.experiments.data._cifar_pickle import read_pickle
@@ -189,7 +189,7 @@ def _batch(
     return data, np.array(labels, np.int64)
 
 
-@checks.public
+@public
 def load_cifar(
     data_dir: str | os.PathLike[str] | None = None,
     num_classes: int = 10,

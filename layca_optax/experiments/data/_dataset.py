@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from layca_optax import _checks as checks
+from layca_optax.experiments.common.caller import caller, public
 
 
 ENV_VAR = "LAYCA_DATA_DIR"
@@ -75,7 +75,7 @@ def make_dataset(
     return Dataset(x, y, x_test, y_test, name, num_classes)
 
 
-@checks.public
+@public
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The data folder: ``data_dir`` if given, else ``$LAYCA_DATA_DIR``.
 
@@ -94,14 +94,12 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
         data_dir = os.environ.get(ENV_VAR) or None
         if data_dir is None:
             raise DatasetError(
-                f"{checks.caller()}: no data directory: pass data_dir "
+                f"{caller()}: no data directory: pass data_dir "
                 f"(--data-dir) or set {ENV_VAR}; nothing is downloaded"
             )
     path = Path(data_dir).expanduser()
     if not path.is_dir():
-        raise DatasetError(
-            f"{checks.caller()}: data_dir {str(path)!r} is no folder"
-        )
+        raise DatasetError(f"{caller()}: data_dir {str(path)!r} is no folder")
     return path
 
 
@@ -122,9 +120,7 @@ def open_file(path: Path) -> Iterator[io.BufferedIOBase]:
             else:
                 yield raw
     except (OSError, EOFError, zlib.error) as err:
-        raise DatasetError(
-            f"{checks.caller()}: cannot read {path}: {err}"
-        ) from err
+        raise DatasetError(f"{caller()}: cannot read {path}: {err}") from err
 
 
 def too_large(where: str, size: str, what: str, limit: int) -> str:
@@ -150,7 +146,7 @@ def read_file(path: Path, limit: int, what: str) -> bytes:
     """
 
     def fail(size: str) -> DatasetError:
-        where = f"{checks.caller()}: {path}"
+        where = f"{caller()}: {path}"
         return DatasetError(too_large(where, size, what, limit))
 
     gz = path.suffix == ".gz"

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from layca_optax import _checks as checks
+from layca_optax.experiments.common.caller import public
 from layca_optax.experiments.data._dataset import (
     Dataset,
     DatasetError,
@@ -92,7 +92,7 @@ def _find(root: Path, name: str, folders: tuple[str, ...]) -> Path | None:
     return None
 
 
-@checks.public
+@public
 def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> Dataset:
     """MNIST from its four IDX files in ``data_dir`` (or ``$LAYCA_DATA_DIR``).
 

@@ -12,6 +12,7 @@ from layca_optax.experiments.training._schedule import (
 )
 from layca_optax.experiments.training._step import (
     accuracy,
+    call_cached,
     init_fn,
     loss_and_stats,
     predict,
@@ -27,6 +28,7 @@ __all__ = (
     "SweepResult",
     "TrainResult",
     "accuracy",
+    "call_cached",
     "init_fn",
     "loss_and_stats",
     "predict",

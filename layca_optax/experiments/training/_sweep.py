@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from layca_optax import _checks as checks
+from layca_optax.experiments.common.caller import arg, caller, calling
 from layca_optax.experiments.data import Dataset
 from layca_optax.experiments.models import CNN
 from layca_optax.experiments.training._compiled import (
@@ -41,10 +41,10 @@ def _check(data: Dataset, epochs: int, batch_size: int) -> None:
     """``ValueError`` naming the function called unless ``epochs >= 1``
     and ``data`` holds one batch."""
     if epochs < 1:
-        raise ValueError(f"{checks.arg('epochs')} must be >= 1, got {epochs}.")
+        raise ValueError(f"{arg('epochs')} must be >= 1, got {epochs}.")
     if steps_per_epoch(len(data.x_train), batch_size) < 1:
         raise ValueError(
-            f"`{checks.caller()}`: {len(data.x_train)} samples make no batch "
+            f"`{caller()}`: {len(data.x_train)} samples make no batch "
             f"of {batch_size}."
         )
 
@@ -102,12 +102,12 @@ def train_sweep(
       A :class:`SweepResult`.
     """
     hparams = dict(hparams or {})
-    with checks.calling("train_sweep"):  # the checks only: not the run
+    with calling("train_sweep"):  # the checks only: not the run
         _check(data, epochs, batch_size)
         for name, values in hparams.items():
             if len(values) != len(seeds):
                 raise ValueError(
-                    f"`{checks.caller()}`: hparams[{name!r}] has "
+                    f"`{caller()}`: hparams[{name!r}] has "
                     f"{len(values)} values for {len(seeds)} seeds."
                 )
     model = CNN() if model is None else model
@@ -237,7 +237,7 @@ def train(
     Returns:
       A :class:`TrainResult`.
     """
-    with checks.calling("train"):  # the checks only: not the run
+    with calling("train"):  # the checks only: not the run
         _check(data, epochs, batch_size)
     sweep = train_sweep(
         _Given(optimizer),
