@@ -5,76 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import optax
 
-from layca_optax import (
-    _axes as ax,
-    _checks as checks,
-    _rounding as rnd,
-    _sums as sm,
-)
+from layca_optax import _axes as ax, _checks as checks
 from layca_optax._axes import Axis
+from layca_optax._chain import layca_chain
 from layca_optax._direction import checked_base
-from layca_optax._layca import ScaleByLaycaState, scale_by_layca
+from layca_optax._layca import scale_by_layca
 from layca_optax._masks import KeyPathLike
 from layca_optax._multipliers import (
     Multipliers,
     check_multipliers,
     ordered_depth_multipliers,
     product,
-    scale_by_layer_multipliers,
 )
-from layca_optax._normalization import normalize_to_param_norm
 from layca_optax._partition import (
     check_partition_args,
     partition_layers,
     warn_zero_layers,
 )
-from layca_optax._projection import project_to_tangent
-from layca_optax._reprojection import reproject_to_sphere
-
-
-def _widened() -> optax.GradientTransformation:
-    """The chain's updates in at least float32 (the fused step computes in
-    it too): in float16 its intermediate values (the direction times the
-    rate, the step before reprojection) overflow for ordinary inputs."""
-    return optax.stateless(
-        lambda u, _: jax.tree.map(
-            lambda x: x.astype(sm.reduction_dtype(x.dtype)), u
-        )
-    )
-
-
-def _rounded_leaf(axes, u, w, key):
-    """One leaf of :func:`_in_param_dtype`."""
-    if key is None:
-        return u.astype(w.dtype)
-    return rnd.rounded_update(axes, w.astype(u.dtype) + u, w, key)
-
-
-def _in_param_dtype(axis: Axis = None) -> optax.GradientTransformation:
-    """The update in the params' dtype, as the fused step returns it: for
-    bfloat16 and float16 params, ``round(w + u) - w`` with the new weights
-    rounded stochastically per layer (``axis``), with the fused step's
-    keys (its state counts the steps, as :class:`ScaleByLaycaState` does);
-    float32 and float64 updates are cast as before."""
-
-    warned: list[bool] = []
-
-    def init_fn(params):
-        rnd.warn_drift(params, axis, warned)
-        return ScaleByLaycaState(count=jnp.zeros([], jnp.int32))
-
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise checks.no_params_error()
-        keys = rnd.leaf_keys(state.count, updates, params)
-        new = sm.map_layers(_rounded_leaf, axis, updates, params, keys)
-        count = optax.safe_increment(state.count)
-        return new, ScaleByLaycaState(count)
-
-    return optax.GradientTransformation(init_fn, update_fn)
 
 
 @checks.public
@@ -99,7 +48,8 @@ def layca(
     :math:`\eta_l = \rho(t)\, m_l` (``learning_rate`` times the layer's
     multiplier), and keeps its norm: to float32 rounding for float32
     layers whose direction is not within a few degrees of the weights
-    (the fused step's error grows as ``2 eps / sin^2`` of that angle;
+    (the fused step's error in the turn grows as ``2 eps / sin^2`` of that
+    angle, and in the norm as ``lr^2 / (1 + lr^2)`` times that;
     ``fused=False`` stays exact), and in expectation for bfloat16 and
     float16 layers, whose new weights are rounded stochastically (their
     norm walks by about ``0.52 * 2^-p / sqrt(n)`` per step; see
@@ -159,6 +109,8 @@ def layca(
     Args:
       learning_rate: :math:`\rho(t)`, a non-negative float or an optax
         schedule. Each step turns a layer by ``arctan(learning_rate * m_l)``.
+        A schedule's negative values make no update and a NaN or infinite
+        value a NaN update, on both paths.
       base: the transformation giving the direction, without learning rate
         and without sign flip (``optax.trace(0.9)``, ``optax.scale_by_adam()``,
         ``optax.scale_by_rms()``, ``optax.scale_by_rss()``,
@@ -197,7 +149,12 @@ def layca(
       fused: True (default): after ``base``, one :func:`scale_by_layca`
         (one reduction and one elementwise pass per layer, the fast path).
         False: the chain of primitives described above. Both give the same
-        updates to float32 rounding (tested to 1e-6 relative).
+        updates to float32 rounding (tested to 1e-6 relative), within the
+        chain's range: its intermediate values carry the rate
+        (``eta_l d`` and ``w - eta_l s``), so a layer whose entries times
+        ``max(1, eta_l)`` leave float32's sums (root-mean-square
+        ``1.8e19 / sqrt(n)``) gets a NaN update where the fused step is
+        exact.
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs`; its ``update`` needs
@@ -273,17 +230,6 @@ def layca(
         layer_tx = optax.chain(direction, step)
     else:
         layer_tx = optax.chain(
-            direction,
-            _widened(),
-            # The authors' "step": the direction scaled by eta_l, which the
-            # zero-step threshold of the normalization compares with eps.
-            scale_by_layer_multipliers(factors),
-            optax.scale_by_learning_rate(learning_rate, flip_sign=False),
-            project_to_tangent(axis=axis),
-            normalize_to_param_norm(axis=axis, eps=eps),
-            scale_by_layer_multipliers(factors),
-            optax.scale_by_learning_rate(learning_rate),
-            reproject_to_sphere(axis=axis),
-            _in_param_dtype(axis),
+            direction, layca_chain(learning_rate, factors, axis=axis, eps=eps)
         )
     return partition_layers(warn_zero_layers(layer_tx, axis), other, mask)

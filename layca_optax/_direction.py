@@ -28,6 +28,7 @@ inside ``update``; :func:`muon_dimension_numbers` gives them.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
@@ -128,14 +129,62 @@ def check_direction(base: Any, params: Any) -> None:
         )
 
 
+# A small float16 gradient entry: optax's Adam and RMSProp square it (times
+# 1 - b2 or 1 - decay) below float16's range, and their default eps=1e-8 is
+# 0 in float16.
+_SMALL_FLOAT16_GRAD = 1e-4
+
+
+def warn_float16_direction(base: Any, params: Any) -> None:
+    """Warns, with the fix, when ``base`` gives a non-finite direction for
+    a float16 layer whose gradient entries are 1e-4 (two probe updates on
+    a stand-in layer, as :func:`check_direction`): optax's ``scale_by_adam``
+    and ``scale_by_rms`` with their default ``eps=1e-8`` (0 in float16)
+    return ``inf``/NaN for any entry below about 8e-3 (Adam) or 8e-4
+    (RMSProp), which makes the layer's Layca update NaN."""
+    leaf = next(
+        (x for x in jax.tree.leaves(params) if jnp.result_type(x) == "float16"),
+        None,
+    )
+    if leaf is None:
+        return
+    try:
+        with jax.ensure_compile_time_eval():
+            w = _stand_in(leaf, 1.0)
+            g = _stand_in(leaf, _SMALL_FLOAT16_GRAD)
+            state = base.init(w)
+            finite = True
+            for _ in range(2):
+                u, state = base.update(g, state, w)
+                finite &= all(
+                    bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(u)
+                )
+    except Exception:  # noqa: BLE001 (a stand-in the base cannot take)
+        return
+    if not finite:
+        warnings.warn(
+            f"{checks.arg('base')} returns a non-finite direction for float16 "
+            f"layers with gradient entries of {_SMALL_FLOAT16_GRAD:g}, so "
+            "their Layca update would be NaN: Adam's and RMSProp's default "
+            "eps=1e-8 is 0 in float16, and their squared gradients fall "
+            "below float16's range for entries under about 8e-3 (Adam) or "
+            "8e-4 (RMSProp). "
+            "Pass eps=1e-6 (e.g. optax.scale_by_adam(eps=1e-6)), or keep "
+            "float32 params (master weights).",
+            stacklevel=3,
+        )
+
+
 def checked_base(
     base: optax.GradientTransformation,
 ) -> optax.GradientTransformationExtraArgs:
-    """``base`` whose ``init`` first runs :func:`check_direction`."""
+    """``base`` whose ``init`` first runs :func:`check_direction` and
+    :func:`warn_float16_direction`."""
     wrapped = optax.with_extra_args_support(base)
 
     def init_fn(params):
         check_direction(base, params)
+        warn_float16_direction(base, params)
         return wrapped.init(params)
 
     return optax.GradientTransformationExtraArgs(init_fn, wrapped.update)

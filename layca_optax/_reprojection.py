@@ -12,10 +12,14 @@ from layca_optax._axes import Axis
 
 def _coefficients(vv, ww, uu, wu) -> tuple:
     """``(c_w, c_u)`` with ``u' = c_w w + c_u u``, per layer: ``r - 1`` and
-    ``r`` for ``r = ||w|| / ||w + u||``, or 0 and 0 when ``w + u = 0`` or
-    ``u = 0`` (then exactly no update: ``||w + u||`` and ``||w||``, summed in
-    different fusions, may differ in the last bit), -1 and 0 for a zero
-    layer.
+    ``r`` for ``r = ||w|| / ||w + u||``, or 0 and 0 when ``w + u = 0``, -1
+    and 0 for a zero layer. ``u = 0`` gives ``g = 0``, so ``-0`` and 1:
+    exactly no update (``||w + u||`` and ``||w||``, summed in different
+    fusions, may differ in the last bit, which ``g`` never sees). An
+    update whose squares underflow (``<u, u> = 0``, entries below about
+    1e-19 in float32: a turn by 1e-6 of a layer of entries 1e-15) is
+    still applied, to first order (the norm's change, ``<u, u> / 2``, is
+    below the rounding of ``w + u``); it used to be dropped.
 
     ``r^2 = 1 / (1 + g)`` with ``g = (2 <w, u> + <u, u>) / <w, w>`` (the
     update's size relative to the layer): the rounding of ``<w, w>`` enters
@@ -26,7 +30,7 @@ def _coefficients(vv, ww, uu, wu) -> tuple:
     than ``w`` (``1 + g < 1/2``: ``g`` cancels) or much longer (``g >= 3``,
     where ``g`` could overflow), ``<w + u, w + u>`` is used.
     """
-    moved = (vv > 0) & (uu > 0)
+    moved = vv > 0
     ok = moved & (ww > 0)  # roots of 1 elsewhere: finite gradients
     nan = sm.nan_if_nonfinite(vv, ww, uu, wu)
     g = (2 * wu + uu) / sm.where(ok, ww, 1)

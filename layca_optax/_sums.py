@@ -103,11 +103,14 @@ def ratio(num: jax.Array, den: jax.Array) -> jax.Array:
 def nan_if_nonfinite(*sums: jax.Array) -> jax.Array:
     """0 where the sums are finite, NaN where one is not (a non-finite
     entry, or a sum beyond the dtype's range): added to a coefficient, it
-    makes that layer's result NaN, in two operations."""
-    total = sums[0]
+    makes that layer's result NaN. Each sum is multiplied by 0 before they
+    are added (``inf * 0`` is NaN, a finite sum gives 0): adding the sums
+    first overflowed for finite sums near the top of the range (``<w, w> +
+    <d, d>`` at norms of 1.5e19 in float32)."""
+    total = sums[0] * 0
     for s in sums[1:]:
-        total = total + s
-    return total * 0
+        total = total + s * 0
+    return total
 
 
 @ft.partial(jax.jit, static_argnums=(0, 1, 2))

@@ -20,7 +20,9 @@ import pytest
 CATEGORIES = {
     "numerics": (
         "test_fuzz.py",
+        "test_fuzz_edges.py",
         "test_numeric_range.py",
+        "test_stated_range.py",
         "test_nonfinite.py",
         "test_mixed_precision.py",
         "test_zero_init.py",
@@ -38,6 +40,7 @@ CATEGORIES = {
         "test_hostile_files.py",
         "test_datasets.py",
         "test_cifar_safety.py",
+        "test_bounded_loaders.py",
     ),
     "command line": ("test_cli_hostile.py",),
     "signals": (

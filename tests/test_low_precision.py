@@ -18,8 +18,8 @@ import pytest
 
 import layca_optax
 from layca_optax import _rounding as rnd, _sums as sm
-from layca_optax._alias import _widened
-from layca_optax._layca import layca_coefficients, rate_terms
+from layca_optax._chain import _widened
+from layca_optax._layca import layca_coefficients, layca_update, rate_terms
 from tests.lowprec import DRIFT, LOW, _norm, stored
 
 
@@ -104,8 +104,8 @@ def _old_leaf(axes, d, w, terms):
     dtype = sm.reduction_dtype(jnp.result_type(d, w))
     wf, df = w.astype(dtype), d.astype(dtype)
     sums = sm.layer_sums(axes, ww=(wf, wf), dw=(df, wf), dd=(df, df))
-    a_w, a_d = layca_coefficients(**sums, terms=terms)
-    return (a_w * wf + a_d * df).astype(w.dtype)
+    coefficients = layca_coefficients(**sums, terms=terms)
+    return layca_update(coefficients, wf, df).astype(w.dtype)
 
 
 def _old_chain(lr):

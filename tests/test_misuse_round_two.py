@@ -2,7 +2,9 @@
 (issue 24, part 5): each now a ``ValueError`` naming the function called,
 the argument and what was expected."""
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -109,3 +111,67 @@ def test_a_mask_that_changes_between_init_and_update():
     phase["init"] = False
     with pytest.raises(ValueError, match=r"same tree at init and at each"):
         tx.update(params, state, params)
+
+
+def _reinit_fields(**changes):
+    fields = {
+        "paths": ("a", "b"),
+        "checkpoint_labels": ("init", "final"),
+        "baseline": 0.9,
+        "reinit": np.array([[0.5, 0.9], [0.9, 0.9]]),
+        "rerandom": np.zeros((2, 1)),
+    }
+    return fields | changes
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"paths": "ab"}, r"ReinitResult\(paths=\.\.\.\)` must be a sequence"),
+        ({"paths": ("a", 1)}, r"paths=.*sequence of str"),
+        ({"paths": ("a", "a")}, r"paths=.*distinct"),
+        ({"checkpoint_labels": ()}, r"checkpoint_labels=.*at least one"),
+        ({"baseline": "0.9"}, r"baseline=.*a real number"),
+        ({"baseline": True}, r"baseline=.*a real number"),
+        ({"reinit": np.zeros((2, 3))}, r"reinit=.*shape \(2, 3\).*\[2, 2\]"),
+        ({"reinit": np.zeros(4)}, r"reinit=.*2-D array"),
+        ({"reinit": np.full((2, 2), "x")}, r"reinit=.*real numbers"),
+        ({"rerandom": np.zeros((3, 1))}, r"rerandom=.*\[2, draws\]"),
+        ({"tolerance": -0.1}, r"tolerance=.*non-negative"),
+        ({"tolerance": float("nan")}, r"tolerance=.*finite"),
+        ({"higher_is_better": 1}, r"higher_is_better=.*a bool"),
+    ],
+)
+def test_reinit_result_checks_its_fields(change, match):
+    with pytest.raises(ValueError, match=match):
+        layca_optax.ReinitResult(**_reinit_fields(**change))
+
+
+def test_reinit_result_normalizes_its_fields():
+    r = layca_optax.ReinitResult(
+        **_reinit_fields(paths=["a", "b"], reinit=[[1, 0], [0, 1]])
+    )
+    assert r.paths == ("a", "b") and r.reinit.dtype == np.float64
+
+
+@pytest.mark.parametrize("reference", ["exact", "bfloat16"])
+def test_tracked_reference_of_another_shape_is_refused(reference):
+    tx = layca_optax.track_rotation(reference=reference)
+    state = tx.init({"k": W})
+    other = {"k": jnp.ones((4, 3))}
+    with pytest.raises(ValueError, match=r"track_rotation.*holds \(3, 4\)"):
+        jax.jit(tx.update)(other, state, other)
+
+
+def test_tracked_sketch_of_another_size_reads_nan():
+    # A sketch has no shape to check at trace time: the layer's number of
+    # entries is stored with it, and a layer of another size reads NaN.
+    tx = layca_optax.track_rotation(reference="sketch")
+    state = tx.init({"k": W})
+    same, other = {"k": W * 2}, {"k": jnp.ones((5, 4))}
+    assert (
+        float(jax.jit(tx.update)(same, state, same)[1].cosine_distance["k"])
+        == 0
+    )
+    cos = jax.jit(tx.update)(other, state, other)[1].cosine_distance["k"]
+    assert jnp.isnan(cos)

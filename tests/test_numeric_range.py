@@ -161,14 +161,20 @@ def test_float16_adam_base_needs_an_eps_float16_holds(fused):
     """Found by ``make fuzz``: optax's default eps (1e-8) is 0 in float16,
     so Adam (``optax.adam`` alone as well) divides 0 by 0 for an all-zero
     float16 gradient. Layca passes that layer's NaN on, the other layers
-    untouched; with an eps float16 holds (1e-6) the layer is left as is."""
+    untouched; with an eps float16 holds (1e-6) the layer is left as is.
+    ``init`` warns, with that fix (tests/test_stated_range.py)."""
     w = {"a": jnp.ones((3, 2), jnp.float16), "b": jnp.ones((2, 2), jnp.float16)}
     g = {"a": jnp.zeros((3, 2), jnp.float16), "b": w["b"].at[0, 0].set(3.0)}
     plain, _ = optax.adam(0.1).update(g, optax.adam(0.1).init(w), w)
     assert bool(jnp.all(jnp.isnan(plain["a"])))  # optax's own behaviour
     for eps, finite in ((1e-8, False), (1e-6, True)):
         tx = layca_optax.layca(0.25, optax.scale_by_adam(eps=eps), fused=fused)
-        u, _ = jax.jit(tx.update)(g, tx.init(w), w)
+        if finite:
+            state = tx.init(w)
+        else:
+            with pytest.warns(UserWarning, match="non-finite direction"):
+                state = tx.init(w)
+        u, _ = jax.jit(tx.update)(g, state, w)
         assert bool(jnp.all(jnp.isfinite(u["b"])))
         if finite:
             assert not bool(jnp.any(u["a"]))  # a zero direction: no update

@@ -207,11 +207,12 @@ def check_collectives(hlo, params, axis):
         f"an all-reduce operand of {largest} values; a layer has at most "
         f"{max(counts)} norms: {found}"
     )
-    # Per step and norm: Layca's 3 sums or the chain's 7, 4 for the
-    # monitor, 3 for the metrics. The bound leaves room but grows with the
-    # norms only.
+    # Per step, norm and mesh axis reduced over: Layca's 3 sums or the
+    # chain's 7, 5 for the monitor's rate and 5 for its cosine distance, 5
+    # for the metrics (14 per mesh axis on the 2-D mesh: 28 per norm).
+    # The bound leaves room but grows with the norms only.
     total = sum(sum(s) for _, s in found)
-    assert total <= 32 * sum(counts), f"{total} values all-reduced per step"
+    assert total <= 40 * sum(counts), f"{total} values all-reduced per step"
     return len(found), total
 
 

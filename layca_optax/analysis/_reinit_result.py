@@ -9,12 +9,20 @@ from typing import Any
 import numpy as np
 
 from layca_optax import _checks as checks
+from layca_optax.analysis._reinit_checks import checked_fields
 from layca_optax.monitor._plots import matplotlib_parts
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ReinitResult:
     """What :func:`reinit_robustness` measured, one row per layer.
+
+    Each field is checked when the result is made (``ValueError`` naming
+    the field and the value): ``paths`` and ``checkpoint_labels`` distinct
+    str (stored as tuples), ``reinit`` a ``[len(paths),
+    len(checkpoint_labels)]`` and ``rerandom`` a ``[len(paths), draws]``
+    array of real numbers (stored as float64), ``baseline`` a real number,
+    ``tolerance`` a finite non-negative one, ``higher_is_better`` a bool.
 
     Attributes:
       paths: the probed layers' paths, in the order asked for.
@@ -60,6 +68,12 @@ class ReinitResult:
     rerandom: np.ndarray
     tolerance: float = 0.01
     higher_is_better: bool = True
+
+    def __post_init__(self) -> None:
+        """Checks the fields (``ValueError`` naming the field and the value)
+        and stores them normalized: tuples of str, float64 arrays."""
+        for name, value in checked_fields(self).items():
+            object.__setattr__(self, name, value)
 
     def drop(self) -> np.ndarray:
         """``[layers, checkpoints]``: how much worse than ``baseline`` each is.

@@ -18,46 +18,67 @@ from layca_optax import _sums as sm
 
 
 def metric_sums(
-    new: jax.Array, old: jax.Array, axes: tuple[int, ...], tan: bool = False
+    new: jax.Array, old: jax.Array, axes: tuple[int, ...]
 ) -> dict[str, jax.Array]:
-    """Per layer: ``oo = <old, old>``, ``dd = <d, d>``, ``nn = <new, new>``,
-    ``no = <new, old>`` (and with ``tan``: ``do = <d, old>``), with ``d =
-    new - old``, in at least float32, in one pass; scalars when a layer is
-    the whole leaf (see :func:`_sums.layer_sums`)."""
+    """Per layer: ``oo = <old, old>``, ``do = <d, old>``, ``dd = <d, d>``,
+    ``nn = <new, new>`` and ``no = <new, old>``, with ``d = new - old``, in
+    at least float32, in one pass; scalars when a layer is the whole leaf
+    (see :func:`_sums.layer_sums`)."""
     dtype = sm.reduction_dtype(jnp.result_type(new, old))
     a, b = jnp.asarray(new).astype(dtype), jnp.asarray(old).astype(dtype)
     d = a - b
-    pairs = {"oo": (b, b), "dd": (d, d), "nn": (a, a), "no": (a, b)}
-    if tan:
-        pairs["do"] = (d, b)
-    return sm.layer_sums(axes, **pairs)
+    return sm.layer_sums(
+        axes, oo=(b, b), do=(d, b), dd=(d, d), nn=(a, a), no=(a, b)
+    )
 
 
-def cosine_from_sums(oo, dd, nn, no):
+def _along_across(oo, do, dd, nn, no) -> tuple[Any, Any]:
+    """The lengths of ``new``'s parts along ``old`` (``<new, old> /
+    ||old||``, signed) and across it, from :func:`metric_sums`.
+
+    The part across is computed from ``d`` or from ``new``, whichever is
+    smaller, so that it is relative to the smaller one's rounding: ``d``
+    when ``new`` is near ``old`` (``||d||^2 - <d, old>^2 / ||old||^2`` keeps
+    its accuracy when the norm changes too: the rounding is that of
+    ``<d, d>``, not of the norms), ``new`` when it is much smaller than
+    ``old``.
+    """
+    along = sm.ratio(no, jnp.sqrt(oo))
+    from_d = dd - sm.ratio(do, oo) * do
+    from_new = nn - sm.ratio(no, oo) * no
+    across2 = jnp.maximum(sm.where(dd <= nn, from_d, from_new), 0)
+    return along, jnp.sqrt(across2)
+
+
+def cosine_from_sums(oo, do, dd, nn, no):
     """1 - cos of the angle between ``old`` and ``new`` from the sums of
     :func:`metric_sums`; NaN for non-finite sums.
 
-    Two formulas, each exact where the other cancels: ``(||d||^2 - (||new||
-    - ||old||)^2) / (2 ||new|| ||old||)`` for small angles between layers of
-    similar norms, ``1 - <new, old> / (||new|| ||old||)`` elsewhere (norms
-    far apart, large angles). Per layer, the one with the smaller rounding
-    bound is used: the first loses ``eps (||d||^2 + gap^2) / den``, the
-    second ``eps``.
+    Below 45 degrees, from the tangent ``t`` of the angle (the parts of
+    ``new`` across and along ``old``, :func:`_along_across`): ``t^2 / (s (1
+    + s))`` with ``s = sqrt(1 + t^2)``, without cancellation, so that a
+    small turn reads right also when the norm changes (a 1e-4 rad turn with
+    1% norm growth read 27% off from ``||d||^2 - (||new|| - ||old||)^2``).
+    The relative error is about ``eps (1 + (g / theta)^2)`` for a relative
+    norm change ``g`` and an angle ``theta``. At 45 degrees and beyond,
+    ``1 - <new, old> / (||new|| ||old||)``, exact to ``eps`` absolute.
     """
-    na, nb = jnp.sqrt(nn), jnp.sqrt(oo)
-    gap = na - nb
-    den = (na * nb) * 2
-    both = den > 0
-    safe = sm.where(both, den, 1)
-    by_gap = (dd - gap * gap) / safe
-    by_dot = 1 - (no * 2) / safe
-    dist = sm.where(dd + gap * gap < den, by_gap, by_dot)
+    along, across = _along_across(oo, do, dd, nn, no)
+    both = (oo > 0) & (nn > 0)
+    small = both & (along > 0) & (across < along)
+    t = across / sm.where(small, along, 1)
+    s = jnp.sqrt(1 + t * t)
+    by_tan = (t * t) / (s * (1 + s))
+    # ||new|| ||old|| as a product of roots: their product's square, or
+    # twice it, leaves float32 near the top of the range.
+    den = sm.where(both, jnp.sqrt(nn) * jnp.sqrt(oo), 1)
+    by_dot = 1 - no / den
+    dist = sm.where(small, by_tan, by_dot)
     # Degenerate: 0 when both are zero, 1 when only one is.
-    total = nn + oo
-    one = (total > 0).astype(dist.dtype)
+    one = ((oo > 0) | (nn > 0)).astype(dist.dtype)
     lo, hi = (np.asarray(x, dist.dtype) for x in (0, 2))
     out = jax.lax.clamp(lo, sm.where(both, dist, one), hi)
-    return out + (total + dd + no) * 0  # NaN for a non-finite sum
+    return out + sm.nan_if_nonfinite(oo, do, dd, nn, no)
 
 
 def tan_from_sums(oo, do, dd, nn, no):
@@ -65,18 +86,12 @@ def tan_from_sums(oo, do, dd, nn, no):
 
     Takes ``||old||^2, <d, old>, ||d||^2, ||new||^2, <new, old>``; 0 when
     either norm is 0, ``inf`` at 90 degrees, negative beyond, NaN for
-    non-finite sums. ``new``'s part along ``old`` is ``<new, old> /
-    ||old||``; its part across is computed from ``d`` or from ``new``,
-    whichever is smaller (the other cancels: ``d`` when ``new`` is much
-    smaller than ``old``, ``new`` when it is nearly parallel to ``old``).
+    non-finite sums. See :func:`_along_across`.
     """
-    along = sm.ratio(no, jnp.sqrt(oo))
-    from_d = dd - sm.ratio(do, oo) * do
-    from_new = nn - sm.ratio(no, oo) * no
-    across = jnp.sqrt(jnp.maximum(sm.where(dd <= nn, from_d, from_new), 0))
+    along, across = _along_across(oo, do, dd, nn, no)
     tan = sm.where(along == 0, jnp.inf, sm.ratio(across, along))
     out = sm.where((oo > 0) & (nn > 0), tan, 0.0)
-    return out + sm.nan_if_nonfinite(oo, dd, nn, no)
+    return out + sm.nan_if_nonfinite(oo, do, dd, nn, no)
 
 
 def tangent_parts(bb, db, dd) -> tuple[Any, Any, Any]:
@@ -100,8 +115,7 @@ def cosine_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
 
 def tan_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
     """The tangent of the angle each layer (slice) of one leaf turned."""
-    sums = metric_sums(new, old, axes, tan=True)
-    return drop_reduced(tan_from_sums(**sums), axes)
+    return drop_reduced(tan_from_sums(**metric_sums(new, old, axes)), axes)
 
 
 def update_sums(

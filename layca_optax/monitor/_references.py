@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from layca_optax import _checks as checks, _sums as sm
@@ -47,7 +48,8 @@ class Reference(NamedTuple):
         if self.kind is None:
             return EMPTY
         if self.kind == "sketch":
-            return sketch(w, seed, self.sketch_dim)
+            stored = sketch(w, seed, self.sketch_dim)
+            return jnp.concatenate([stored, size_words(w, stored.dtype)])
         dtype = jnp.bfloat16 if self.kind == "bfloat16" else w.dtype
         return jnp.array(w, dtype, copy=True)
 
@@ -56,9 +58,18 @@ class Reference(NamedTuple):
     ) -> jax.Array:
         """The cosine distance of the updated layer ``new`` to ``ref``, per
         layer of ``axes`` (kept dims, as :func:`_sums.layer_sums`)."""
-        if self.kind == "sketch":  # one vector, whatever the layer's shape
-            new, axes = sketch(new, seed, self.sketch_dim), (0,)
-        return cosine_from_sums(**metric_sums(new, ref, axes))
+        if self.kind != "sketch":
+            return cosine_from_sums(**metric_sums(new, ref, axes))
+        # One vector, whatever the layer's shape, and the layer's number of
+        # entries: a state of a layer of another size (a checkpoint restored
+        # into another model) reads NaN, not a distance between unrelated
+        # sketches.
+        dim = self.sketch_dim
+        same = jnp.all(ref[dim:] == size_words(new, ref.dtype))
+        cosine = cosine_from_sums(
+            **metric_sums(sketch(new, seed, dim), ref[:dim], (0,))
+        )
+        return jnp.where(same, cosine, jnp.nan)
 
 
 def check_reference(
@@ -95,6 +106,12 @@ def _mix(x: jax.Array) -> jax.Array:
     x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
     x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
     return x ^ (x >> 16)
+
+
+def size_words(x: jax.Array, dtype: Any) -> np.ndarray:
+    """``x``'s number of entries as two floats, each exact in float32:
+    ``size mod 2^20`` and ``size // 2^20`` (the sketch's last two)."""
+    return np.asarray([x.size % 2**20, x.size // 2**20], dtype)
 
 
 def sketch(x: jax.Array, seed: jax.Array, dim: int) -> jax.Array:

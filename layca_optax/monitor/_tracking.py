@@ -16,7 +16,8 @@ import optax
 
 from layca_optax import _axes as ax, _checks as checks
 from layca_optax._axes import Axis
-from layca_optax._masks import path_str
+from layca_optax._masks import path_str, resolve_mask
+from layca_optax._state_check import check_state_fits
 from layca_optax.monitor._keys import check_prefix
 from layca_optax.monitor._references import check_reference
 from layca_optax.monitor._tracking_step import initial_values, step_values
@@ -95,7 +96,7 @@ def track_rotation(
       the part left shrinks as :math:`1 / \sqrt{n}`. Absolute error below
       :math:`5 \cdot 10^{-3} / \sqrt{n} + 10^{-5}` (measured at most
       7e-5 for 640 weights, 1.3e-5 for 37k, 6e-6 for 131k).
-    - ``"sketch"``: ``4 * sketch_dim`` bytes (1 KiB at 256) for any
+    - ``"sketch"``: ``4 * (sketch_dim + 2)`` bytes (1 KiB at 256) for any
       :math:`n`: a fixed CountSketch (Charikar et al., 2002) of the
       flattened layer, which adds each weight, with a random sign, to one
       of ``sketch_dim`` buckets, both hashed from its index and a seed
@@ -104,7 +105,11 @@ def track_rotation(
       Gaussian one draws ``n * sketch_dim`` numbers a step (1 s for a 512
       x 256 kernel on a CPU core). Relative error: rms :math:`(2 - d) /
       \sqrt{\text{sketch\_dim}}` (12.5% near init, 6% at ``d = 1`` with
-      256), 99th percentile below 3 times that.
+      256), 99th percentile below 3 times that. The last two entries hold
+      the layer's number of entries: a state updated with a layer of
+      another size (a checkpoint restored into another model) reads a NaN
+      cosine distance for it; a layer of the same size reshaped cannot be
+      told apart.
 
     Args:
       mask: which leaves are layers (``optax.MaskOrFn``, Python bools);
@@ -153,6 +158,8 @@ def track_rotation(
         if params is None:
             raise checks.no_params_error()
         refs = state.reference
+        if ref.kind in ("exact", "bfloat16"):  # copies: the layers' shapes
+            check_state_fits((refs,), params, resolve_mask(mask, params))
         rate, ratio, norm, cos = step_values(
             updates, params, refs, mask, axis, ref, key
         )

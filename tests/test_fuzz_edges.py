@@ -1,0 +1,150 @@
+"""Property-based tests at the edges of the stated ranges (docs/robustness.md).
+
+Two generators that reach what ``tests/test_fuzz.py`` does not:
+
+- the metrics' inputs: two layers whose norms are anywhere in float32's
+  range for the metrics (1e-16 to 9e18 times ``sqrt(n)``, so any ratio of
+  the two norms up to about 1e34) and whose angle is anywhere from 1e-7 rad
+  to 180 degrees; ``layer_rotation`` and ``rotation_rate`` must match NumPy
+  in float64 to their stated bounds (relative ``8 eps (1 + (g / theta)^2)``
+  below 45 degrees, ``2 eps`` absolute everywhere, 0 for a turn whose
+  difference underflows);
+- the rate of a schedule or of ``optax.inject_hyperparams``, of any sign and
+  size, NaN and infinities: the fused step and the chain must agree (no
+  update for a negative rate, NaN for a NaN or infinite one, the same
+  update otherwise).
+
+Each would have found issue 24's findings (the metrics at the top of the
+range and with the norm changing; negative and NaN rates on the chain).
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from hypothesis import given, strategies as st
+
+import layca_optax
+from tests.test_fuzz import SETTINGS
+
+
+EPS32 = float(np.finfo(np.float32).eps)
+SHAPES = [(1,), (3, 4), (16, 16), (2, 3, 8)]
+
+
+def _pair(shape, log_old, log_new, theta, seed):
+    """Two float32 arrays: ``old`` of RMS ``10**log_old``, and ``new`` of
+    RMS ``10**log_new`` at ``theta`` rad from it (float64 first)."""
+    rng = np.random.default_rng(seed)
+    old = rng.normal(size=shape)
+    old *= 10.0**log_old / np.sqrt(np.mean(old**2))
+    v = rng.normal(size=shape)
+    v -= (v * old).sum() / (old * old).sum() * old
+    if not np.linalg.norm(v):  # one entry: nothing across it
+        v, theta = np.zeros(shape), float(np.round(theta / np.pi) * np.pi)
+    else:
+        v *= np.linalg.norm(old) / np.linalg.norm(v)
+    new = np.cos(theta) * old + np.sin(theta) * v
+    new *= 10.0 ** (log_new - log_old)
+    return np.float32(old), np.float32(new)
+
+
+def _truth(old, new):
+    """1 - cos and tan of the angle between the float32 arrays, the RMS of
+    their difference and their relative norm change, in float64."""
+    a, b = (np.asarray(x, np.float64).ravel() for x in (old, new))
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    along = a @ b / na
+    across = np.linalg.norm(b - along * a / na)
+    angle = np.arctan2(across, along)
+    rms_d = np.sqrt(np.mean((b - a) ** 2))
+    return 1 - np.cos(angle), np.tan(angle), angle, rms_d, nb / na - 1
+
+
+@functools.cache
+def _metrics():
+    @jax.jit
+    def both(new, old):
+        return (
+            layca_optax.layer_rotation(new, old, mask=True),
+            layca_optax.rotation_rate(new, old, mask=True),
+        )
+
+    return both
+
+
+@SETTINGS
+@given(
+    shape=st.sampled_from(SHAPES),
+    log_old=st.floats(-16, 18.5),
+    log_new=st.floats(-16, 18.5),
+    log_theta=st.floats(-7, math.log10(math.pi)),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_metrics_over_norm_ratios_angles_and_magnitudes(
+    shape, log_old, log_new, log_theta, seed
+):
+    # RMS up to 10**18.5 / sqrt(n) keeps every norm below 9e18.
+    n = math.prod(shape)
+    log_old -= math.log10(math.sqrt(n))
+    log_new -= math.log10(math.sqrt(n))
+    old, new = _pair(shape, log_old, log_new, 10.0**log_theta, seed)
+    cos, rate = (float(x) for x in _metrics()(new, old))
+    want_cos, want_tan, angle, rms_d, growth = _truth(old, new)
+    assert math.isfinite(cos) and not math.isnan(rate)
+    assert abs(cos - want_cos) <= 2 * EPS32 + 1e-30, (cos, want_cos)
+    if rms_d < 1e-18 or angle == 0:
+        return  # the difference's squares underflow: may read 0
+    rel = 8 * EPS32 * (1 + (growth / angle) ** 2)
+    if angle < math.pi / 4:
+        assert abs(cos - want_cos) <= rel * want_cos, (cos, want_cos)
+    if angle < 1.5:
+        assert abs(rate - want_tan) <= rel * want_tan, (rate, want_tan)
+
+
+@functools.cache
+def _update(fused):
+    tx = optax.inject_hyperparams(layca_optax.layca)(
+        learning_rate=0.1, fused=fused, mask=True
+    )
+
+    @jax.jit
+    def step(w, g, lr):
+        state = tx.init(w)
+        state.hyperparams["learning_rate"] = lr
+        return tx.update(g, state, w)[0]
+
+    return step
+
+
+RATES = st.one_of(
+    st.floats(-1e6, 1e6),
+    st.floats(-1e-6, 1e-6),
+    st.sampled_from([0.0, -0.0, math.nan, math.inf, -math.inf, 1e6, -1e6]),
+)
+
+
+@SETTINGS
+@given(
+    lr=RATES,
+    log_w=st.floats(-15, 8),
+    log_g=st.floats(-15, 8),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_fused_and_chain_agree_on_rates_of_any_sign(lr, log_w, log_g, seed):
+    # Magnitudes within the chain's range for every rate up to 1e6.
+    rng = np.random.default_rng(seed)
+    w = jnp.asarray(rng.normal(size=(6, 5)) * 10.0**log_w, jnp.float32)
+    g = jnp.asarray(rng.normal(size=(6, 5)) * 10.0**log_g, jnp.float32)
+    lr32 = jnp.float32(lr)
+    fused, chain = (np.asarray(_update(f)(w, g, lr32)) for f in (True, False))
+    if math.isnan(lr) or math.isinf(lr):
+        assert np.isnan(fused).all() and np.isnan(chain).all(), lr
+    elif lr <= 0:
+        assert not fused.any() and not chain.any(), lr
+    else:
+        scale = np.linalg.norm(np.asarray(w))
+        np.testing.assert_allclose(chain, fused, rtol=0, atol=2e-6 * scale)
