@@ -4,7 +4,6 @@ without JAX: the defaults are the reproduction's settings); they run in
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from layca_optax.experiments.common.argtypes import path, positive_float
@@ -79,10 +78,8 @@ def add_report(report: Any) -> None:
     )
 
 
-def _needs(args: argparse.Namespace) -> list[str]:
-    """The extras ``reproduce`` needs."""
-    del args
-    return ["flax", "mnist1d", "sklearn", "matplotlib", "tqdm"]
+_REPRODUCE_NEEDS = ["flax", "mnist1d", "sklearn", "matplotlib", "tqdm"]
+"""The extras ``reproduce`` needs."""
 
 
 COMMANDS = [
@@ -103,7 +100,7 @@ COMMANDS = [
         "study) took 18 minutes with --jobs 2 on 2 idle CPU cores.",
         add_arguments=add_reproduce,
         run="layca_optax.experiments.reproduce.main:reproduce",
-        needs=_needs,
+        needs=lambda args: _REPRODUCE_NEEDS,
     ),
     Command(
         "report",
