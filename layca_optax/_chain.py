@@ -60,8 +60,10 @@ def _in_param_dtype(axis: Axis = None) -> optax.GradientTransformation:
 
 
 def _no_negative(rate: Any) -> Any:
-    """``rate`` where it is not negative, 0 where it is; NaN stays NaN."""
-    return jnp.where(rate < 0, 0, rate)
+    """``rate`` where it is not negative, 0 where it is; NaN stays NaN and
+    ``-inf`` becomes NaN (``-inf * 0``): a non-finite rate gives a NaN
+    update, as on the fused path."""
+    return jnp.where(rate < 0, rate * 0, rate)
 
 
 def nonnegative_rate(
@@ -70,8 +72,8 @@ def nonnegative_rate(
     """The chain's rate, as the fused step reads it: a schedule's negative
     values (or a traced rate's, under ``optax.inject_hyperparams``) become
     0, so that the layer is not updated (the chain turned by ``|rate|``
-    before: the two sign flips cancelled); a NaN rate stays NaN and makes
-    the update NaN on both paths. A constant is checked at construction
+    before: the two sign flips cancelled); a NaN or infinite rate makes the
+    update NaN on both paths. A constant is checked at construction
     (non-negative) and returned as it is."""
     if callable(learning_rate):
         return lambda count: _no_negative(learning_rate(count))

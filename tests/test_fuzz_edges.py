@@ -12,7 +12,10 @@ Two generators that reach what ``tests/test_fuzz.py`` does not:
 - the rate of a schedule or of ``optax.inject_hyperparams``, of any sign and
   size, NaN and infinities: the fused step and the chain must agree (no
   update for a negative rate, NaN for a NaN or infinite one, the same
-  update otherwise).
+  update otherwise);
+- beyond the range: a layer whose sums overflow gets a NaN update, one
+  whose squares underflow none, the other layers unaffected; and the
+  metrics' scale invariance across it.
 
 Each would have found issue 24's findings (the metrics at the top of the
 range and with the norm changing; negative and NaN rates on the chain).
@@ -25,10 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from hypothesis import given, strategies as st
 
 import layca_optax
-from tests.test_fuzz import SETTINGS
+from tests.test_fuzz import LR, SETTINGS, SHAPES as LEAVES, make_inputs, step_fn
 
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -61,7 +65,7 @@ def _truth(old, new):
     across = np.linalg.norm(b - along * a / na)
     angle = np.arctan2(across, along)
     rms_d = np.sqrt(np.mean((b - a) ** 2))
-    return 1 - np.cos(angle), np.tan(angle), angle, rms_d, nb / na - 1
+    return 2 * np.sin(angle / 2) ** 2, np.tan(angle), angle, rms_d, nb / na - 1
 
 
 @functools.cache
@@ -148,3 +152,54 @@ def test_fused_and_chain_agree_on_rates_of_any_sign(lr, log_w, log_g, seed):
     else:
         scale = np.linalg.norm(np.asarray(w))
         np.testing.assert_allclose(chain, fused, rtol=0, atol=2e-6 * scale)
+
+
+@SETTINGS
+@given(
+    leaf=st.sampled_from(["dense", "conv", "vector"]),
+    which=st.sampled_from(["w", "g"]),
+    log=st.one_of(st.floats(-30, -20), st.floats(20, 30)),
+    base=st.sampled_from(["sgd", "momentum"]),
+    fused=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_out_of_range_layers_get_nan_or_no_update(
+    leaf, which, log, base, fused, seed
+):
+    case = {
+        "seed": seed,
+        "dtype": "float32",
+        "zero": None,
+        "w_log": dict.fromkeys(LEAVES, 0.0),
+        "g_log": dict.fromkeys(LEAVES, 0.0),
+    }
+    case[f"{which}_log"][leaf] = log
+    params, grads = make_inputs(case)
+    new, updates, _, _ = jax.device_get(
+        step_fn("none", base, fused)(params, grads, LR)
+    )
+    if log > 0:  # the sums overflow: a NaN update for that layer
+        assert np.isnan(updates[leaf]).all(), (leaf, updates[leaf])
+    else:  # the squares underflow: the layer is left unchanged
+        np.testing.assert_array_equal(new[leaf], params[leaf])
+    for k in ("dense", "conv", "vector"):
+        if k != leaf:
+            assert np.isfinite(updates[k]).all(), k
+
+
+@pytest.mark.parametrize("log_scale", [-15, -10, 0, 10, 15])
+def test_rotation_metrics_are_scale_invariant(log_scale):
+    rng = np.random.default_rng(1)
+    w0 = {"k": rng.normal(size=(8, 6)), "c": rng.normal(size=(3, 3, 2, 4))}
+    w1 = jax.tree.map(lambda w: w + 0.3 * rng.normal(size=w.shape), w0)
+    scaled = [
+        jax.tree.map(lambda w: jnp.asarray(w * 10.0**log_scale, jnp.float32), t)
+        for t in (w1, w0)
+    ]
+    unit = [
+        jax.tree.map(lambda w: jnp.asarray(w, jnp.float32), t) for t in (w1, w0)
+    ]
+    got = jax.jit(layca_optax.rotation_metrics)(*scaled)
+    want = jax.jit(layca_optax.rotation_metrics)(*unit)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)

@@ -55,7 +55,7 @@ def _metrics(old, new):
     cos = float(layca_optax.layer_rotation(n, o))
     rate = float(layca_optax.rotation_rate(n, o))
     angle, _ = _angle_and_norm(o, n)
-    return cos, rate, 1 - np.cos(angle), np.tan(angle)
+    return cos, rate, 2 * np.sin(angle / 2) ** 2, np.tan(angle)
 
 
 def _rotated(w, theta, growth, seed):
@@ -133,7 +133,9 @@ def test_metrics_near_the_top_at_any_angle(norm, theta):
     old = np.full((4, 4), norm / 4)
     new = _rotated(old, theta, 0.0, seed=1)
     cos = layca_optax.layer_rotation(jnp.asarray(new), jnp.asarray(old))
-    np.testing.assert_allclose(float(cos), 1 - np.cos(theta), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(cos), 2 * np.sin(theta / 2) ** 2, rtol=1e-5
+    )
 
 
 def test_tiny_layer_and_huge_direction_turns():
