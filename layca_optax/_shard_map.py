@@ -105,16 +105,29 @@ def _mesh_axes_of(partial: jax.Array) -> tuple[str, ...]:
     return tuple(n for n in names if n in varying)
 
 
-def complete_sum(partial: jax.Array) -> jax.Array:
+def complete_sum(partial: Any) -> Any:
     """A per-layer sum over the local shard, completed over the mesh.
 
     The identity outside :func:`psum_layer_sums`; inside it (within
     ``jax.shard_map``), ``jax.lax.psum`` over the named axes that
     ``partial`` varies over (a leaf replicated over an axis is not counted
     twice). Every per-layer reduction of this package goes through it.
+    ``partial`` may be a tuple of one layer's sums: those that vary over
+    the same axes are completed by one ``psum`` (one all-reduce).
     """
-    axes = _mesh_axes_of(partial)
-    return jax.lax.psum(partial, axes) if axes else partial
+    if not isinstance(partial, tuple):
+        axes = _mesh_axes_of(partial)
+        return jax.lax.psum(partial, axes) if axes else partial
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, x in enumerate(partial):
+        groups.setdefault(_mesh_axes_of(x), []).append(i)
+    out = list(partial)
+    for axes, idx in groups.items():
+        if axes:
+            done = jax.lax.psum(tuple(partial[i] for i in idx), axes)
+            for i, x in zip(idx, done, strict=True):
+                out[i] = x
+    return tuple(out)
 
 
 @contextlib.contextmanager

@@ -24,8 +24,10 @@ and compiling 100 layers took 2.3 s instead of 0.4 s on XLA:CPU.)
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools as ft
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -63,18 +65,88 @@ def layer_sums(
 
     The names say which inner product each sum is (``ww`` for ``<w, w>``,
     ``dw`` for ``<d, w>``...), and the coefficient functions take them as
-    keyword arguments, so no call depends on an order. Plain reductions
-    (one per pair) in the inputs' dtype: cast them to at least float32
-    first. Scalars when ``axes`` cover the whole leaf, else with kept dims
-    (they broadcast against it). Inside :func:`layca_optax.psum_layer_sums`
-    the local sums are completed over the mesh.
+    keyword arguments, so no call depends on an order. In the inputs'
+    dtype (cast them to at least float32 first), in one reduction pass
+    (:func:`reduce_products`). Scalars when ``axes`` cover the whole leaf,
+    else with kept dims (they broadcast against it). Inside
+    :func:`layca_optax.psum_layer_sums` the local sums are completed over
+    the mesh.
     """
     first = next(iter(pairs.values()))[0]
     keep = keep_dims(axes, jnp.ndim(first))
-    return {
-        name: complete_sum(jnp.sum(a * b, axis=axes, keepdims=keep))
-        for name, (a, b) in pairs.items()
-    }
+    sums = reduce_products(axes, *(a * b for a, b in pairs.values()))
+    if keep:
+        sums = tuple(jax.lax.expand_dims(s, axes) for s in sums)
+    return dict(zip(pairs, complete_sum(sums), strict=True))
+
+
+def _add(x: tuple, y: tuple) -> tuple:
+    return tuple(a + b for a, b in zip(x, y, strict=True))
+
+
+# Where each product's sum is its own reduction (False) or every product
+# is reduced by one variadic reduction (True), per lowering platform; the
+# keys are ``jax.lax.platform_dependent``'s. None: the platform decides.
+_ONE_REDUCTION: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "layca_optax_one_reduction", default=None
+)
+_ONE_REDUCTION_PLATFORMS = ("cuda", "rocm")
+
+
+@contextlib.contextmanager
+def one_reduction(on: bool | None) -> Iterator[None]:
+    """Forces (``True``) or rules out (``False``) the variadic reduction
+    of :func:`reduce_products` on every platform while tracing (tests,
+    benchmarks); ``None``: GPUs only, as by default."""
+    token = _ONE_REDUCTION.set(on)
+    try:
+        yield
+    finally:
+        _ONE_REDUCTION.reset(token)
+
+
+def reduce_products(axes: tuple[int, ...], *products: jax.Array) -> tuple:
+    """``tuple(sum(p, axes) for p in products)``, one reduction pass.
+
+    On GPUs (``cuda``, ``rocm``) as ONE variadic reduction: XLA GPU writes
+    a multi-output fusion's extra output (a base optimizer's new momentum,
+    fused into the products) into its operand's buffer only through a
+    single reduction "hero" (``FusionCanShareBufferHint``); with one
+    reduction per product the new momentum got a fresh buffer and a copy
+    per step, and each layer three more kernels. Elsewhere one sum per
+    product, which XLA fuses into one pass: XLA:CPU reduces a variadic
+    reduction sequentially (10 times the rounding error of its vectorized
+    sums, and slower). The platform is that of the lowering
+    (``jax.lax.platform_dependent``: the other branch is dropped, no
+    conditional remains); :func:`one_reduction` overrides it.
+    """
+    if len(products) == 1:
+        return (jnp.sum(products[0], axes),)
+    one = ft.partial(_one_reduction, axes)
+    per = ft.partial(_per_product, axes)
+    forced = _ONE_REDUCTION.get()
+    if forced is not None:
+        return (one if forced else per)(*products)
+    gpu = dict.fromkeys(_ONE_REDUCTION_PLATFORMS, one)
+    return tuple(jax.lax.platform_dependent(*products, **gpu, default=per))
+
+
+def _per_product(axes: tuple[int, ...], *products: jax.Array) -> tuple:
+    return tuple(jnp.sum(p, axes) for p in products)
+
+
+@ft.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _one_reduction(axes: tuple[int, ...], *products: jax.Array) -> tuple:
+    """The sums of ``products`` over ``axes`` as one variadic reduction;
+    differentiated as plain sums (a variadic reduction has no derivative
+    rule)."""
+    zeros = tuple(np.zeros((), p.dtype) for p in products)
+    return tuple(jax.lax.reduce(products, zeros, _add, axes))
+
+
+@_one_reduction.defjvp
+def _one_reduction_jvp(axes, primals, tangents):
+    return _one_reduction(axes, *primals), _per_product(axes, *tangents)
 
 
 def where(pred: jax.Array, a: Any, b: Any) -> jax.Array:
@@ -115,7 +187,7 @@ def nan_if_nonfinite(*sums: jax.Array) -> jax.Array:
 
 @ft.partial(jax.jit, static_argnums=(0, 1, 2))
 def _jitted(fn: Callable, static: Any, context: Any, *args: Any) -> Any:
-    del context  # a key only: read by complete_sum while tracing
+    del context  # a key only: read by complete_sum and reduce_products
     return fn(static, *args)
 
 
@@ -127,9 +199,11 @@ def per_leaf(fn: Callable, static: Any, *args: Any) -> Any:
     traced computation: each further leaf costs one cached call instead of
     tracing its few dozen operations again, and XLA inlines the calls
     (with identical kernels, which it compiles once). The
-    :func:`layca_optax.psum_layer_sums` context is part of the key.
+    :func:`layca_optax.psum_layer_sums` and :func:`one_reduction`
+    contexts are part of the key.
     """
-    return _jitted(fn, static, summing_context(), *args)
+    key = (summing_context(), _ONE_REDUCTION.get())
+    return _jitted(fn, static, key, *args)
 
 
 def map_layers(
