@@ -181,7 +181,7 @@ def test_layer_rotation_when_the_norm_changes(growth):
         )
         rel = 8 * EPS32 * (1 + (growth / theta) ** 2)
         error = abs(cos - want_cos)
-        assert error <= 2 * EPS32, theta  # at most about eps absolute
+        assert error <= 4 * EPS32, theta  # a few eps absolute
         if theta < np.pi / 4:  # and relative below 45 degrees
             assert error <= rel * want_cos, (theta, cos, want_cos)
         if theta < 1.5:

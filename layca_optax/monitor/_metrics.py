@@ -103,11 +103,11 @@ def layer_rotation(
     from the tangent of the angle (the parts of ``w - w0`` across and along
     ``w0``), with a relative error of about ``1e-7 * (1 + (r / t)^2)``,
     ``r`` and ``t`` the radial and tangential parts of ``w - w0`` (a 1%
-    norm change with a 1e-4 rad turn: about 1e-3), and at most about
-    ``1e-7`` absolute; from 45 degrees on, ``1 - <w, w0> / (||w||
-    ||w0||)``, about ``1e-7`` absolute. A turn so small that the squares of
-    ``w - w0``'s entries underflow (root-mean-square entry of ``w`` times
-    the angle below about 1e-19) reads 0. Norms up to 9e18 (``||w - w0||``
+    norm change with a 1e-4 rad turn: about 1e-3), and a few ``1e-7``
+    absolute (the rounding of the sums); from 45 degrees on, ``1 - <w, w0>
+    / (||w|| ||w0||)``, a few ``1e-7`` absolute. A turn so small that the
+    squares of ``w - w0``'s entries underflow (root-mean-square entry of
+    ``w`` times the angle below about 1e-18) reads low, 0 at the limit. Norms up to 9e18 (``||w - w0||``
     and both norms below 1.8e19); beyond, NaN. See ``docs/robustness.md``.
 
     Args:
