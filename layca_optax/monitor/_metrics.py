@@ -107,8 +107,9 @@ def layer_rotation(
     absolute (the rounding of the sums); from 45 degrees on, ``1 - <w, w0>
     / (||w|| ||w0||)``, a few ``1e-7`` absolute. A turn so small that the
     squares of ``w - w0``'s entries underflow (root-mean-square entry of
-    ``w`` times the angle below about 1e-18) reads low, 0 at the limit. Norms up to 9e18 (``||w - w0||``
-    and both norms below 1.8e19); beyond, NaN. See ``docs/robustness.md``.
+    ``w`` times the angle below about 1e-18) reads low, 0 at the limit.
+    Norms up to 9e18 (``||w - w0||`` and both norms below 1.8e19); beyond,
+    NaN. See ``docs/robustness.md``.
 
     Args:
       params: the current parameters.
