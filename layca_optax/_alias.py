@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import jax
 import optax
 
-from layca_optax import _axes as ax, _checks as checks
+from layca_optax import _checks as checks
 from layca_optax._axes import Axis
+from layca_optax._builder import check_arguments, full_optimizer
 from layca_optax._chain import layca_chain
-from layca_optax._direction import checked_base
 from layca_optax._layca import scale_by_layca
 from layca_optax._masks import KeyPathLike
 from layca_optax._multipliers import (
@@ -19,11 +19,12 @@ from layca_optax._multipliers import (
     ordered_depth_multipliers,
     product,
 )
-from layca_optax._partition import (
-    check_partition_args,
-    partition_layers,
-    warn_zero_layers,
-)
+from layca_optax._rates import LayerRates
+
+
+_STATIC = ("axis", "mask", "layer_order", "multipliers")
+"""The arguments of :func:`layca` that ``optax.inject_hyperparams`` must
+not call as schedules."""
 
 
 @checks.public
@@ -191,7 +192,7 @@ def layca(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019 (Algorithm 1, Eq. 1).
     """
-    checks.check_not_scheduled()
+    check_arguments(base, other, mask, axis, _STATIC)
     checks.check_learning_rate(learning_rate)
     if alpha is not None:
         checks.check_scalar(
@@ -204,8 +205,6 @@ def layca(
         )
     checks.check_scalar(eps, "eps", low=0.0)
     checks.check_bool(fused, "fused")
-    ax.check_axis(axis)
-    check_partition_args(base, other, mask)
     # A traced alpha (optax.inject_hyperparams) may change later: it always
     # needs an order, or it would be silently ignored.
     if layer_order is None and alpha is not None:
@@ -224,12 +223,42 @@ def layca(
             0.0 if alpha is None else alpha, layer_order, axis
         )
         factors = product(depth, factors)
-    direction = optax.identity() if base is None else checked_base(base)
-    if fused:
-        step = scale_by_layca(learning_rate, factors, axis=axis, eps=eps)
-        layer_tx = optax.chain(direction, step)
-    else:
-        layer_tx = optax.chain(
-            direction, layca_chain(learning_rate, factors, axis=axis, eps=eps)
-        )
-    return partition_layers(warn_zero_layers(layer_tx, axis), other, mask)
+    return layca_optimizer(
+        learning_rate,
+        factors,
+        base=base,
+        mask=mask,
+        other=other,
+        axis=axis,
+        eps=eps,
+        fused=fused,
+    )
+
+
+def layca_optimizer(
+    learning_rate: optax.ScalarOrSchedule | LayerRates,
+    multipliers: Multipliers,
+    *,
+    base: optax.GradientTransformation | None,
+    mask: optax.MaskOrFn,
+    other: optax.GradientTransformation | None,
+    axis: Axis,
+    eps: jax.typing.ArrayLike,
+    fused: bool,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`layca` from checked arguments: the fused step or the chain
+    after ``base``, in :func:`~layca_optax._builder.full_optimizer`. A
+    :class:`~layca_optax._rates.LayerRates` rate (each layer its own rate,
+    e.g. :func:`~layca_optax.adapt_copy`'s recording) needs ``fused``."""
+    with checks.checked():  # each argument was checked by the caller
+        if fused:
+            step = scale_by_layca(
+                learning_rate,  # a LayerRates too
+                multipliers,
+                axis=axis,
+                eps=eps,
+            )
+        else:
+            assert not isinstance(learning_rate, LayerRates)
+            step = layca_chain(learning_rate, multipliers, axis=axis, eps=eps)
+    return full_optimizer(step, base=base, other=other, mask=mask, axis=axis)

@@ -8,13 +8,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _checks as checks, _rounding as rnd, _sums as sm
+from layca_optax import (
+    _checks as checks,
+    _normalization as normalization,
+    _projection as projection,
+    _reprojection as reprojection,
+    _rounding as rnd,
+    _sums as sm,
+)
 from layca_optax._axes import Axis
+from layca_optax._builder import stateless_step
 from layca_optax._layca import ScaleByLaycaState
 from layca_optax._multipliers import Multipliers, scale_by_layer_multipliers
-from layca_optax._normalization import normalize_to_param_norm
-from layca_optax._projection import project_to_tangent
-from layca_optax._reprojection import reproject_to_sphere
 
 
 def _widened() -> optax.GradientTransformation:
@@ -101,17 +106,20 @@ def layca_chain(
     root-mean-square entry times ``max(1, eta_l)``: a layer whose scaled
     direction or stepped weights leave float32's sums (``1.8e19 /
     sqrt(n)``) gets a NaN update where the fused step is exact (see
-    ``docs/robustness.md``). Arguments are checked by the caller.
+    ``docs/robustness.md``). Arguments are checked by the caller: the
+    primitives are built without checking them again.
     """
     rate = nonnegative_rate(learning_rate)
+    with checks.checked():
+        scaled = scale_by_layer_multipliers(multipliers)
     return optax.chain(
         _widened(),
-        scale_by_layer_multipliers(multipliers),
+        scaled,
         optax.scale_by_learning_rate(rate, flip_sign=False),
-        project_to_tangent(axis=axis),
-        normalize_to_param_norm(axis=axis, eps=eps),
-        scale_by_layer_multipliers(multipliers),
+        stateless_step(projection, axis),
+        stateless_step(normalization, axis, eps),
+        scaled,
         optax.scale_by_learning_rate(rate),
-        reproject_to_sphere(axis=axis),
+        stateless_step(reprojection, axis),
         _in_param_dtype(axis),
     )

@@ -21,6 +21,7 @@ import functools
 import math
 import operator
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -55,6 +56,30 @@ def calling(name: str) -> Iterator[None]:
     finally:
         if token is not None:
             _CALLER.reset(token)
+
+
+_CHECKED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "layca_optax_checked", default=False
+)
+
+
+@contextlib.contextmanager
+def checked() -> Iterator[None]:
+    """Inside, :func:`checking` is False: a public factory that has checked
+    its arguments builds its steps from other public factories, which then
+    do not check the same arguments again (the checks of their ``init`` and
+    ``update`` still run)."""
+    token = _CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
+
+
+def checking() -> bool:
+    """Whether a public factory checks its arguments: False inside
+    :func:`checked`, where the factory that called it already has."""
+    return not _CHECKED.get()
 
 
 def _named(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -223,38 +248,33 @@ def no_params_error() -> ValueError:
     )
 
 
-def check_update_args(updates: Any, state: Any, params: Any) -> None:
-    """``ValueError`` for a missing state or params, or gradients whose
-    structure or shapes differ from the params'."""
-    if state is None:
-        raise ValueError(
-            f"`{caller()}`'s update got state=None: pass the state that "
-            "`tx.init(params)` returned (and then the one each update "
-            "returns)."
-        )
-    if params is None:
-        raise no_params_error()
-    udef: Any
-    pdef: Any
-    ups, udef = jax.tree_util.tree_flatten_with_path(updates)
-    ps, pdef = jax.tree.flatten(params)
-    if udef != pdef:
-        raise ValueError(
-            f"`{caller()}`'s update got `updates` (the gradients) and "
-            f"`params` of different structures: {udef} and {pdef}."
-        )
-    from layca_optax._masks import shape_mismatch  # _masks imports this
-
-    bad = shape_mismatch(ups, ps)
-    if bad:
-        path, shape, param_shape = bad
-        raise ValueError(
-            f"`{caller()}`'s update got `updates` and `params` of different "
-            f"shapes at {path!r}: {shape} and {param_shape}."
-        )
-
-
 _STATIC_ONLY = ("axis", "mask", "layer_order", "multipliers")
+_RECORD = "sched_hps"  # inject_hyperparams' local: argument name -> schedule
+_unreadable: list[bool] = []  # warned once that the record was not found
+
+
+def _builder_frame() -> Any:
+    """The first frame up the stack outside this package: the code that
+    builds the optimizer (``optax.inject_hyperparams``' init or update)."""
+    frame: Any = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(
+        "layca_optax"
+    ):
+        frame = frame.f_back
+    return frame
+
+
+def scheduled_names(frame: Any) -> set[str] | None:
+    """The arguments that ``optax.inject_hyperparams`` calls as schedules
+    when ``frame`` is one of its functions (the keys of its local
+    ``sched_hps``); an empty set for any other frame; None for an
+    ``inject_hyperparams`` frame without that record (another optax)."""
+    if frame is None or "inject" not in frame.f_code.co_qualname:
+        return set()
+    if not frame.f_globals.get("__name__", "").startswith("optax"):
+        return set()
+    record = frame.f_locals.get(_RECORD)
+    return set(record) if isinstance(record, dict) else None
 
 
 def check_not_scheduled(names: Sequence[str] = _STATIC_ONLY) -> None:
@@ -267,19 +287,26 @@ def check_not_scheduled(names: Sequence[str] = _STATIC_ONLY) -> None:
     instead (a callable ``axis`` or ``mask`` then silently becomes a
     constant computed from an integer). The optimizer cannot see that from
     its arguments, so this reads ``inject_hyperparams``' record of the
-    schedules (``sched_hps`` of ``optax.schedules._inject``) from the
-    first frame up the stack outside this package (the code that builds the
-    optimizer); with another optax layout it checks nothing.
+    schedules (its local ``sched_hps``) from the first frame up the stack
+    outside this package. An optax whose ``inject_hyperparams`` has no such
+    record gets a ``RuntimeWarning`` (once) saying that the check could not
+    run, never a silent pass; ``tests/test_builder.py`` pins the record on
+    the installed optax.
     """
-    frame = sys._getframe(1)
-    while frame.f_globals.get("__name__", "").startswith("layca_optax"):
-        if frame.f_back is None:
-            return
-        frame = frame.f_back
-    if not frame.f_globals.get("__name__", "").startswith("optax.schedules"):
-        return
-    scheduled = frame.f_locals.get("sched_hps")
-    if not isinstance(scheduled, dict):
+    scheduled = scheduled_names(_builder_frame())
+    if scheduled is None:
+        if not _unreadable:
+            _unreadable.append(True)
+            warnings.warn(
+                f"`{caller()}` could not read optax.inject_hyperparams' "
+                f"record of its schedules (`{_RECORD}`, optax "
+                f"{optax.__version__}), so it cannot check that "
+                f"{', '.join(names)} are in `static_args`: pass callables "
+                "for them as static_args, or they are called as schedules "
+                "of the step count.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return
     bad = [name for name in names if name in scheduled]
     if bad:

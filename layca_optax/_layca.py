@@ -22,6 +22,7 @@ from layca_optax._multipliers import (
     layer_factors,
 )
 from layca_optax._projection import parallel_rtol
+from layca_optax._rates import layer_rates
 
 
 class ScaleByLaycaState(NamedTuple):
@@ -219,40 +220,44 @@ def scale_by_layca(
       Eq. 1). The single-reduction, single-pass form is this library's; it
       agrees with the four chained operations to rounding.
     """
-    ax.check_axis(axis)
-    checks.check_scalar(eps, "eps", low=0.0)
-    checks.check_learning_rate(learning_rate)
-    check_multipliers(multipliers, None)
+    if checks.checking():  # not when layca & co. have checked them
+        ax.check_axis(axis)
+        checks.check_scalar(eps, "eps", low=0.0)
+        checks.check_learning_rate(learning_rate)
+        check_multipliers(multipliers, None)
+    rates = layer_rates(learning_rate)
 
     warned: list[bool] = []
 
     def init_fn(params):
         check_multipliers(multipliers, params)
+        if jax.tree.leaves(params):  # not optax's empty placeholders
+            rates.check(params)
         rnd.warn_drift(params, axis, warned)
         return ScaleByLaycaState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise checks.no_params_error()
-        if callable(learning_rate):
-            lr = learning_rate(state.count)
-        else:
-            lr = learning_rate
-        factors = layer_factors(multipliers, updates, params)
-        terms: dict[Any, tuple] = {}  # per static factor: computed once
+        factors = jax.tree.leaves(layer_factors(multipliers, updates, params))
+        terms: dict[Any, tuple] = {}  # per static (rate, factor): once
 
-        def rate(m):
-            key = m if isinstance(m, float | int) else id(m)
+        def rate(lr, m):
+            key = tuple(
+                x if isinstance(x, float | int) else id(x) for x in (lr, m)
+            )
             if key not in terms:
                 terms[key] = rate_terms(lr * m, eps)
             return terms[key]
 
+        lrs = rates.rates(state.count, updates)
+        treedef: Any = jax.tree.structure(updates)
         new = sm.map_layers(
             _leaf,
             axis,
             updates,
             params,
-            jax.tree.map(rate, factors),
+            treedef.unflatten(map(rate, lrs, factors)),
             rnd.leaf_keys(state.count, updates, params),
         )
         count = optax.safe_increment(state.count)

@@ -178,7 +178,8 @@ def scale_by_layer_multipliers(
       <https://arxiv.org/abs/1806.01603>`_, 2019 (Algorithm 1's
       layerwise rates; Eq. 1 via :func:`depth_multipliers`).
     """
-    check_multipliers(multipliers, None)
+    if checks.checking():  # not when layca has checked them
+        check_multipliers(multipliers, None)
 
     def init_fn(params):
         check_multipliers(multipliers, params)

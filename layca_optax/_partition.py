@@ -11,7 +11,7 @@ import optax
 
 from layca_optax import _axes as ax, _checks as checks, _sums as sm
 from layca_optax._axes import Axis
-from layca_optax._masks import path_str, resolve_mask
+from layca_optax._masks import path_str, resolve_mask, shape_mismatch
 from layca_optax._state_check import check_state_fits, explain
 
 
@@ -59,8 +59,8 @@ def warn_zero_layers(
             warnings.warn(
                 f"`{checks.caller()}`: these layers are zero: "
                 f"{', '.join(zero)}. "
-                "Layca leaves a zero layer unchanged (it has no direction "
-                "to rotate), so they will not train. Route them to `other` "
+                "A zero layer is left unchanged (it has no direction to "
+                "rotate), so they will not train. Route them to `other` "
                 "with a mask computed once from the initial params, e.g. "
                 "mask=jax.tree.map(lambda w: w.ndim >= 2 and bool(w.any()), "
                 "params), other=optax.adam(1e-3); or initialize them "
@@ -129,6 +129,35 @@ def check_arrays(params: Any) -> None:
             )
 
 
+def check_update_args(updates: Any, state: Any, params: Any) -> None:
+    """``ValueError`` for a missing state or params, or gradients whose
+    structure or shapes differ from the params'."""
+    if state is None:
+        raise ValueError(
+            f"`{checks.caller()}`'s update got state=None: pass the state "
+            "that `tx.init(params)` returned (and then the one each update "
+            "returns)."
+        )
+    if params is None:
+        raise checks.no_params_error()
+    udef: Any
+    pdef: Any
+    ups, udef = jax.tree_util.tree_flatten_with_path(updates)
+    ps, pdef = jax.tree.flatten(params)
+    if udef != pdef:
+        raise ValueError(
+            f"`{checks.caller()}`'s update got `updates` (the gradients) and "
+            f"`params` of different structures: {udef} and {pdef}."
+        )
+    bad = shape_mismatch(ups, ps)
+    if bad:
+        path, shape, param_shape = bad
+        raise ValueError(
+            f"`{checks.caller()}`'s update got `updates` and `params` of "
+            f"different shapes at {path!r}: {shape} and {param_shape}."
+        )
+
+
 def partition_layers(
     layer_tx: optax.GradientTransformation,
     other: optax.GradientTransformation | None,
@@ -158,7 +187,7 @@ def partition_layers(
         return tx.init(params)
 
     def update_fn(updates, state, params=None, **extra_args):
-        checks.check_update_args(updates, state, params)
+        check_update_args(updates, state, params)
         check_state_fits(state, params, _labels_fn(mask)(params))
         try:
             return tx.update(updates, state, params, **extra_args)

@@ -5,22 +5,23 @@ from __future__ import annotations
 import jax
 import optax
 
-from layca_optax import _axes as ax, _checks as checks
-from layca_optax._axes import Axis
-from layca_optax._direction import checked_base
-from layca_optax._norm_growth import cap_norm_growth
-from layca_optax._normalization import normalize_to_param_norm
-from layca_optax._partition import (
-    check_partition_args,
-    partition_layers,
+from layca_optax import (
+    _checks as checks,
+    _normalization as normalization,
+    _reprojection as reprojection,
 )
-from layca_optax._reprojection import reproject_to_sphere
+from layca_optax._axes import Axis
+from layca_optax._builder import (
+    check_arguments,
+    full_optimizer,
+    stateless_step,
+)
+from layca_optax._norm_growth import cap_norm_growth
 
 
-def _check(learning_rate, base, other, mask, axis):
-    checks.check_learning_rate(learning_rate)
-    ax.check_axis(axis)
-    check_partition_args(base, other, mask)
+_STATIC = ("axis", "mask")
+"""The arguments that ``optax.inject_hyperparams`` must not call as
+schedules."""
 
 
 @checks.public
@@ -96,19 +97,24 @@ def layca_lars(
       You, Gitman & Ginsburg, `Large batch training of convolutional networks
       <https://arxiv.org/abs/1708.03888>`_, 2017 (LARS).
     """
-    checks.check_not_scheduled()
-    _check(learning_rate, base, other, mask, axis)
+    check_arguments(base, other, mask, axis, _STATIC)
+    checks.check_learning_rate(learning_rate)
     if max_growth is not None:
         checks.check_scalar(max_growth, "max_growth", low=0.0)
-    layer_tx = optax.chain(
-        optax.identity() if base is None else checked_base(base),
-        normalize_to_param_norm(axis=axis, eps=0.0),
-        optax.scale_by_learning_rate(learning_rate),
+    cap = (
         optax.identity()
         if max_growth is None
-        else cap_norm_growth(max_growth, axis=axis),
+        else cap_norm_growth(max_growth, axis=axis)
     )
-    return partition_layers(layer_tx, other, mask)
+    return full_optimizer(
+        stateless_step(normalization, axis, 0.0),
+        optax.scale_by_learning_rate(learning_rate),
+        cap,
+        base=base,
+        other=other,
+        mask=mask,
+        axis=axis,
+    )
 
 
 @checks.public
@@ -189,13 +195,15 @@ def hyperball(
       Wen, Dang, Lyu, Ma & Liang, Hyperball (AdamH/MuonH), arXiv:2606.16899;
       ``marin-community/marin``, ``levanter/optim/adamh.py``.
     """
-    checks.check_not_scheduled()
-    _check(learning_rate, base, other, mask, axis)
+    check_arguments(base, other, mask, axis, _STATIC)
+    checks.check_learning_rate(learning_rate)
     checks.check_scalar(eps, "eps", low=0.0)
-    layer_tx = optax.chain(
-        optax.identity() if base is None else checked_base(base),
-        normalize_to_param_norm(axis=axis, eps=eps),
+    return full_optimizer(
+        stateless_step(normalization, axis, eps),
         optax.scale_by_learning_rate(learning_rate),
-        reproject_to_sphere(axis=axis),
+        stateless_step(reprojection, axis),
+        base=base,
+        other=other,
+        mask=mask,
+        axis=axis,
     )
-    return partition_layers(layer_tx, other, mask)

@@ -51,7 +51,10 @@ def test_errors_name_the_outermost_public_call_on_both_paths():
 
 def test_errors_under_jit_name_the_public_call():
     tx = layca_optax.hyperball(LR, axis=5, mask=True, other=None)
-    state = tx.init({"w": jnp.ones((2, 2))})
+    # Concrete params: init resolves the axes (for its zero-layer warning).
+    with pytest.raises(ValueError, match=r"^`hyperball\(axis=\.\.\.\)`"):
+        tx.init({"w": jnp.ones((2, 2))})
+    state = jax.jit(tx.init)({"w": jnp.ones((2, 2))})
     with pytest.raises(ValueError, match=r"^`hyperball\(axis=\.\.\.\)`"):
         jax.jit(tx.update)(PARAMS, state, PARAMS)
 

@@ -10,12 +10,11 @@ import numpy as np
 import optax
 
 from layca_optax import _checks as checks, _sums as sm
-from layca_optax._direction import checked_base
+from layca_optax._alias import layca_optimizer
+from layca_optax._axes import Axis
+from layca_optax._builder import check_arguments
 from layca_optax._masks import leaf_paths
-from layca_optax._normalization import normalize_to_param_norm
-from layca_optax._partition import check_partition_args, partition_layers
-from layca_optax._projection import project_to_tangent
-from layca_optax._reprojection import reproject_to_sphere
+from layca_optax._rates import LayerRates
 from layca_optax.analysis._recording import RotationRecording
 
 
@@ -37,6 +36,40 @@ def _columns(recording: RotationRecording, tree: Any) -> list[int]:
             f"layers: {unused}."
         )
     return [recording.paths.index(p) for p in paths]
+
+
+def _check_recording(recording: Any) -> None:
+    """``ValueError`` unless a :class:`RotationRecording` of at least one
+    step of finite, non-negative rates."""
+    if not isinstance(recording, RotationRecording):
+        raise ValueError(
+            f"{checks.arg('recording')} must be a RotationRecording, "
+            f"got {type(recording).__name__}."
+        )
+    table = recording.rates
+    if table.shape[0] == 0 or not np.all(np.isfinite(table) & (table >= 0)):
+        raise ValueError(
+            f"{checks.arg('recording')} needs at least one step of finite, "
+            f"non-negative rates, got shape {table.shape}, min "
+            f"{np.min(table, initial=np.inf)}, max "
+            f"{np.max(table, initial=-np.inf)}."
+        )
+
+
+def recorded_rates(recording: RotationRecording) -> LayerRates:
+    """The recording's rate of each layer at the step count (its row, the
+    last one past the end), matched by path; a checked ``recording``."""
+    table = recording.rates
+    last = table.shape[0] - 1
+
+    def rates(count: jax.Array, layers: Any) -> list[Any]:
+        row = jnp.asarray(table)[jnp.minimum(count, last)]
+        return [row[c] for c in _columns(recording, layers)]
+
+    def check(layers: Any) -> None:
+        _columns(recording, layers)
+
+    return LayerRates(rates, check)
 
 
 @checks.public
@@ -75,39 +108,27 @@ def scale_by_recorded_rates(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
     """
-    if not isinstance(recording, RotationRecording):
-        raise ValueError(
-            f"{checks.arg('recording')} must be a RotationRecording, "
-            f"got {type(recording).__name__}."
-        )
-    table = recording.rates
-    if table.shape[0] == 0 or not np.all(np.isfinite(table) & (table >= 0)):
-        raise ValueError(
-            f"{checks.arg('recording')} needs at least one step of finite, "
-            f"non-negative rates, got shape {table.shape}, min "
-            f"{np.min(table, initial=np.inf)}, max "
-            f"{np.max(table, initial=-np.inf)}."
-        )
-    last = table.shape[0] - 1
+    _check_recording(recording)
+    rates = recorded_rates(recording)
 
     def init_fn(params):
         if jax.tree.leaves(params):  # skip optax's empty placeholders
-            _columns(recording, params)
+            rates.check(params)
         return ScaleByRecordedRatesState(jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
         del params
-        cols = iter(_columns(recording, updates))
-        row = jnp.asarray(table)[jnp.minimum(state.count, last)]
 
-        def scale(u):
+        def scale(u, r):
             dtype = sm.reduction_dtype(u.dtype)
-            return (u.astype(dtype) * row[next(cols)].astype(dtype)).astype(
-                u.dtype
-            )
+            return (u.astype(dtype) * r.astype(dtype)).astype(u.dtype)
 
+        treedef: Any
+        leaves, treedef = jax.tree.flatten(updates)
+        row = rates.rates(state.count, updates)
+        new = treedef.unflatten(map(scale, leaves, row))
         count = optax.safe_increment(state.count)
-        return jax.tree.map(scale, updates), ScaleByRecordedRatesState(count)
+        return new, ScaleByRecordedRatesState(count)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -119,6 +140,7 @@ def adapt_copy(
     *,
     mask: optax.MaskOrFn = None,
     other: optax.GradientTransformation | None = None,
+    axis: Axis = None,
     eps: jax.typing.ArrayLike = 1e-7,
 ) -> optax.GradientTransformationExtraArgs:
     r"""AdaptCopy: Layca with each layer's recorded rate as its learning rate.
@@ -132,8 +154,11 @@ def adapt_copy(
     (``None``: the gradient, the authors' SGD_layca;
     ``optax.ema(0.9, debias=False)``: their SGD_AMom_layca).
 
-    The chain is :func:`layca`'s with :func:`scale_by_recorded_rates` in
-    place of the learning rate; past the last step the last row is reused.
+    It is :func:`layca` (its fused step, in its range and dtypes, with its
+    warnings) with the recorded rate in place of the learning rate; past
+    the last step the last row is reused. With ``axis``, each slice of a
+    leaf turns by the leaf's recorded rate (at a kept norm, the whole leaf
+    then turns by that angle too).
 
     **Zero-step threshold**: as in :func:`layca`, a step whose
     learning-rate-scaled tangential part is at most ``eps``,
@@ -150,6 +175,8 @@ def adapt_copy(
       mask: which leaves are layers (default :func:`default_layer_mask`:
         kernels); use the mask of the recording.
       other: the transformation of the other leaves; default: unchanged.
+      axis: axes each layer norm reduces over (see :data:`Axis`); the
+        recording has one column per leaf, whose rate each slice gets.
       eps: the zero-step threshold.
 
     Returns:
@@ -176,17 +203,16 @@ def adapt_copy(
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019, Section 5.4.
     """
-    checks.check_not_scheduled(("mask",))
-    scaled = scale_by_recorded_rates(recording)  # validates
+    _check_recording(recording)
+    check_arguments(base, other, mask, axis, ("axis", "mask"))
     checks.check_scalar(eps, "eps", low=0.0)
-    check_partition_args(base, other, mask)
-    layer_tx = optax.chain(
-        optax.identity() if base is None else checked_base(base),
-        scaled,  # the lr-scaled step, which eps is compared with
-        project_to_tangent(),
-        normalize_to_param_norm(eps=eps),
-        scaled,  # the layer's rate, each step
-        optax.scale(-1.0),
-        reproject_to_sphere(),
+    return layca_optimizer(
+        recorded_rates(recording),
+        1.0,
+        base=base,
+        mask=mask,
+        other=other,
+        axis=axis,
+        eps=eps,
+        fused=True,
     )
-    return partition_layers(layer_tx, other, mask)
