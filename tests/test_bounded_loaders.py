@@ -178,7 +178,7 @@ def test_depth_multipliers_refuses_sizes_no_model_has():
 MEASURE = textwrap.dedent(
     """
     import sys
-    import layca_optax
+    from layca_optax import RotationHistory  # imported before the measure
 
     def status(field):  # in bytes; VmHWM (unlike ru_maxrss) is this exec's
         for line in open("/proc/self/status"):
@@ -192,7 +192,7 @@ MEASURE = textwrap.dedent(
     except OSError:
         pass  # then the imports' peak may hide some of the loader's
     before = status("VmRSS")
-    history = getattr(layca_optax.RotationHistory, "load_" + fmt)(path)
+    history = getattr(RotationHistory, "load_" + fmt)(path)
     grown = status("VmHWM") - before
     print(len(history), len(history.keys), grown)
     """
