@@ -51,7 +51,8 @@ def layca(
     layers whose direction is not within a few degrees of the weights
     (the fused step's error in the turn grows as ``2 eps / sin^2`` of that
     angle, and in the norm as ``lr^2 / (1 + lr^2)`` times that;
-    ``fused=False`` stays exact), and in expectation for bfloat16 and
+    ``fused=False`` keeps the norm, and its turn's error grows as ``(1 +
+    lr) 2 eps / sin``), and in expectation for bfloat16 and
     float16 layers, whose new weights are rounded stochastically (their
     norm walks by about ``0.52 * 2^-p / sqrt(n)`` per step; see
     ``docs/robustness.md``). With :math:`d` the ``base`` direction (the

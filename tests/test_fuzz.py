@@ -282,16 +282,18 @@ def near_parallel(case, w, g, red):
     turn: its three sums give the tangential norm to about ``eps /
     sin(theta)**2`` relative, theta the angle between the direction and the
     weights; the norm is kept to ``lr^2 / (1 + lr^2)`` times it
-    (docs/robustness.md). The chain computes the tangent itself: ``2 eps /
-    sin(theta)``, and keeps the norm (its bound is used for the turn
-    only)."""
+    (docs/robustness.md). The chain subtracts the radial part itself: its
+    residue, ``2 eps / sin(theta)`` of the step, tilts the turn's tangent
+    by ``(1 + lr)`` times that; it keeps the norm (its bound is used for
+    the turn only)."""
     d = g / (np.abs(g) + 1e-6) if case["base"] == "adam" else g  # 1st step
     if not np.linalg.norm(d) or not np.linalg.norm(w):
         return 0.0
     cos = abs(np.vdot(d, w)) / (np.linalg.norm(d) * np.linalg.norm(w))
     sin2 = max(1.0 - min(cos, 1.0) ** 2, 1e-30)
     if not case["fused"]:
-        return 2 * float(jnp.finfo(red).eps) / math.sqrt(sin2)
+        lr = case["lr"]
+        return (1 + lr) * 2 * float(jnp.finfo(red).eps) / math.sqrt(sin2)
     return 4 * float(jnp.finfo(red).eps) / sin2
 
 
@@ -343,13 +345,20 @@ def _case(dtype, axis, base, fused, seed, w_conv, g_conv):
 @example(case=_case("float32", "last", "adam", True, 0, 0.0, 0.0))
 @example(case=_case("float64", "fan_in", "sgd", False, 43813552, 0.0, -7.0))
 # By make fuzz with the generators at the edges (issue 24): the chain 0.57
-# degrees from the weights (its eps / sin bound), float16 at lr 1e4 (turns
-# past and onto 90 degrees: rates negative and inf), a 1e-16 layer turned
-# by 1e-3 (its difference's squares underflow: the rates read 5% low).
+# degrees from the weights (its (1 + lr) eps / sin bound, at lr 1 and 10),
+# float16 at lr 1e4 (turns past and onto 90 degrees: rates negative and
+# inf), a 1e-16 layer turned by 1e-3 (its difference's squares underflow:
+# the rates read 5% low).
 @example(
     case=_case("float32", "last", "momentum", False, 0, -16.0, -16.0)
     | {"lr": 1.0, "w_log": dict.fromkeys(SHAPES, -16.0)}
     | {"g_log": dict.fromkeys(SHAPES, -16.0) | {"vector": 18.2}}
+    | {"tilt": {"vector": -2.0}}
+)
+@example(
+    case=_case("float32", "last", "momentum", False, 0, -16.0, -16.0)
+    | {"lr": 10.0, "w_log": dict.fromkeys(SHAPES, -16.0)}
+    | {"g_log": dict.fromkeys(SHAPES, -16.0) | {"vector": 17.2}}
     | {"tilt": {"vector": -2.0}}
 )
 @example(
