@@ -99,6 +99,46 @@ def layca_update(coefficients: tuple, w: jax.Array, d: jax.Array):
     return a_w * w + (d * b) * c
 
 
+def _leaf_sums(
+    axes: tuple[int, ...], d: jax.Array, w: jax.Array, *_: Any
+) -> dict[str, jax.Array]:
+    """``ww``, ``dw`` and ``dd``: one layer's sums, in at least float32."""
+    dtype = sm.reduction_dtype(jnp.result_type(d, w))
+    wf, df = w.astype(dtype), d.astype(dtype)
+    return sm.layer_sums(axes, ww=(wf, wf), dw=(df, wf), dd=(df, df))
+
+
+def _leaf_terms(terms: tuple, key: Any) -> tuple:
+    del key
+    return terms
+
+
+def _leaf_coefficients(sums: dict[str, jax.Array], *terms: Any) -> tuple:
+    return layca_coefficients(**sums, terms=terms)
+
+
+def _leaf_apply(
+    axes: tuple[int, ...],
+    coefficients: tuple,
+    d: jax.Array,
+    w: jax.Array,
+    terms: tuple,
+    key: jax.Array | None,
+):
+    """The elementwise pass of :func:`_leaf` from its coefficients."""
+    del terms
+    dtype = sm.reduction_dtype(jnp.result_type(d, w))
+    wf, df = w.astype(dtype), d.astype(dtype)
+    u = layca_update(coefficients, wf, df)
+    if key is None:
+        return u.astype(w.dtype)
+    return rnd.rounded_update(axes, wf + u, w, key)
+
+
+_STAGES = sm.Stages(_leaf_sums, _leaf_terms, _leaf_coefficients, _leaf_apply)
+
+
+@sm.staged(_STAGES)
 def _leaf(
     axes: tuple[int, ...],
     d: jax.Array,
@@ -110,14 +150,12 @@ def _leaf(
     reduction pass for ``||w||^2``, ``<d, w>`` and ``||d||^2`` in at least
     float32, and one elementwise pass; ``terms`` from :func:`rate_terms`.
     With a ``key`` (bfloat16 and float16 weights), ``w_{t+1}`` is rounded
-    stochastically (:func:`~layca_optax._rounding.rounded_update`)."""
-    dtype = sm.reduction_dtype(jnp.result_type(d, w))
-    wf, df = w.astype(dtype), d.astype(dtype)
-    sums = sm.layer_sums(axes, ww=(wf, wf), dw=(df, wf), dd=(df, df))
-    u = layca_update(layca_coefficients(**sums, terms=terms), wf, df)
-    if key is None:
-        return u.astype(w.dtype)
-    return rnd.rounded_update(axes, wf + u, w, key)
+    stochastically (:func:`~layca_optax._rounding.rounded_update`). On
+    GPUs every layer's coefficients are computed at once
+    (:func:`_sums.map_leaves`)."""
+    sums = _leaf_sums(axes, d, w)
+    coefficients = _leaf_coefficients(sums, *_leaf_terms(terms, key))
+    return _leaf_apply(axes, coefficients, d, w, terms, key)
 
 
 @checks.public

@@ -19,7 +19,12 @@ that XLA fuses into the leaf's elementwise pass. Leaves of one shape then
 compile to identical kernels, which XLA compiles once. (Concatenating every
 leaf's sums into one vector and computing the coefficients once was tried:
 the per-leaf slices that read them back made each leaf's kernel distinct,
-and compiling 100 layers took 2.3 s instead of 0.4 s on XLA:CPU.)
+and compiling 100 layers took 2.3 s instead of 0.4 s on XLA:CPU.) On GPUs,
+where each of those scalar operations was a kernel of its own, the sums
+are one variadic reduction per layer and the map is staged instead
+(:func:`reduce_products`, :func:`map_leaves`): the program is chosen when
+it is lowered (``jax.lax.platform_dependent``), and
+:func:`gpu_forms` forces either.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools as ft
+import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -74,7 +80,11 @@ def layer_sums(
     """
     first = next(iter(pairs.values()))[0]
     keep = keep_dims(axes, jnp.ndim(first))
-    sums = reduce_products(axes, *(a * b for a, b in pairs.values()))
+    products = [a * b for a, b in pairs.values()]
+    if _PARTIAL.get() and not keep:  # a layer's partial sums, flat
+        part = reduce_products(partial_axes(jnp.shape(first)), *products)
+        return {name: jnp.ravel(x) for name, x in zip(pairs, part, strict=True)}
+    sums = reduce_products(axes, *products)
     if keep:
         sums = tuple(jax.lax.expand_dims(s, axes) for s in sums)
     return dict(zip(pairs, complete_sum(sums), strict=True))
@@ -84,25 +94,56 @@ def _add(x: tuple, y: tuple) -> tuple:
     return tuple(a + b for a, b in zip(x, y, strict=True))
 
 
-# Where each product's sum is its own reduction (False) or every product
-# is reduced by one variadic reduction (True), per lowering platform; the
-# keys are ``jax.lax.platform_dependent``'s. None: the platform decides.
-_ONE_REDUCTION: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
-    "layca_optax_one_reduction", default=None
+# Whether the GPU program's forms (one variadic reduction per layer, the
+# staged map) are used (True), not used (False) or used where the lowering
+# platform is one of GPU_PLATFORMS (None, the default).
+_GPU_FORMS: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "layca_optax_gpu_forms", default=None
 )
-_ONE_REDUCTION_PLATFORMS = ("cuda", "rocm")
+GPU_PLATFORMS = ("cuda", "rocm")  # jax.lax.platform_dependent's names
 
 
 @contextlib.contextmanager
-def one_reduction(on: bool | None) -> Iterator[None]:
-    """Forces (``True``) or rules out (``False``) the variadic reduction
-    of :func:`reduce_products` on every platform while tracing (tests,
-    benchmarks); ``None``: GPUs only, as by default."""
-    token = _ONE_REDUCTION.set(on)
+def gpu_forms(on: bool | None) -> Iterator[None]:
+    """Forces (``True``) or rules out (``False``) the GPU program's forms
+    (:func:`reduce_products`' variadic reduction, :func:`map_leaves`'
+    stages) on every platform while tracing (tests, benchmarks); ``None``:
+    on GPUs only, as by default."""
+    token = _GPU_FORMS.set(on)
     try:
         yield
     finally:
-        _ONE_REDUCTION.reset(token)
+        _GPU_FORMS.reset(token)
+
+
+# True inside the staged map's first stage: layer_sums gives a whole-leaf
+# layer's partial sums (see partial_axes), which the map completes.
+_PARTIAL: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "layca_optax_partial_sums", default=False
+)
+ROW = 512  # the fewest entries each partial sum adds up
+
+
+def partial_axes(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The trailing axes a layer's partial sums reduce over: the fewest
+    with at least :data:`ROW` entries (all of them for a smaller layer), a
+    row reduction of one kernel (``(1,)`` for a ``(1024, 1024)`` kernel:
+    1024 partial sums of 1024 entries)."""
+    k = len(shape)
+    while k > 0 and math.prod(shape[k:]) < ROW:
+        k -= 1
+    return tuple(range(k, len(shape)))
+
+
+def on_gpus(gpu: Callable[[], Any], other: Callable[[], Any]) -> Any:
+    """``gpu()`` where the program is lowered for a GPU, else ``other()``
+    (see :func:`gpu_forms`): both are traced, one is lowered
+    (``jax.lax.platform_dependent``), and no conditional remains."""
+    forced = _GPU_FORMS.get()
+    if forced is not None:
+        return gpu() if forced else other()
+    branches = dict.fromkeys(GPU_PLATFORMS, gpu)
+    return jax.lax.platform_dependent(**branches, default=other)
 
 
 def reduce_products(axes: tuple[int, ...], *products: jax.Array) -> tuple:
@@ -118,17 +159,13 @@ def reduce_products(axes: tuple[int, ...], *products: jax.Array) -> tuple:
     reduction sequentially (10 times the rounding error of its vectorized
     sums, and slower). The platform is that of the lowering
     (``jax.lax.platform_dependent``: the other branch is dropped, no
-    conditional remains); :func:`one_reduction` overrides it.
+    conditional remains); :func:`gpu_forms` overrides it.
     """
     if len(products) == 1:
         return (jnp.sum(products[0], axes),)
-    one = ft.partial(_one_reduction, axes)
-    per = ft.partial(_per_product, axes)
-    forced = _ONE_REDUCTION.get()
-    if forced is not None:
-        return (one if forced else per)(*products)
-    gpu = dict.fromkeys(_ONE_REDUCTION_PLATFORMS, one)
-    return tuple(jax.lax.platform_dependent(*products, **gpu, default=per))
+    one = ft.partial(_one_reduction, axes, *products)
+    per = ft.partial(_per_product, axes, *products)
+    return tuple(on_gpus(one, per))
 
 
 def _per_product(axes: tuple[int, ...], *products: jax.Array) -> tuple:
@@ -199,11 +236,150 @@ def per_leaf(fn: Callable, static: Any, *args: Any) -> Any:
     traced computation: each further leaf costs one cached call instead of
     tracing its few dozen operations again, and XLA inlines the calls
     (with identical kernels, which it compiles once). The
-    :func:`layca_optax.psum_layer_sums` and :func:`one_reduction`
+    :func:`layca_optax.psum_layer_sums` and :func:`gpu_forms`
     contexts are part of the key.
     """
-    key = (summing_context(), _ONE_REDUCTION.get())
+    key = (summing_context(), _GPU_FORMS.get(), _PARTIAL.get())
     return _jitted(fn, static, key, *args)
+
+
+class Stages(NamedTuple):
+    """A leaf function ``f(axes, u, w, *r, *shared)`` in stages, for
+    :func:`map_leaves`; ``f`` must equal ``apply(axes,
+    coefficients(sums(axes, u, w, *r, *shared), *args(*r, *shared)), u, w,
+    *r, *shared)`` (module-level functions: :func:`per_leaf` caches
+    them)."""
+
+    sums: Callable[..., dict[str, jax.Array]]  # a layer's sums
+    args: Callable[..., tuple]  # per-layer scalars (None: 0)
+    coefficients: Callable[..., tuple]  # from sums (vectors) and args
+    apply: Callable[..., Any]  # (axes, coefficients, u, w, *r, *shared)
+
+
+_STAGES: dict[Callable, Stages] = {}
+
+
+def staged(stages: Stages) -> Callable[[Callable], Callable]:
+    """Registers ``stages`` as the staged form of the decorated leaf
+    function (see :func:`map_leaves`)."""
+
+    def register(fn: Callable) -> Callable:
+        _STAGES[fn] = stages
+        return fn
+
+    return register
+
+
+def map_leaves(
+    leaf_fn: Callable, axes: list, args: list[tuple], shared: tuple = ()
+) -> list:
+    """``[per_leaf(leaf_fn, a, *x, *shared) for a, x in zip(axes, args)]``.
+
+    On GPUs (:func:`on_gpus`), for a leaf function registered with
+    :func:`staged`, the layers whose sums are scalars are staged: each
+    layer's partial sums (one row reduction, :func:`partial_axes`), those
+    of every layer completed together (one reduction per number of partial
+    sums), every layer's coefficients at once, then each layer's
+    ``apply``, which XLA GPU fuses across layers. An H100 step of 48
+    ``(1024, 1024)`` layers: 55 kernels instead of 241, where each layer
+    finished its sums and computed its coefficients in kernels of its own
+    (``benchmarks/gpu_cost.py``). Not on other platforms: the slices that
+    read each layer's coefficients made every layer's kernel distinct, and
+    compiling 100 layers took 2.3 s instead of 0.4 s on XLA:CPU (see the
+    module docstring). Not inside :func:`layca_optax.psum_layer_sums`
+    either (per-device sums, completed per layer).
+    """
+
+    def per() -> list:
+        return [
+            per_leaf(leaf_fn, a, *x, *shared)
+            for a, x in zip(axes, args, strict=True)
+        ]
+
+    stages = _STAGES.get(leaf_fn)
+    if stages is None or summing_context() is not None:
+        return per()
+    ids = [
+        i
+        for i, (a, x) in enumerate(zip(axes, args, strict=True))
+        if not keep_dims(a, jnp.ndim(x[0]))
+        and all(np.ndim(v) == 0 for v in stages.args(*x[2:], *shared))
+    ]
+    if not ids:
+        return per()
+
+    def gpu() -> list:
+        with gpu_forms(True):
+            return _staged_map(leaf_fn, stages, axes, args, shared, ids)
+
+    return on_gpus(gpu, per)
+
+
+def _staged_map(
+    leaf_fn: Callable,
+    stages: Stages,
+    axes: list,
+    args: list[tuple],
+    shared: tuple,
+    ids: list[int],
+) -> list:
+    """:func:`map_leaves` with the leaves ``ids`` staged: each layer's
+    partial sums (one row reduction), the layers' partial sums of one
+    length stacked and completed together (one reduction), every layer's
+    coefficients at once, then each layer's ``apply``."""
+    staged = set(ids)
+    out = [
+        None if i in staged else per_leaf(leaf_fn, a, *x, *shared)
+        for i, (a, x) in enumerate(zip(axes, args, strict=True))
+    ]
+    token = _PARTIAL.set(True)
+    try:
+        parts = {
+            i: per_leaf(stages.sums, axes[i], *args[i], *shared) for i in ids
+        }
+    finally:
+        _PARTIAL.reset(token)
+    groups: dict[Any, dict[int, list[int]]] = {}  # per dtype, per length
+    for i in ids:
+        first = next(iter(parts[i].values()))
+        by_length = groups.setdefault(first.dtype, {})
+        by_length.setdefault(first.shape[0], []).append(i)
+    for dtype, by_length in groups.items():
+        order = [i for group in by_length.values() for i in group]
+        names = list(parts[order[0]])
+        done = [
+            _one_reduction(
+                (1,), *(jnp.stack([parts[i][n] for i in g]) for n in names)
+            )
+            for g in by_length.values()
+        ]
+        vectors = {
+            n: jnp.concatenate([d[j] for d in done])
+            for j, n in enumerate(names)
+        }
+        rows = [stages.args(*args[i][2:], *shared) for i in order]
+        columns = [_column(c, dtype) for c in zip(*rows, strict=True)]
+        coefficients = stages.coefficients(vectors, *columns)
+        for k, i in enumerate(order):
+            mine = tuple(
+                jax.lax.index_in_dim(c, k, keepdims=False) if np.ndim(c) else c
+                for c in coefficients
+            )
+            out[i] = per_leaf(stages.apply, axes[i], mine, *args[i], *shared)
+    return out
+
+
+def _column(values: tuple, dtype: Any) -> Any:
+    """One per-layer argument of a group's layers as a vector (a number or
+    array shared by all as itself; None stands for 0)."""
+    first = values[0]
+    if all(v is first for v in values):
+        return first
+    if all(isinstance(v, int | float | None) for v in values):
+        return np.array([0 if v is None else v for v in values], dtype)
+    return jnp.stack(
+        [jnp.asarray(0 if v is None else v, dtype) for v in values]
+    )
 
 
 def map_layers(
@@ -218,7 +394,8 @@ def map_layers(
     ``leaf_fn(axes, u, w, *r, *shared)`` for each leaf ``u`` of ``updates``
     (``w`` of ``params``, ``r...`` of ``rest``) through :func:`per_leaf`,
     with ``axes`` the leaf's reduction axes for ``axis`` and ``shared`` the
-    same values (e.g. a traced ``eps``) for every leaf."""
+    same values (e.g. a traced ``eps``) for every leaf; staged on GPUs
+    (:func:`map_leaves`)."""
     treedef: Any
     us, treedef = jax.tree.flatten(updates)
     ws = treedef.flatten_up_to(params)
@@ -226,11 +403,8 @@ def map_layers(
     check_shapes(us, ws, updates)
     others = [treedef.flatten_up_to(tree) for tree in rest]
     extra = list(zip(*others, strict=True)) if others else [()] * len(us)
-    axes = axes_per_leaf(updates, axis)
-    out = [
-        per_leaf(leaf_fn, a, u, w, *r, *shared)
-        for a, u, w, r in zip(axes, us, ws, extra, strict=True)
-    ]
+    args = [(u, w, *r) for u, w, r in zip(us, ws, extra, strict=True)]
+    out = map_leaves(leaf_fn, axes_per_leaf(updates, axis), args, shared)
     return treedef.unflatten(out)
 
 

@@ -108,13 +108,44 @@ def drop_reduced(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     return jnp.squeeze(x, axes) if axes and jnp.ndim(x) else x
 
 
+_METRIC_SUMS = ("oo", "do", "dd", "nn", "no")  # metric_sums' names
+
+
+def _metric_sums(axes: tuple[int, ...], new, old) -> dict[str, jax.Array]:
+    return metric_sums(new, old, axes)
+
+
+def _no_args(*_: Any) -> tuple:
+    return ()
+
+
+def _as_tuple(sums: dict[str, jax.Array]) -> tuple:
+    """The sums themselves: each layer's formula is applied to its own
+    entries (XLA GPU then computes every layer's in one kernel; computed
+    on the stacked vectors, each layer's value was sliced out by a kernel
+    of its own)."""
+    return tuple(sums[name] for name in _METRIC_SUMS)
+
+
+def _cosine(axes: tuple[int, ...], sums: tuple, *_: Any) -> jax.Array:
+    return cosine_from_sums(**dict(zip(_METRIC_SUMS, sums, strict=True)))
+
+
+def _tan(axes: tuple[int, ...], sums: tuple, *_: Any) -> jax.Array:
+    return tan_from_sums(**dict(zip(_METRIC_SUMS, sums, strict=True)))
+
+
+@sm.staged(sm.Stages(_metric_sums, _no_args, _as_tuple, _cosine))
 def cosine_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
-    """The cosine distance of each layer (slice) of one leaf."""
+    """The cosine distance of each layer (slice) of one leaf (staged on
+    GPUs: :func:`_sums.map_leaves`)."""
     return drop_reduced(cosine_from_sums(**metric_sums(new, old, axes)), axes)
 
 
+@sm.staged(sm.Stages(_metric_sums, _no_args, _as_tuple, _tan))
 def tan_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
-    """The tangent of the angle each layer (slice) of one leaf turned."""
+    """The tangent of the angle each layer (slice) of one leaf turned
+    (staged on GPUs: :func:`_sums.map_leaves`)."""
     return drop_reduced(tan_from_sums(**metric_sums(new, old, axes)), axes)
 
 

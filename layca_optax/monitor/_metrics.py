@@ -51,7 +51,8 @@ def _map_layers(
     leaf_fn: Callable, new: Any, old: Any, mask, axis, names: tuple
 ) -> Any:
     """``leaf_fn(axes, new_leaf, old_leaf)`` for each layer, through
-    :func:`_sums.per_leaf` (one cached trace per shape), as a tree like
+    :func:`_sums.map_leaves` (one cached trace per shape; on GPUs every
+    layer's formula at once), as a tree like
     ``new`` with ``None`` at the leaves that are not layers. ``names`` are
     the arguments ``new`` and ``old`` of the function called."""
     ax.check_axis(axis)
@@ -67,13 +68,18 @@ def _map_layers(
             f"shape {old_shape} in `{names[1]}` but {shape} in "
             f"`{names[0]}`; each leaf must have the same shape in both."
         )
-    out = [
-        None if axes is None else sm.per_leaf(leaf_fn, axes, a, b)
-        for axes, (_, a), b in zip(
-            layer_axes(new, mask, axis), flat, olds, strict=True
+    axes = layer_axes(new, mask, axis)
+    layers = [i for i, a in enumerate(axes) if a is not None]
+    values = iter(
+        sm.map_leaves(
+            leaf_fn,
+            [axes[i] for i in layers],
+            [(flat[i][1], olds[i]) for i in layers],
         )
-    ]
-    return treedef.unflatten(out)
+    )
+    return treedef.unflatten(
+        [None if a is None else next(values) for a in axes]
+    )
 
 
 @checks.public
