@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from layca_optax import (
+    _axes as ax,
     _checks as checks,
     _normalization as normalization,
     _projection as projection,
@@ -112,14 +114,35 @@ def layca_chain(
     rate = nonnegative_rate(learning_rate)
     with checks.checked():
         scaled = scale_by_layer_multipliers(multipliers)
-    return optax.chain(
-        _widened(),
-        scaled,
-        optax.scale_by_learning_rate(rate, flip_sign=False),
-        stateless_step(projection, axis),
-        stateless_step(normalization, axis, eps),
-        scaled,
-        optax.scale_by_learning_rate(rate),
-        stateless_step(reprojection, axis),
-        _in_param_dtype(axis),
-    )
+
+    def build(axis: Axis) -> optax.GradientTransformation:
+        return optax.chain(
+            _widened(),
+            scaled,
+            optax.scale_by_learning_rate(rate, flip_sign=False),
+            stateless_step(projection, axis),
+            stateless_step(normalization, axis, eps),
+            scaled,
+            optax.scale_by_learning_rate(rate),
+            stateless_step(reprojection, axis),
+            _in_param_dtype(axis),
+        )
+
+    return _axes_resolved_once(build, axis)
+
+
+def _axes_resolved_once(
+    build: Callable[[Axis], optax.GradientTransformation], axis: Axis
+) -> optax.GradientTransformation:
+    """``build(axis)``, whose ``update`` resolves ``axis`` once per leaf (a
+    callable rule is called once, as in the fused step) and builds its
+    steps again with the resolved axes, a tree of tuples (the steps keep
+    no ``axis`` in their state)."""
+    tx = build(axis)
+
+    def update_fn(updates, state, params=None):
+        treedef: Any = jax.tree.structure(updates)
+        resolved = treedef.unflatten(ax.axes_per_leaf(updates, axis))
+        return build(resolved).update(updates, state, params)
+
+    return optax.GradientTransformation(tx.init, update_fn)

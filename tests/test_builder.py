@@ -256,3 +256,19 @@ def test_checks_imports_no_module_of_this_package():
             assert not (node.module or "").startswith("layca_optax"), node
         elif isinstance(node, ast.Import):
             assert all(not a.name.startswith("layca_optax") for a in node.names)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_callable_axis_is_resolved_once_per_leaf_and_update(fused):
+    calls = []
+
+    def rule(x):
+        calls.append(x.shape)
+        return tuple(range(x.ndim - 1))
+
+    params = {"a": jnp.ones((3, 4)), "b": jnp.ones((4, 2))}
+    tx = layca_optax.layca(0.1, axis=rule, fused=fused, mask=True)
+    state = tx.init(params)
+    calls.clear()
+    jax.jit(tx.update)(params, state, params)
+    assert sorted(calls) == [(3, 4), (4, 2)]
