@@ -107,15 +107,15 @@ def layer_rotation(
 
     Accuracy, with float32 reductions: below 45 degrees the value comes
     from the tangent of the angle (the parts of ``w - w0`` across and along
-    ``w0``), with a relative error of about ``1e-7 * (1 + (r / t)^2)``,
-    ``r`` and ``t`` the radial and tangential parts of ``w - w0`` (a 1%
-    norm change with a 1e-4 rad turn: about 1e-3), and a few ``1e-7``
-    absolute (the rounding of the sums); from 45 degrees on, ``1 - <w, w0>
-    / (||w|| ||w0||)``, a few ``1e-7`` absolute. A turn so small that the
-    squares of ``w - w0``'s entries underflow (root-mean-square entry of
-    ``w`` times the angle below about 1e-18) reads low, 0 at the limit.
-    Norms up to 9e18 (``||w - w0||`` and both norms below 1.8e19); beyond,
-    NaN. See ``docs/robustness.md``.
+    ``w0``), with a relative error within ``2e-6 * min(1 + (r / t)^2, 1 /
+    sin^2)`` of the angle, ``r`` and ``t`` the radial and tangential parts
+    of ``w - w0`` (a 1% norm change with a 1e-4 rad turn: about 1e-3), and
+    about ``1e-6`` absolute (the rounding of the sums); from 45 degrees on,
+    ``1 - <w, w0> / (||w|| ||w0||)``, a few ``1e-7`` absolute. A turn so
+    small that the squares of ``w - w0``'s entries underflow
+    (root-mean-square entry of ``w`` times the angle below about 1e-18)
+    reads low, 0 at the limit. Norms up to 9e18 (``||w - w0||`` and both
+    norms below 1.8e19); beyond, NaN. See ``docs/robustness.md``.
 
     Args:
       params: the current parameters.
@@ -258,11 +258,12 @@ def rotation_rate(
     Degenerate layers: 0 when either is zero; ``inf`` for exactly 90
     degrees; negative beyond 90 degrees (the tangent's sign).
 
-    Accuracy: with float32 reductions the relative error is about
-    ``1e-7 * (1 + (r / t)^2)``, with ``r`` and ``t`` the radial and tangential
-    parts of ``new - old``: tiny for Layca (``r / t = tan(theta) / 2``) and for
-    the usual optimizers; only a large norm change with a tiny turn loses
-    digits (a 1% norm change with a 1e-4 turn: about 1e-3 relative).
+    Accuracy: with float32 reductions the relative error is within
+    ``2e-6 * min(1 + (r / t)^2, 1 / sin^2)`` of the angle, with ``r`` and
+    ``t`` the radial and tangential parts of ``new - old``: tiny for Layca
+    (``r / t = tan(theta) / 2``) and for the usual optimizers; only a large
+    norm change with a tiny turn loses digits (a 1% norm change with a
+    1e-4 turn: about 1e-3 relative).
 
     Args:
       new_params: parameters after the step(s).
