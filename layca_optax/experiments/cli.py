@@ -27,6 +27,7 @@ STUDIES = (
     "demo",
     "reproduce",
     "modular",
+    "lm",
 )
 """The studies, each a folder of ``layca_optax.experiments`` whose
 ``command`` module lists its commands (``COMMANDS``), in ``--help``'s

@@ -25,6 +25,15 @@ from layca_optax.experiments.data._modular import (
     ModularData as ModularData,
     modular_addition as modular_addition,
 )
+from layca_optax.experiments.data._text import (
+    KJV_PACKAGE as KJV_PACKAGE,
+    KJV_SHA256 as KJV_SHA256,
+    MAX_TEXT_BYTES as MAX_TEXT_BYTES,
+    TextData as TextData,
+    read_kjv as read_kjv,
+    read_text as read_text,
+    split_text as split_text,
+)
 
 
 __all__ = (

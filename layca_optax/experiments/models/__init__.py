@@ -4,6 +4,10 @@ forward order)."""
 
 from layca_optax.experiments.models._cnn import CNN
 from layca_optax.experiments.models._layers import batch_norm, conv1d_as_matmul
+from layca_optax.experiments.models._lm import (
+    LM_KERNELS as LM_KERNELS,
+    CharLM as CharLM,
+)
 from layca_optax.experiments.models._paper import C10CNN1, MLP, ResNet32
 from layca_optax.experiments.models._transformer import (
     Transformer as Transformer,

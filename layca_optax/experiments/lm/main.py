@@ -1,0 +1,67 @@
+"""``layca-optax lm``: the arguments and ``--out`` checked, the text read
+and split, every family tuned and run, the verdicts printed."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from layca_optax.experiments.common.command import check_outputs, last_seed
+from layca_optax.experiments.data import DatasetError
+from layca_optax.experiments.lm import run, settings
+from layca_optax.experiments.lm.train import load_data
+
+
+def lm(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``layca-optax lm``: checks the arguments, ``--out`` and the text,
+    trains every family, writes ``--out``, prints the verdicts."""
+    base = (
+        settings.QUICK
+        if args.quick
+        else settings.SCALE
+        if args.scale
+        else settings.DEFAULT
+    )
+    count = last_seed(parser, args, base)
+    steps = base.steps if args.steps is None else args.steps
+    if steps % base.eval_every:
+        parser.error(
+            f"argument --steps: must be a multiple of {base.eval_every} (the "
+            f"evaluation interval), got {steps}"
+        )
+    text = None if args.text is None else str(args.text)
+    chosen = settings.make_settings(
+        quick=args.quick,
+        scale=args.scale,
+        text=text,
+        seeds=count,
+        first_seed=args.seed,
+        steps=steps,
+    )
+    written = [settings.RESULTS_NAME, settings.REPORT_NAME]
+    check_outputs(parser, args.out, [*written, *settings.FIGURE_NAMES.values()])
+    try:
+        data = load_data(chosen.text, chosen.length)
+    except DatasetError as e:
+        parser.error(str(e))
+    print(
+        f"lm: {data.name} ({sum(data.sizes.values()):,} characters), "
+        f"{settings.runs(chosen)} runs of {chosen.steps} steps, "
+        f"{args.jobs} job(s), into {args.out}",
+        flush=True,
+    )
+    results = run.run_lm(
+        chosen,
+        args.out,
+        args.jobs,
+        verbose=True,
+        command=shlex.join(["layca-optax", *args.argv]),
+    )
+    print()
+    for claim in results["results"]["claims"]:
+        print(f"[{claim['verdict']}] {claim['claim']}")
+    print(
+        f"\nwrote {', '.join(written)} and the figures in {args.out} "
+        f"({results['wall_seconds']:.0f} s)"
+    )
+    return 0

@@ -1,0 +1,128 @@
+"""The language-model study's optimizers: each family's optimizer for one
+configuration, its layers (the weight matrices) and their stacked axes
+read from the model."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import layca_optax
+from layca_optax.experiments.lm.settings import FAMILIES, LMSettings
+from layca_optax.experiments.models import LM_KERNELS, CharLM
+
+
+ADAM_B2 = 0.95
+"""Adam's second-moment decay in every Adam direction (nanoGPT's)."""
+
+
+def _name(path: Any) -> list[str]:
+    return [str(getattr(k, "key", k)) for k in path]
+
+
+def layer_mask(params: Any) -> Any:
+    """Every weight matrix is a layer, embeddings included; the
+    LayerNorms' scales are not."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: _name(path)[-1] != "scale", params
+    )
+
+
+def block_kernel_mask(params: Any) -> Any:
+    """The blocks' kernels only (Muon's matrices: not the embeddings, the
+    unembedding or the LayerNorm scales, as in modded-nanogpt)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: (
+            _name(path)[0] == "blocks" and _name(path)[-1] == "kernel"
+        ),
+        params,
+    )
+
+
+def model_of(s: LMSettings, vocab: int) -> CharLM:
+    """The settings' model for ``vocab`` characters."""
+    return CharLM(vocab, s.length, s.width, s.heads, s.mlp, s.depth)
+
+
+@functools.lru_cache(maxsize=8)
+def layout(model: CharLM) -> tuple[Any, Callable[[Any], Any]]:
+    """``(axis, numbers)``: each leaf's stacked axes
+    (:func:`layca_optax.infer_stacked_axes`) and Muon's dimension numbers
+    of the block kernels (:func:`layca_optax.infer_muon_dimension_numbers`),
+    ``None`` on every other leaf (Adam's, in ``optax.contrib.muon``),
+    read from the model's jaxpr."""
+    tokens = jax.ShapeDtypeStruct((1, model.length), jnp.int32)
+    params = jax.eval_shape(
+        lambda t: model.init(jax.random.key(0), t)["params"], tokens
+    )
+    apply = lambda p, t: model.apply({"params": p}, t)
+    axis = layca_optax.infer_stacked_axes(apply, params, tokens)
+    inferred = layca_optax.infer_muon_dimension_numbers(apply, params, tokens)
+
+    def numbers(tree: Any) -> Any:
+        found = inferred({"blocks": {k: tree["blocks"][k] for k in LM_KERNELS}})
+        out = jax.tree.map(lambda _: None, tree)
+        out["blocks"].update(found["blocks"])
+        return out
+
+    return axis, numbers
+
+
+def optimizer(
+    family: str,
+    hp: Mapping[str, Any],
+    shape: optax.Schedule,
+    settings: LMSettings,
+    model: CharLM,
+) -> optax.GradientTransformation:
+    """A family's optimizer for one configuration.
+
+    Args:
+      family: ``"adamw"`` (decay on every matrix), ``"adam-layca"``
+        (``layca(base=scale_by_adam())`` on every matrix),
+        ``"muon"`` (``optax.contrib.muon`` on the block kernels, Adam on
+        the rest), ``"muon-layca"`` (``layca(base=scale_by_muon())`` on
+        the block kernels, Adam on the rest) or ``"hyperball"`` (AdamH:
+        ``hyperball(base=scale_by_adam())`` on every matrix).
+      hp: ``learning_rate`` (and ``weight_decay`` for AdamW).
+      shape: the learning rate's shape (warmup, peak 1, cooldown).
+      settings: the study's settings (Adam's rate on the other leaves).
+      model: the model (its stacked axes, Muon's matrices).
+
+    Returns:
+      The optimizer. No family but AdamW decays weights.
+    """
+    lr = lambda step: hp["learning_rate"] * shape(step)
+    other_lr = lambda step: settings.other_learning_rate * shape(step)
+    adam = lambda: optax.scale_by_adam(b2=ADAM_B2)
+    other = optax.adam(other_lr, b2=ADAM_B2)
+    axis, numbers = layout(model)
+    if family == "adamw":
+        return optax.adamw(
+            lr, b2=ADAM_B2, weight_decay=hp["weight_decay"], mask=layer_mask
+        )
+    if family in ("adam-layca", "hyperball"):
+        rule = (
+            layca_optax.layca
+            if family == "adam-layca"
+            else layca_optax.hyperball
+        )
+        return rule(lr, base=adam(), mask=layer_mask, other=other, axis=axis)
+    if family == "muon":
+        return optax.contrib.muon(
+            lr,
+            adam_b2=ADAM_B2,
+            adam_learning_rate=other_lr,
+            muon_weight_dimension_numbers=numbers,
+        )
+    if family == "muon-layca":
+        muon = optax.contrib.scale_by_muon(weight_dimension_numbers=numbers)
+        return layca_optax.layca(
+            lr, base=muon, mask=block_kernel_mask, other=other, axis=axis
+        )
+    raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
