@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools as ft
-import math
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -80,11 +79,7 @@ def layer_sums(
     """
     first = next(iter(pairs.values()))[0]
     keep = keep_dims(axes, jnp.ndim(first))
-    products = [a * b for a, b in pairs.values()]
-    if _PARTIAL.get() and not keep:  # a layer's partial sums, flat
-        part = reduce_products(partial_axes(jnp.shape(first)), *products)
-        return {name: jnp.ravel(x) for name, x in zip(pairs, part, strict=True)}
-    sums = reduce_products(axes, *products)
+    sums = reduce_products(axes, *(a * b for a, b in pairs.values()))
     if keep:
         sums = tuple(jax.lax.expand_dims(s, axes) for s in sums)
     return dict(zip(pairs, complete_sum(sums), strict=True))
@@ -114,25 +109,6 @@ def gpu_forms(on: bool | None) -> Iterator[None]:
         yield
     finally:
         _GPU_FORMS.reset(token)
-
-
-# True inside the staged map's first stage: layer_sums gives a whole-leaf
-# layer's partial sums (see partial_axes), which the map completes.
-_PARTIAL: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "layca_optax_partial_sums", default=False
-)
-ROW = 512  # the fewest entries each partial sum adds up
-
-
-def partial_axes(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The trailing axes a layer's partial sums reduce over: the fewest
-    with at least :data:`ROW` entries (all of them for a smaller layer), a
-    row reduction of one kernel (``(1,)`` for a ``(1024, 1024)`` kernel:
-    1024 partial sums of 1024 entries)."""
-    k = len(shape)
-    while k > 0 and math.prod(shape[k:]) < ROW:
-        k -= 1
-    return tuple(range(k, len(shape)))
 
 
 def on_gpus(gpu: Callable[[], Any], other: Callable[[], Any]) -> Any:
@@ -239,7 +215,7 @@ def per_leaf(fn: Callable, static: Any, *args: Any) -> Any:
     :func:`layca_optax.psum_layer_sums` and :func:`gpu_forms`
     contexts are part of the key.
     """
-    key = (summing_context(), _GPU_FORMS.get(), _PARTIAL.get())
+    key = (summing_context(), _GPU_FORMS.get())
     return _jitted(fn, static, key, *args)
 
 
@@ -277,17 +253,25 @@ def map_leaves(
 
     On GPUs (:func:`on_gpus`), for a leaf function registered with
     :func:`staged`, the layers whose sums are scalars are staged: each
-    layer's partial sums (one row reduction, :func:`partial_axes`), those
-    of every layer completed together (one reduction per number of partial
-    sums), every layer's coefficients at once, then each layer's
-    ``apply``, which XLA GPU fuses across layers. An H100 step of 48
-    ``(1024, 1024)`` layers: 55 kernels instead of 241, where each layer
-    finished its sums and computed its coefficients in kernels of its own
-    (``benchmarks/gpu_cost.py``). Not on other platforms: the slices that
-    read each layer's coefficients made every layer's kernel distinct, and
-    compiling 100 layers took 2.3 s instead of 0.4 s on XLA:CPU (see the
-    module docstring). Not inside :func:`layca_optax.psum_layer_sums`
-    either (per-device sums, completed per layer).
+    layer's sums (one variadic reduction, which XLA GPU runs as two
+    kernels), stacked into vectors behind an optimization barrier, every
+    layer's coefficients at once, then each layer's ``apply`` reading its
+    entries. XLA GPU then fuses the layers' last reduction stages into one
+    kernel, their coefficients into another, and the metrics' formulas
+    (whose ``apply`` is the formula) into one: an H100 step of 48 ``(1024,
+    1024)`` layers has 103 kernels instead of 241, where each layer
+    computed its coefficients in kernels of its own, and
+    :func:`layca_optax.rotation_metrics` 102 instead of 144
+    (``benchmarks/gpu_cost.py``; without the barrier XLA folded the stack
+    and its slices back into per-layer values). Not on other platforms:
+    the slices that read each layer's coefficients made every layer's
+    kernel distinct, and compiling 100 layers took 2.3 s instead of 0.4 s
+    on XLA:CPU (see the module docstring). Not inside
+    :func:`layca_optax.psum_layer_sums` either (per-device sums, completed
+    per layer). (Reducing each layer to partial sums and completing every
+    layer's at once saved another kernel per layer, but under FSDP or
+    tensor parallelism the partial sums of a layer split along a reduced
+    axis were all-gathered: 6.6 MB per GPT-2 step instead of 4.8 kB.)
     """
 
     def per() -> list:
@@ -324,39 +308,21 @@ def _staged_map(
     ids: list[int],
 ) -> list:
     """:func:`map_leaves` with the leaves ``ids`` staged: each layer's
-    partial sums (one row reduction), the layers' partial sums of one
-    length stacked and completed together (one reduction), every layer's
-    coefficients at once, then each layer's ``apply``."""
+    sums, every layer's coefficients at once (per dtype), then each
+    layer's ``apply``."""
     staged = set(ids)
     out = [
         None if i in staged else per_leaf(leaf_fn, a, *x, *shared)
         for i, (a, x) in enumerate(zip(axes, args, strict=True))
     ]
-    token = _PARTIAL.set(True)
-    try:
-        parts = {
-            i: per_leaf(stages.sums, axes[i], *args[i], *shared) for i in ids
-        }
-    finally:
-        _PARTIAL.reset(token)
-    groups: dict[Any, dict[int, list[int]]] = {}  # per dtype, per length
+    sums = {i: per_leaf(stages.sums, axes[i], *args[i], *shared) for i in ids}
+    groups: dict[Any, list[int]] = {}  # per dtype
     for i in ids:
-        first = next(iter(parts[i].values()))
-        by_length = groups.setdefault(first.dtype, {})
-        by_length.setdefault(first.shape[0], []).append(i)
-    for dtype, by_length in groups.items():
-        order = [i for group in by_length.values() for i in group]
-        names = list(parts[order[0]])
-        done = [
-            _one_reduction(
-                (1,), *(jnp.stack([parts[i][n] for i in g]) for n in names)
-            )
-            for g in by_length.values()
-        ]
-        vectors = {
-            n: jnp.concatenate([d[j] for d in done])
-            for j, n in enumerate(names)
-        }
+        groups.setdefault(next(iter(sums[i].values())).dtype, []).append(i)
+    for dtype, order in groups.items():
+        vectors = jax.lax.optimization_barrier(
+            {n: jnp.stack([sums[i][n] for i in order]) for n in sums[order[0]]}
+        )
         rows = [stages.args(*args[i][2:], *shared) for i in order]
         columns = [_column(c, dtype) for c in zip(*rows, strict=True)]
         coefficients = stages.coefficients(vectors, *columns)

@@ -1,11 +1,11 @@
 """The GPU program's forms (issue 27 part 2), checked on the CPU.
 
 On GPUs a layer's sums are one variadic reduction and the per-layer map is
-staged (partial sums per layer, completed and turned into coefficients for
-every layer at once, then each layer's elementwise pass); elsewhere the
-per-leaf program is kept. ``_sums.gpu_forms(True)`` forces the GPU forms
-on the CPU: their results equal the per-leaf ones to float32 rounding,
-their derivatives too, and the CPU program has no conditional. The H100
+staged (each layer's sums, every layer's coefficients at once, then each
+layer's elementwise pass); elsewhere the per-leaf program is kept.
+``_sums.gpu_forms(True)`` forces the GPU forms on the CPU: their results
+equal the per-leaf ones to float32 rounding, their derivatives too, and
+the CPU program has no conditional. The H100
 program's kernel counts and traffic run in ``build/venv-gpu`` (``make
 bench-gpu``), skipped without it.
 """
@@ -31,9 +31,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPU_PYTHON = os.path.join(ROOT, "build", "venv-gpu", "bin", "python")
 
 SHAPES = {
-    "a": (64, 64),  # 64 partial sums
-    "b": (3, 3, 8, 16),  # partial sums over the last two axes: 9
-    "c": (40, 64),  # another number of partial sums
+    "a": (64, 64),
+    "b": (3, 3, 8, 16),
+    "c": (40, 64),
     "d": (64, 64),
     "bias": (16,),  # frozen
 }
@@ -139,11 +139,7 @@ def test_staged_derivatives_equal_per_leaf():
     _close(a, b, rtol=1e-5)
 
 
-def test_partial_axes_and_the_cpu_program():
-    assert sm.partial_axes((1024, 1024)) == (1,)
-    assert sm.partial_axes((3, 3, 64, 64)) == (2, 3)
-    assert sm.partial_axes((100,)) == (0,)
-    assert sm.partial_axes(()) == ()
+def test_the_cpu_program_has_no_conditional():
     params, grads = _tree(0), _tree(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -178,4 +174,5 @@ def test_h100_kernels_and_traffic(tmp_path):
         assert results[name]["arrays_moved"] < floor + 0.02, name
         assert results[name]["kernels_per_leaf"] <= 3, name
         assert results[name]["kernels_by_op"].get("copy", 0) == 0, name
-    assert results["rotation_metrics"]["kernels_per_leaf"] <= 2
+    # Two per layer (its sums' two reduction stages), and a few for all.
+    assert results["rotation_metrics"]["kernels"] <= 2 * 48 + 8
