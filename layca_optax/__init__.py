@@ -33,8 +33,10 @@ if TYPE_CHECKING:
     from layca_optax._norm_growth import CapNormGrowthState, cap_norm_growth
     from layca_optax._normalization import normalize_to_param_norm
     from layca_optax._projection import project_to_tangent
+    from layca_optax._radial_brake import radial_brake
     from layca_optax._reprojection import reproject_to_sphere
     from layca_optax._shard_map import psum_layer_sums, with_psum_layer_sums
+    from layca_optax._tangent_trace import TangentTraceState, tangent_trace
     from layca_optax._variants import hyperball, layca_lars
     from layca_optax.analysis import (
         InitFn,
@@ -86,6 +88,7 @@ __all__ = (
     "RotationRecording",
     "ScaleByLaycaState",
     "ScaleByRecordedRatesState",
+    "TangentTraceState",
     "TrackRotationState",
     "adam_nu_percentiles",
     "adapt_copy",
@@ -113,6 +116,7 @@ __all__ = (
     "plot_rotation_rates",
     "project_to_tangent",
     "psum_layer_sums",
+    "radial_brake",
     "reinit_robustness",
     "reproject_to_sphere",
     "rerandom_draws",
@@ -124,6 +128,7 @@ __all__ = (
     "scale_by_layer_multipliers",
     "scale_by_recorded_rates",
     "stacked_axes",
+    "tangent_trace",
     "state_shardings",
     "track_rotation",
     "tracked_metrics",
