@@ -4,12 +4,14 @@ Every full optimizer of this package (:func:`~layca_optax.layca`,
 :func:`~layca_optax.layca_lars`, :func:`~layca_optax.hyperball`,
 :func:`~layca_optax.adapt_copy`) is the same wrapper around its own steps:
 its public factory checks each argument once (:func:`check_arguments` for
-the arguments they share, then its own), builds its steps under
-:func:`~layca_optax._checks.checked` (so that the public transformations
-it is made of do not check them again) and hands them to
+the arguments they share, then its own), builds its steps without checking
+them again (the stateless primitives through :func:`stateless_step`, public
+transformations such as :func:`~layca_optax.scale_by_layca` under
+:func:`~layca_optax._checks.checked`) and hands them to
 :func:`full_optimizer`, which adds what they all share: the checked
 ``base`` direction first, the zero-layer warning, and the layer/other split
-with its warnings and update checks.
+with its warnings and update checks. ``tests/test_builder.py`` counts the
+checks.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from types import ModuleType
 
 import optax
 
-from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax import _axes as ax, _static_args as static_args, _sums as sm
 from layca_optax._axes import Axis
 from layca_optax._direction import checked_base
 from layca_optax._partition import (
@@ -39,7 +41,7 @@ def check_arguments(
     """``ValueError``, naming the function the user called, for a bad
     ``base``, ``other``, ``mask`` or ``axis``, or for one of the arguments
     ``static`` passed as a schedule by ``optax.inject_hyperparams``."""
-    checks.check_not_scheduled(static)
+    static_args.check_not_scheduled(static)
     ax.check_axis(axis)
     check_partition_args(base, other, mask)
 

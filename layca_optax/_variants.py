@@ -62,6 +62,9 @@ def layca_lars(
     :math:`v = \mu m - \eta g`; ``base=optax.trace(mu)`` gives the same
     direction for a constant learning rate.
 
+    As :func:`layca`, ``init`` warns about zero layers (a zero layer gets
+    no step) and, when ``other`` is None, lists the leaves that stay frozen.
+
     Args:
       learning_rate: :math:`\eta \ge 0`, a float or an optax schedule.
       base: the direction (``optax.trace(0.9)``, ``optax.scale_by_adam()``,
@@ -156,6 +159,9 @@ def hyperball(
     Muon: ``optax.contrib.scale_by_muon`` orthogonalizes 2-D leaves; in optax
     0.2.8 its default ``weight_dimension_numbers=None`` fails on a tree of
     several leaves, so pass them explicitly (see the example).
+
+    As :func:`layca`, ``init`` warns about zero layers (a zero layer gets
+    no step) and, when ``other`` is None, lists the leaves that stay frozen.
 
     Args:
       learning_rate: :math:`\eta \ge 0`, a float or an optax schedule.

@@ -25,6 +25,7 @@ from layca_optax import (
     _normalization,
     _projection,
     _reprojection,
+    _static_args as static_args,
 )
 from layca_optax._builder import stateless_step
 
@@ -150,7 +151,7 @@ def validations(monkeypatch):
     spy(checks, "check_learning_rate", lambda *_: "learning_rate")
     spy(checks, "check_scalar", lambda _, name: name)
     spy(_multipliers, "_check_factors", lambda *_: "multipliers")
-    spy(checks, "check_not_scheduled", lambda *_: "inject")
+    spy(static_args, "check_not_scheduled", lambda *_: "inject")
     return counts
 
 
@@ -211,7 +212,7 @@ def test_stateless_steps_are_the_public_primitives():
 def test_inject_hyperparams_keeps_the_record_this_package_reads():
     # If optax renames its local, this fails here (and the check warns).
     wrapped = optax.inject_hyperparams(layca_optax.layca)
-    assert checks._RECORD in wrapped.__code__.co_cellvars
+    assert static_args._RECORD in wrapped.__code__.co_cellvars
     # Callables that no other check catches: fan_in_axes(count) is (), a
     # valid axis; the multipliers' value at a count is 1.0.
     for kwargs in (
@@ -233,9 +234,9 @@ def test_an_unreadable_record_warns_instead_of_passing(monkeypatch):
         f_globals={"__name__": "optax.schedules._inject"},
         f_locals={"schedules": {}},
     )
-    assert checks.scheduled_names(frame) is None
-    monkeypatch.setattr(checks, "_builder_frame", lambda: frame)
-    monkeypatch.setattr(checks, "_unreadable", [])
+    assert static_args.scheduled_names(frame) is None
+    monkeypatch.setattr(static_args, "_builder_frame", lambda: frame)
+    monkeypatch.setattr(static_args, "_unreadable", [])
     with pytest.warns(RuntimeWarning, match="could not read optax"):
         layca_optax.layca(0.1)
     other = types.SimpleNamespace(  # any other frame: nothing scheduled
@@ -243,7 +244,7 @@ def test_an_unreadable_record_warns_instead_of_passing(monkeypatch):
         f_globals={"__name__": "__main__"},
         f_locals={},
     )
-    assert checks.scheduled_names(other) == set()
+    assert static_args.scheduled_names(other) == set()
 
 
 # --- No import cycle --------------------------------------------------------
