@@ -91,12 +91,12 @@ class LMSettings:
     test_windows: int = 512
     seeds: tuple[int, ...] = (0, 1, 2)
     other_learning_rate: float = 3e-3
-    adamw_learning_rates: tuple[float, ...] = (3e-3, 1e-2)
+    adamw_learning_rates: tuple[float, ...] = (3e-3, 1e-2, 3e-2)
     weight_decays: tuple[float, ...] = (0.0, 0.1)
-    adam_layca_learning_rates: tuple[float, ...] = (3**-4, 3**-3)
-    muon_learning_rates: tuple[float, ...] = (0.02, 0.06)
-    muon_layca_learning_rates: tuple[float, ...] = (3**-4, 3**-3)
-    hyperball_learning_rates: tuple[float, ...] = (3**-4, 3**-3)
+    adam_layca_learning_rates: tuple[float, ...] = (3**-5, 3**-4, 3**-3)
+    muon_learning_rates: tuple[float, ...] = (0.01, 0.02, 0.04)
+    muon_layca_learning_rates: tuple[float, ...] = (3**-4, 3**-3, 3**-2)
+    hyperball_learning_rates: tuple[float, ...] = (3**-5, 3**-4, 3**-3)
     quick: bool = False
     scale: bool = False
 
@@ -108,8 +108,8 @@ class LMSettings:
 
 DEFAULT = LMSettings()
 """The default study: 2 blocks of width 64, 16 x 64 characters a step,
-500 steps; 12 configurations with seed 0, then 2 more seeds of each of
-the 5 picks: 22 runs."""
+500 steps; 18 configurations with seed 0, then 2 more seeds of each of
+the 5 picks: 28 runs."""
 
 QUICK = LMSettings(
     width=32,

@@ -110,7 +110,7 @@ def _one_run(shape: Shape, hp: Any, seed: Any, train: Any, val: Any, test: Any):
         starts = jax.random.randint(
             step_key, (s.batch, 1), 0, train.shape[0] - s.length - 1
         )
-        loss, grads = grad(params, train[starts + offsets])
+        loss, grads = grad(params, train[starts + offsets[None]])
         updates, state = tx.update(grads, state, params)
         return (optax.apply_updates(params, updates), state), loss
 
