@@ -82,8 +82,9 @@ def cap_norm_growth(
       <https://arxiv.org/abs/1806.01603>`_, Appendix A.4; the authors' code
       ``Supplementary Results/LARS.py`` (first version of the paper).
     """
-    checks.check_scalar(max_growth, "max_growth", low=0.0)
-    ax.check_axis(axis)
+    if checks.checking():  # not again inside a factory that has
+        checks.check_scalar(max_growth, "max_growth", low=0.0)
+        ax.check_axis(axis)
 
     def init_fn(params):
         return CapNormGrowthState(

@@ -104,11 +104,12 @@ def layca_lars(
     checks.check_learning_rate(learning_rate)
     if max_growth is not None:
         checks.check_scalar(max_growth, "max_growth", low=0.0)
-    cap = (
-        optax.identity()
-        if max_growth is None
-        else cap_norm_growth(max_growth, axis=axis)
-    )
+    with checks.checked():
+        cap = (
+            optax.identity()
+            if max_growth is None
+            else cap_norm_growth(max_growth, axis=axis)
+        )
     return full_optimizer(
         stateless_step(normalization, axis, 0.0),
         optax.scale_by_learning_rate(learning_rate),

@@ -157,17 +157,7 @@ def validations(monkeypatch):
 
 @pytest.mark.parametrize(
     "name",
-    [
-        *[n for n in _FACTORIES if n != "layca_lars"],
-        pytest.param(
-            "layca_lars",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="cap_norm_growth (_norm_growth.py) checks axis and "
-                "max_growth again at construction",
-            ),
-        ),
-    ],
+    list(_FACTORIES),
 )
 def test_each_argument_is_checked_once(validations, name):
     calls = []
