@@ -77,7 +77,8 @@ def _setup_lines(block: Mapping[str, Any]) -> list[str]:
         f"(**{block['target']:.4f} nats/char**); steps to target: the first "
         "evaluation at or below it. Characters per second: this machine, "
         "the compiled run's wall time (evaluations included, compilation "
-        "excluded).",
+        "excluded), on cores shared by the worker processes and whatever "
+        "else runs: a rough figure, not the optimizers' cost.",
     ]
 
 
