@@ -45,9 +45,10 @@ def _loss_figure(block: Mapping[str, Any]) -> Any:
     late = [
         v
         for fam in block["families"].values()
+        for side in ("min", "max")
         for s, v in zip(
             fam["curves"]["steps"],
-            fam["curves"]["val_loss"]["max"],
+            fam["curves"]["val_loss"][side],
             strict=True,
         )
         if s >= half and v is not None
@@ -69,8 +70,9 @@ def _loss_figure(block: Mapping[str, Any]) -> Any:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
     s = block["setup"]
+    corpus = "King James Bible" if s["corpus"] == "kjv" else s["corpus"]
     fig.suptitle(
-        f"{s['corpus']}: validation loss, mean over {len(s['seeds'])} seeds "
+        f"{corpus}: validation loss, mean over {len(s['seeds'])} seeds "
         "(band: min-max)"
     )
     return fig
