@@ -244,3 +244,12 @@ def no_params_error() -> ValueError:
         "`tx.update(updates, state, params)` with `params` set "
         "(it was None)."
     )
+
+
+def check_prefix(prefix: Any) -> None:
+    """``ValueError`` naming the ``prefix`` argument unless a str."""
+    if not isinstance(prefix, str):
+        raise ValueError(
+            f"{arg('prefix')} must be a str (prepended to every "
+            f"key), got {prefix!r}."
+        )

@@ -11,7 +11,6 @@ import optax
 
 from layca_optax import _checks as checks, _sums as sm
 from layca_optax._masks import leaf_paths, path_str, resolve_mask
-from layca_optax.monitor._keys import check_prefix
 
 
 _ADAM_STATES = (optax.ScaleByAdamState, optax.ScaleByAmsgradState)
@@ -139,7 +138,7 @@ def adam_nu_percentiles(
     qs = _check_percentiles(percentiles)
     if b2 is not None:
         checks.check_scalar(b2, "b2", low=0.0, high=1.0, high_open=True)
-    check_prefix(prefix)
+    checks.check_prefix(prefix)
     moments = _second_moments(opt_state)
     name = prefix + ("_hat" if b2 is not None else "")
     values = {}

@@ -25,7 +25,7 @@ from layca_optax.analysis._recording_file import (
     Refused,
     read_npz,
 )
-from layca_optax.monitor._metrics import rotation_rate
+from layca_optax.monitor import rotation_rate
 
 
 @checks.public

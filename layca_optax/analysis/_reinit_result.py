@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from layca_optax import _checks as checks
+from layca_optax._matplotlib import matplotlib_parts
 from layca_optax.analysis._reinit_checks import checked_fields
-from layca_optax.monitor._plots import matplotlib_parts
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -50,12 +50,3 @@ def split_slices(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
                 )
             out[name] = v
     return out
-
-
-def check_prefix(prefix: Any) -> None:
-    """``ValueError`` naming the ``prefix`` argument unless a str."""
-    if not isinstance(prefix, str):
-        raise ValueError(
-            f"{checks.arg('prefix')} must be a str (prepended to every "
-            f"key), got {prefix!r}."
-        )

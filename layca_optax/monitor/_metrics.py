@@ -12,7 +12,7 @@ from layca_optax import _axes as ax, _checks as checks, _sums as sm
 from layca_optax._axes import Axis
 from layca_optax._masks import path_str, resolve_mask, shape_mismatch
 from layca_optax.monitor._formulas import cosine_leaf, tan_leaf
-from layca_optax.monitor._keys import check_prefix, split_slices
+from layca_optax.monitor._keys import split_slices
 
 
 _ROTATION_ARGS = ("params", "init_params")
@@ -232,7 +232,7 @@ def rotation_metrics(
       layer rotation curves: cosine distance of each layer to its
       initialization).
     """
-    check_prefix(prefix)
+    checks.check_prefix(prefix)
     tree = _map_layers(
         cosine_leaf, params, init_params, mask, axis, _ROTATION_ARGS
     )

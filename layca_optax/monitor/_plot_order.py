@@ -13,7 +13,6 @@ import numpy as np
 from layca_optax import _checks as checks
 from layca_optax._masks import KeyPathLike, path_str
 from layca_optax.monitor._history import RotationHistory
-from layca_optax.monitor._keys import check_prefix
 
 
 SMALL = 0.5
@@ -71,7 +70,7 @@ def layer_names(
             f"{checks.arg('history')}: the history is empty; append records "
             "first."
         )
-    check_prefix(prefix)
+    checks.check_prefix(prefix)
     known = history.layers(prefix)
     names = select(prefix, known, layers)
     if layer_order is not None:

@@ -9,29 +9,12 @@ import numpy as np
 
 from layca_optax import _checks as checks
 from layca_optax._masks import KeyPathLike
+from layca_optax._matplotlib import matplotlib_parts
 from layca_optax.monitor import _plot_order as po
 from layca_optax.monitor._history import RotationHistory
 
 
 _LEGEND_MAX = 8  # curves; more get no legend unless legend=True
-
-
-def matplotlib_parts() -> tuple[Any, Any, Any, Any]:
-    """matplotlib's ``colormaps``, ``ScalarMappable``, ``Normalize`` and
-    ``Figure``, imported when a figure is drawn: matplotlib is the optional
-    ``plot`` extra (``ImportError`` naming the function called without it).
-    No ``pyplot`` state is used, so the figures work headless."""
-    try:
-        from matplotlib import colormaps
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
-        from matplotlib.figure import Figure
-    except ImportError as err:
-        raise ImportError(
-            f"`{checks.caller()}` needs matplotlib: pip install matplotlib "
-            "(or '.[plot]' in a clone)"
-        ) from err
-    return colormaps, ScalarMappable, Normalize, Figure
 
 
 def _colorbar(

@@ -20,7 +20,7 @@ import numpy as np
 
 from layca_optax import _checks as checks
 from layca_optax._masks import path_str
-from layca_optax.monitor._keys import check_prefix, slice_items
+from layca_optax.monitor._keys import slice_items
 
 
 def _join(name: str, key: str) -> str:
@@ -142,7 +142,7 @@ def scalar_metrics(metrics: Any, *, prefix: str = "") -> dict[str, float]:
       1,0.25,0.5,0.125
       <BLANKLINE>
     """
-    check_prefix(prefix)
+    checks.check_prefix(prefix)
     if not isinstance(metrics, Mapping):
         raise ValueError(
             f"{checks.arg('metrics')} must be a mapping of names to numbers "

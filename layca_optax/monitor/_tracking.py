@@ -18,7 +18,6 @@ from layca_optax import _axes as ax, _checks as checks
 from layca_optax._axes import Axis
 from layca_optax._masks import path_str, resolve_mask
 from layca_optax._state_check import check_state_fits
-from layca_optax.monitor._keys import check_prefix
 from layca_optax.monitor._references import check_reference
 from layca_optax.monitor._tracking_step import initial_values, step_values
 
@@ -287,7 +286,7 @@ def tracked_metrics(
       rotation curves and per-step tan of the angle, the authors'
       ``LayerRotationCurves`` and ``StepwiseRotation`` callbacks).
     """
-    check_prefix(prefix)
+    checks.check_prefix(prefix)
     found = _track_states(state)
     if len(found) != 1:
         raise ValueError(_lookup_error(state, len(found)))
