@@ -40,7 +40,7 @@ LAYERS = (
 """A study's modules, each importing only those listed before it (its own
 study's; ``command`` and ``settings`` import no JAX)."""
 
-STUDIES = ("demo", "reproduce", "modular")
+STUDIES = ("demo", "reproduce", "modular", "lm")
 
 ALLOWED_PRIVATE = {
     (f"{APP}.common.interrupt", "layca_optax._early_signals"),

@@ -27,7 +27,7 @@ def test_every_public_name_loads_from_its_home():
 
 
 def test_submodules_are_attributes_and_unknown_names_fail():
-    for study in ("demo", "reproduce", "modular"):
+    for study in ("demo", "reproduce", "modular", "lm"):
         assert getattr(experiments, study).__name__.endswith(study)
     assert demo_settings.OPTIMIZERS == experiments.OPTIMIZERS
     assert callable(reproduce_run.run_reproduce)

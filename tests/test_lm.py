@@ -236,15 +236,3 @@ def test_quick_end_to_end(tmp_path, capsys):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"({name})" in text
     assert callable(lm_run.run_lm)
-
-
-def test_lm_imports_follow_the_study_order(monkeypatch):
-    """``tests/test_experiments_imports.py``'s layer check, on ``lm``
-    (its list of studies predates it)."""
-    from tests import test_experiments_imports as graph
-
-    monkeypatch.setattr(graph, "STUDIES", (*graph.STUDIES, "lm"))
-    edges = graph.imports()
-    mine = [e for e in edges if ".experiments.lm." in e.source]
-    assert len(mine) > 10
-    assert not [e for e in graph.upward_imports(edges) if e in mine]

@@ -1,5 +1,5 @@
 """The experiment application behind ``layca-optax demo/reproduce/report/
-modular``.
+modular/lm``.
 
 It needs the ``examples`` extra (``pip install '.[examples]'`` in a clone).
 
@@ -11,7 +11,9 @@ decay), Adam and Adam + Layca and plots the layer-rotation curves
 (``layca-optax demo``); :mod:`~.reproduce` checks the paper's findings
 with several seeds (``layca-optax reproduce``); :mod:`~.modular` compares
 rotation control with tuned weight decay on modular arithmetic
-(``layca-optax modular``). The data loaders
+(``layca-optax modular``); :mod:`~.lm` compares optimizers on a
+character-level language model in steps to a target validation loss
+(``layca-optax lm``). The data loaders
 (:mod:`~layca_optax.experiments.data`) read MNIST-1D (generated),
 scikit-learn's digits (bundled), and MNIST and CIFAR-10/100 from local
 files; :class:`C10CNN1`, :class:`ResNet32` and :class:`MLP` are the paper's
@@ -89,7 +91,15 @@ _HOMES = {
     ),
 }
 _HOME = {name: module for module, names in _HOMES.items() for name in names}
-_SUBMODULES = ("data", "demo", "models", "modular", "reproduce", "training")
+_SUBMODULES = (
+    "data",
+    "demo",
+    "lm",
+    "models",
+    "modular",
+    "reproduce",
+    "training",
+)
 
 __all__ = (
     "CNN",
