@@ -195,8 +195,8 @@ def rotation_reinit(
     if found:
         ax.legend(fontsize=8)
     fig.suptitle(
-        "Layer rotation vs re-initialization drop: every layer and seed of "
+        "Layer rotation vs re-initialization drop\nevery layer and seed of "
         "each optimizer's configuration picked on validation",
-        fontsize=9,
+        fontsize=10,
     )
     return fig
