@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from step_time import _step_fn  # noqa: E402
 
 
-# ``layca_optax.param_shardings`` keyword arguments, on a ("data", "model")
+# ``layca_optax.sharding.param_shardings`` keyword arguments, on a
+# ("data", "model")
 # mesh: FSDP over both axes, tensor parallelism over "model", and both.
 RECIPES: dict[str, dict] = {
     "fsdp": {"fsdp": ("data", "model")},
@@ -73,7 +74,7 @@ def compile_program(tx, params, shardings) -> tuple:
     else:
         state, state_sh = jax.eval_shape(tx.init, params), shardings
         if not isinstance(shardings, Sharding):
-            state_sh = layca_optax.state_shardings(tx, params)
+            state_sh = layca_optax.sharding.state_shardings(tx, params)
             kwargs = {"out_shardings": (shardings, state_sh)}
         args = (params, structs(state, state_sh), params)
     start = time.perf_counter()

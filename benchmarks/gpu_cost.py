@@ -143,7 +143,7 @@ def run_workload(workload: str, topo, args) -> dict:
             k: jax.ShapeDtypeStruct(v, np.float32) for k, v in shapes.items()
         }
         kwargs = RECIPES[workload]
-        shardings = layca_optax.param_shardings(bare, mesh, **kwargs)
+        shardings = layca_optax.sharding.param_shardings(bare, mesh, **kwargs)
         title = f"gpt2_small, {workload} {kwargs}, 8 GPUs, per device"
     else:
         shapes = LAYERS.get(workload) or TREES[workload]()

@@ -280,7 +280,7 @@ def main() -> None:
         )
 
     # (b) The recipe's rate, two ways.
-    equilibrium = layca_optax.equilibrium_layca_learning_rate(
+    equilibrium = layca_optax.analysis.equilibrium_layca_learning_rate(
         "adamw",
         learning_rate=args.adamw_lr,
         weight_decay=args.adamw_wd,

@@ -135,7 +135,7 @@ def bench_sharded(topo, only: list[str] | None) -> dict:
         recipe: bench(
             candidates(only or ["layca"]),
             shapes,
-            layca_optax.param_shardings(bare, mesh, **kwargs),
+            layca_optax.sharding.param_shardings(bare, mesh, **kwargs),
         )
         for recipe, kwargs in RECIPES.items()
     }

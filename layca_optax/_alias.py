@@ -250,7 +250,8 @@ def layca_optimizer(
     """:func:`layca` from checked arguments: the fused step or the chain
     after ``base``, in :func:`~layca_optax._builder.full_optimizer`. A
     :class:`~layca_optax._rates.LayerRates` rate (each layer its own rate,
-    e.g. :func:`~layca_optax.adapt_copy`'s recording) needs ``fused``."""
+    e.g. :func:`~layca_optax.analysis.adapt_copy`'s recording) needs
+    ``fused``."""
     with checks.checked():  # each argument was checked by the caller
         if fused:
             step = scale_by_layca(

@@ -2,9 +2,10 @@
 
 Every full optimizer of this package (:func:`~layca_optax.layca`,
 :func:`~layca_optax.layca_lars`, :func:`~layca_optax.hyperball`,
-:func:`~layca_optax.adapt_copy`) is the same wrapper around its own steps:
-its public factory checks each argument once (:func:`check_arguments` for
-the arguments they share, then its own), builds its steps without checking
+:func:`~layca_optax.analysis.adapt_copy`) is the same wrapper around its
+own steps: its public factory checks each argument once
+(:func:`check_arguments` for the arguments they share, then its own),
+builds its steps without checking
 them again (the stateless primitives through :func:`stateless_step`, public
 transformations such as :func:`~layca_optax.scale_by_layca` under
 :func:`~layca_optax._checks.checked`) and hands them to

@@ -56,7 +56,7 @@ def train(tx, params, steps=STEPS):
             grads = jax.grad(loss_fn)(p, X, Y)
             updates, s = tx.update(grads, s, p)
             new = optax.apply_updates(p, updates)
-            return (new, s), layca_optax.rotation_rate_row(new, p)
+            return (new, s), layca_optax.analysis.rotation_rate_row(new, p)
 
         (p, _), rows = jax.lax.scan(
             body, (params, tx.init(params)), None, length=steps
@@ -71,7 +71,9 @@ def recorded():
     params = init_mlp()
     final, rows = train(optax.adam(1e-2), params)
     assert loss_fn(final, X, Y) < 0.8 * loss_fn(params, X, Y)
-    return params, layca_optax.RotationRecording.from_rows(params, rows)
+    return params, layca_optax.analysis.RotationRecording.from_rows(
+        params, rows
+    )
 
 
 def test_recording_layout(recorded):
@@ -88,7 +90,7 @@ def test_save_load_round_trip(recorded, tmp_path):
     file = tmp_path / "adam_rates.npz"
     rec.save(file)
     assert os.listdir(tmp_path) == ["adam_rates.npz"]  # no temp file left
-    loaded = layca_optax.RotationRecording.load(file)
+    loaded = layca_optax.analysis.RotationRecording.load(file)
     assert loaded.paths == rec.paths
     np.testing.assert_array_equal(loaded.rates, rec.rates)
     rec.save(str(file))  # overwriting is atomic too
@@ -101,7 +103,7 @@ def test_save_load_round_trip(recorded, tmp_path):
 )
 def test_replay_reproduces_recorded_rates(recorded, base):
     params, rec = recorded
-    tx = layca_optax.adapt_copy(rec, base, other=optax.sgd(0.1))
+    tx = layca_optax.analysis.adapt_copy(rec, base, other=optax.sgd(0.1))
     final, rows = train(tx, params, steps=STEPS + 3)
     rows = np.asarray(rows, np.float64)
     rel = np.abs(rows[:STEPS] - rec.rates) / rec.rates
@@ -119,15 +121,17 @@ def test_zero_step_threshold():
     with jax.enable_x64(True):
         w = {"w": jnp.eye(4, 3, dtype=jnp.float64)}
         g = {"w": jnp.full((4, 3), 1e-3, jnp.float64)}  # ||g_perp|| ~ 3e-3
-        rec = layca_optax.RotationRecording(("w",), [[1e-5], [1e-3]])
+        rec = layca_optax.analysis.RotationRecording(("w",), [[1e-5], [1e-3]])
         turned = []
         for eps in (1e-7, 0.0):
-            tx = layca_optax.adapt_copy(rec, eps=eps)
+            tx = layca_optax.analysis.adapt_copy(rec, eps=eps)
             state, p, rates = tx.init(w), w, []
             for _ in range(2):
                 u, state = jax.jit(tx.update)(g, state, p)
                 new = optax.apply_updates(p, u)
-                rates.append(float(layca_optax.rotation_rate_row(new, p)[0]))
+                rates.append(
+                    float(layca_optax.analysis.rotation_rate_row(new, p)[0])
+                )
                 p = new
             turned.append(rates)
     # 1e-5 * 3e-3 <= 1e-7: no turn; 1e-3 * 3e-3 > 1e-7: replayed exactly.
@@ -137,10 +141,10 @@ def test_zero_step_threshold():
 
 def test_recording_must_match_layers(recorded):
     params, rec = recorded
-    bad = layca_optax.RotationRecording(
+    bad = layca_optax.analysis.RotationRecording(
         ("Dense_0/kernel", "Dense_1/kernel", "Dense_9/kernel"), rec.rates
     )
-    tx = layca_optax.adapt_copy(bad)
+    tx = layca_optax.analysis.adapt_copy(bad)
     with pytest.raises(ValueError, match=r"adapt_copy\(recording=.*Dense_9"):
         tx.init(params)
 
@@ -154,27 +158,27 @@ def test_recording_must_match_layers(recorded):
     ],
 )
 def test_bad_recordings_raise(rates, match):
-    rec = layca_optax.RotationRecording(("w",), rates)
+    rec = layca_optax.analysis.RotationRecording(("w",), rates)
     with pytest.raises(ValueError, match=r"adapt_copy\(recording=.*" + match):
-        layca_optax.adapt_copy(rec)
+        layca_optax.analysis.adapt_copy(rec)
 
 
 def test_bad_arguments_raise(tmp_path):
     with pytest.raises(
         ValueError, match=r"RotationRecording\(rates=.*\(2, 3\)"
     ):
-        layca_optax.RotationRecording(("a", "b"), np.zeros((2, 3)))
+        layca_optax.analysis.RotationRecording(("a", "b"), np.zeros((2, 3)))
     with pytest.raises(
         ValueError, match=r"RotationRecording\(paths=.*duplicates"
     ):
-        layca_optax.RotationRecording(("a", "a"), np.zeros((2, 2)))
+        layca_optax.analysis.RotationRecording(("a", "a"), np.zeros((2, 2)))
     with pytest.raises(ValueError, match=r"adapt_copy\(recording=.*dict"):
-        layca_optax.adapt_copy({"w": [0.1]})
-    rec = layca_optax.RotationRecording(("w",), [[0.1]])
+        layca_optax.analysis.adapt_copy({"w": [0.1]})
+    rec = layca_optax.analysis.RotationRecording(("w",), [[0.1]])
     with pytest.raises(ValueError, match=r"adapt_copy\(eps=.*-1"):
-        layca_optax.adapt_copy(rec, eps=-1.0)
+        layca_optax.analysis.adapt_copy(rec, eps=-1.0)
     with pytest.raises(ValueError, match=r"adapt_copy\(base="):
-        layca_optax.adapt_copy(rec, base="adam")
+        layca_optax.analysis.adapt_copy(rec, base="adam")
     np.savez(tmp_path / "other.npz", x=np.zeros(2))
     with pytest.raises(ValueError, match=r"RotationRecording.load.*'x'"):
-        layca_optax.RotationRecording.load(tmp_path / "other.npz")
+        layca_optax.analysis.RotationRecording.load(tmp_path / "other.npz")

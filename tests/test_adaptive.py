@@ -81,14 +81,16 @@ def test_percentiles_match_numpy(name):
     state = run(tx)
     want = reference_nu(b2)
     qs = (10, 50, 90)
-    got = layca_optax.adam_nu_percentiles(state)
+    got = layca_optax.analysis.adam_nu_percentiles(state)
     assert list(got) == [f"adam_nu_p{q}/{p}" for q in qs for p in KERNELS]
     for q in qs:
         for p in KERNELS:
             ref = np.percentile(want[p], q)
             np.testing.assert_allclose(got[f"adam_nu_p{q}/{p}"], ref, RTOL)
     # Bias-corrected, with other percentiles.
-    got = layca_optax.adam_nu_percentiles(state, percentiles=(0, 99.5), b2=b2)
+    got = layca_optax.analysis.adam_nu_percentiles(
+        state, percentiles=(0, 99.5), b2=b2
+    )
     correction = 1 - b2**STEPS
     for q in (0, 99.5):
         for p in KERNELS:
@@ -100,7 +102,7 @@ def test_percentiles_match_numpy(name):
 def test_jit_matches_eager():
     state = run(OPTIMIZERS["layca"][0])
     fn = functools.partial(
-        layca_optax.adam_nu_percentiles, percentiles=(5, 95), b2=0.98
+        layca_optax.analysis.adam_nu_percentiles, percentiles=(5, 95), b2=0.98
     )
     eager, jitted = fn(state), jax.jit(fn)(state)
     assert list(eager) == list(jitted)
@@ -112,7 +114,7 @@ def test_mask_selects_vectors_and_orders_by_params():
     state = run(optax.adam(1e-3))
     want = reference_nu(0.999)
     only_bias = lambda p: jax.tree.map(lambda x: x.ndim == 1, p)
-    got = layca_optax.adam_nu_percentiles(
+    got = layca_optax.analysis.adam_nu_percentiles(
         state, PARAMS, percentiles=[50], mask=only_bias, prefix="v"
     )
     assert list(got) == ["v_p50/Dense_0/bias", "v_p50/Dense_1/bias"]
@@ -124,13 +126,13 @@ def test_mask_selects_vectors_and_orders_by_params():
 
 def test_before_the_first_step_is_zero():
     state = optax.adam(1e-3).init(PARAMS)
-    got = layca_optax.adam_nu_percentiles(state, b2=0.999)
+    got = layca_optax.analysis.adam_nu_percentiles(state, b2=0.999)
     assert all(float(v) == 0.0 for v in got.values())
 
 
 def expect(pattern, *args, **kwargs):
     with pytest.raises(ValueError, match=pattern):
-        layca_optax.adam_nu_percentiles(*args, **kwargs)
+        layca_optax.analysis.adam_nu_percentiles(*args, **kwargs)
 
 
 def test_bad_input():

@@ -26,7 +26,7 @@ import layca_optax
 
 QUICK_S = 10.0
 LOADERS = {
-    "recording": (layca_optax.RotationRecording.load, "npz"),
+    "recording": (layca_optax.analysis.RotationRecording.load, "npz"),
     "csv": (layca_optax.RotationHistory.load_csv, "csv"),
     "json": (layca_optax.RotationHistory.load_json, "json"),
 }
@@ -80,21 +80,21 @@ def test_link_to_a_device_is_refused(tmp_path, name):
 
 
 def test_link_to_a_regular_file_loads(tmp_path):
-    rec = layca_optax.RotationRecording(("a",), np.ones((2, 1)))
+    rec = layca_optax.analysis.RotationRecording(("a",), np.ones((2, 1)))
     rec.save(tmp_path / "real.npz")
     (tmp_path / "link.npz").symlink_to(tmp_path / "real.npz")
-    loaded = layca_optax.RotationRecording.load(tmp_path / "link.npz")
+    loaded = layca_optax.analysis.RotationRecording.load(tmp_path / "link.npz")
     np.testing.assert_array_equal(loaded.rates, rec.rates)
 
 
 def test_recording_folder_is_a_value_error(tmp_path):
     refused_quickly(
         "cannot read it: a directory",
-        layca_optax.RotationRecording.load,
+        layca_optax.analysis.RotationRecording.load,
         tmp_path,
     )
     with pytest.raises(FileNotFoundError):
-        layca_optax.RotationRecording.load(tmp_path / "missing.npz")
+        layca_optax.analysis.RotationRecording.load(tmp_path / "missing.npz")
 
 
 def deflated(rows, cols=1, dtype="<f8"):
@@ -132,7 +132,7 @@ def test_deflated_recording_over_the_cap_is_refused(
     refused_quickly(
         rf"{re.escape(str(path))}: 'rates' declares \({rows}, 1\) "
         rf"float\d+ \({loaded} bytes as loaded\), more than the 268435456",
-        layca_optax.RotationRecording.load,
+        layca_optax.analysis.RotationRecording.load,
         path,
     )
 
@@ -146,7 +146,7 @@ def test_recording_with_too_many_members_is_refused(tmp_path):
     path.write_bytes(out.getvalue())
     refused_quickly(
         "a zip directory of 2000 entries",
-        layca_optax.RotationRecording.load,
+        layca_optax.analysis.RotationRecording.load,
         path,
     )
 
@@ -158,7 +158,7 @@ def test_recording_file_over_the_cap_is_refused(tmp_path):
     refused_quickly(
         f"{re.escape(str(path))}: 268435457 bytes, more than the "
         "268435456 bytes",
-        layca_optax.RotationRecording.load,
+        layca_optax.analysis.RotationRecording.load,
         path,
     )
 

@@ -52,8 +52,8 @@ def test_adapt_copy_float16_stays_finite_and_turns_by_the_rate():
     # tests/test_numeric_range.py's case: the chain's lr * g left float16.
     w = {"w": jnp.asarray([[300, 200], [100, 250]], jnp.float16)}
     g = {"w": jnp.asarray([[40000, -30000], [1000, 5]], jnp.float16)}
-    rec = layca_optax.RotationRecording(("w",), [[3.0]])
-    tx = layca_optax.adapt_copy(rec)
+    rec = layca_optax.analysis.RotationRecording(("w",), [[3.0]])
+    tx = layca_optax.analysis.adapt_copy(rec)
     u, _ = jax.jit(tx.update)(g, tx.init(w), w)
     assert u["w"].dtype == jnp.float16
     assert bool(jnp.all(jnp.isfinite(u["w"])))
@@ -64,8 +64,8 @@ def test_adapt_copy_float16_stays_finite_and_turns_by_the_rate():
 
 
 def test_adapt_copy_axis_turns_every_slice_and_the_leaf_by_the_rate():
-    rec = layca_optax.RotationRecording(("w",), [[0.05]])
-    tx = layca_optax.adapt_copy(rec, axis=0)
+    rec = layca_optax.analysis.RotationRecording(("w",), [[0.05]])
+    tx = layca_optax.analysis.adapt_copy(rec, axis=0)
     u, _ = tx.update(G, tx.init(W), W)
     new = optax.apply_updates(W, u)["w"]
     np.testing.assert_allclose(_tan(new, W["w"], 0), 0.05, rtol=1e-4)
@@ -77,9 +77,9 @@ def test_adapt_copy_axis_turns_every_slice_and_the_leaf_by_the_rate():
 @pytest.mark.parametrize("axis", [None, 0])
 def test_adapt_copy_is_the_fused_layca_step(axis):
     # A constant recording replays as layca with that rate: the same step.
-    rec = layca_optax.RotationRecording(("w",), [[0.1]])
+    rec = layca_optax.analysis.RotationRecording(("w",), [[0.1]])
     base = optax.trace(0.9)
-    copy = layca_optax.adapt_copy(rec, base, axis=axis)
+    copy = layca_optax.analysis.adapt_copy(rec, base, axis=axis)
     plain = layca_optax.layca(0.1, base, axis=axis)
     s_copy, s_plain, p = copy.init(W), plain.init(W), W
     for _ in range(3):
@@ -91,37 +91,39 @@ def test_adapt_copy_is_the_fused_layca_step(axis):
 
 
 def test_adapt_copy_warns_as_layca_does():
-    rec = layca_optax.RotationRecording(("z",), [[0.1]])
-    tx = layca_optax.adapt_copy(rec)
+    rec = layca_optax.analysis.RotationRecording(("z",), [[0.1]])
+    tx = layca_optax.analysis.adapt_copy(rec)
     with pytest.warns(UserWarning, match="these layers are zero: z"):
         tx.init({"z": jnp.zeros((3, 3))})
     w16 = {"z": jnp.ones((3, 3), jnp.float16)}
-    tx = layca_optax.adapt_copy(rec, optax.scale_by_adam())
+    tx = layca_optax.analysis.adapt_copy(rec, optax.scale_by_adam())
     with pytest.warns(UserWarning, match="non-finite direction for float16"):
         tx.init(w16)
 
 
 def test_adapt_copy_checks_its_static_arguments_under_inject():
-    rec = layca_optax.RotationRecording(("w",), [[0.1]])
-    injected = optax.inject_hyperparams(layca_optax.adapt_copy)
+    rec = layca_optax.analysis.RotationRecording(("w",), [[0.1]])
+    injected = optax.inject_hyperparams(layca_optax.analysis.adapt_copy)
     tx = injected(rec, axis=layca_optax.fan_in_axes)
     with pytest.raises(ValueError, match=r"static_args=\('axis',\)"):
         tx.init(W)
     with pytest.raises(ValueError, match=r"^`adapt_copy\(axis=\.\.\.\)`"):
-        layca_optax.adapt_copy(rec, axis="rows")
+        layca_optax.analysis.adapt_copy(rec, axis="rows")
 
 
 # --- Each argument is checked once, by the public factory -------------------
 
 
-_RECORDING = layca_optax.RotationRecording(("w",), [[0.1]])
+_RECORDING = layca_optax.analysis.RotationRecording(("w",), [[0.1]])
 _FACTORIES = {
     "layca": lambda lr: layca_optax.layca(lr, axis=0, multipliers=1.0),
     "layca_chain": lambda lr: layca_optax.layca(
         lr, axis=0, multipliers=1.0, fused=False
     ),
     "hyperball": lambda lr: layca_optax.hyperball(lr, axis=0),
-    "adapt_copy": lambda lr: layca_optax.adapt_copy(_RECORDING, axis=0),
+    "adapt_copy": lambda lr: layca_optax.analysis.adapt_copy(
+        _RECORDING, axis=0
+    ),
     "layca_lars": lambda lr: layca_optax.layca_lars(lr, axis=0),
 }
 

@@ -99,18 +99,18 @@ def test_simulated_equilibrium_angle_matches_closed_form(case):
     for (lr, wd, *betas), got in zip(settings, measured, strict=True):
         names = {"sgdm": ["momentum"], "adamw": ["b1"], "lion": ["b1", "b2"]}
         kwargs = dict(zip(names[optimizer], betas, strict=False))
-        want = layca_optax.equilibrium_rotation(
+        want = layca_optax.analysis.equilibrium_rotation(
             optimizer, learning_rate=lr, weight_decay=wd, **kwargs
         )
         assert abs(got / want - 1) < tol, (case, lr, wd, got, want)
 
 
 def test_closed_forms_and_inverse():
-    rot = layca_optax.equilibrium_rotation(
+    rot = layca_optax.analysis.equilibrium_rotation(
         "sgdm", learning_rate=0.1, weight_decay=5e-4, momentum=0.9
     )
     assert rot == pytest.approx(math.sqrt(2 * 0.1 * 5e-4 / 1.9), rel=1e-15)
-    rot = layca_optax.equilibrium_rotation(
+    rot = layca_optax.analysis.equilibrium_rotation(
         "adamw", learning_rate=1e-3, weight_decay=0.1
     )  # b1 defaults to optax.adamw's 0.9
     assert rot == pytest.approx(math.sqrt(2e-4 * 0.1 / 1.9), rel=1e-15)
@@ -120,14 +120,14 @@ def test_closed_forms_and_inverse():
         ("adamw", {"b1": 0.8}),
         ("lion", {"b1": 0.9, "b2": 0.98}),
     ]:
-        theta = layca_optax.equilibrium_rotation(
+        theta = layca_optax.analysis.equilibrium_rotation(
             optimizer, learning_rate=3e-3, weight_decay=0.07, **kw
         )
-        wd = layca_optax.equilibrium_weight_decay(
+        wd = layca_optax.analysis.equilibrium_weight_decay(
             optimizer, learning_rate=3e-3, rotation=theta, **kw
         )
         assert wd == pytest.approx(0.07, rel=1e-12)
-        rho = layca_optax.equilibrium_layca_learning_rate(
+        rho = layca_optax.analysis.equilibrium_layca_learning_rate(
             optimizer, learning_rate=3e-3, weight_decay=0.07, **kw
         )
         assert math.atan(rho) == pytest.approx(theta, rel=1e-12)
@@ -167,8 +167,8 @@ def test_closed_forms_and_inverse():
 @pytest.mark.parametrize(
     "fn",
     [
-        layca_optax.equilibrium_rotation,
-        layca_optax.equilibrium_layca_learning_rate,
+        layca_optax.analysis.equilibrium_rotation,
+        layca_optax.analysis.equilibrium_layca_learning_rate,
     ],
 )
 def test_bad_inputs_raise(fn, call, match):
@@ -186,4 +186,4 @@ def test_bad_inputs_raise(fn, call, match):
 )
 def test_inverse_bad_inputs_raise(kwargs, match):
     with pytest.raises(ValueError, match=r"equilibrium_weight_decay" + match):
-        layca_optax.equilibrium_weight_decay("sgdm", **kwargs)
+        layca_optax.analysis.equilibrium_weight_decay("sgdm", **kwargs)

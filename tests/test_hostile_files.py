@@ -428,7 +428,7 @@ def test_recording_crafted_files(tmp_path, name):
     message = raises_quickly(
         ValueError,
         f"`RotationRecording.load`: {re.escape(str(path))}: .*{why}",
-        layca_optax.RotationRecording.load,
+        layca_optax.analysis.RotationRecording.load,
         path,
     )
     assert "allow_pickle" not in message
@@ -437,15 +437,15 @@ def test_recording_crafted_files(tmp_path, name):
 def test_recording_round_trip_still_loads(tmp_path):
     path = tmp_path / "good.npz"
     path.write_bytes(GOOD)
-    rec = layca_optax.RotationRecording.load(path)
+    rec = layca_optax.analysis.RotationRecording.load(path)
     assert rec.paths == ("a", "b") and rec.rates.shape == (3, 2)
     assert rec.rates.dtype == np.float64 and rec.rates.flags.writeable
     # Compressed, Fortran order, float32: still a recording.
     rates = np.asfortranarray(np.arange(6, dtype=np.float32).reshape(3, 2))
     np.savez_compressed(path, paths=np.array(["a", "b"]), rates=rates)
-    rec = layca_optax.RotationRecording.load(path)
+    rec = layca_optax.analysis.RotationRecording.load(path)
     np.testing.assert_array_equal(rec.rates, rates)
     # A path twice: the constructor's error, naming the file.
     path.write_bytes(npz(paths=np.array(["a", "a"]), rates=np.zeros((1, 2))))
     with pytest.raises(ValueError, match=r"load`: .*good.npz: .*duplicates"):
-        layca_optax.RotationRecording.load(path)
+        layca_optax.analysis.RotationRecording.load(path)

@@ -144,11 +144,11 @@ def _reinit_fields(**changes):
 )
 def test_reinit_result_checks_its_fields(change, match):
     with pytest.raises(ValueError, match=match):
-        layca_optax.ReinitResult(**_reinit_fields(**change))
+        layca_optax.analysis.ReinitResult(**_reinit_fields(**change))
 
 
 def test_reinit_result_normalizes_its_fields():
-    r = layca_optax.ReinitResult(
+    r = layca_optax.analysis.ReinitResult(
         **_reinit_fields(paths=["a", "b"], reinit=[[1, 0], [0, 1]])
     )
     assert r.paths == ("a", "b") and r.reinit.dtype == np.float64

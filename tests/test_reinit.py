@@ -80,7 +80,7 @@ def mlp():
 @pytest.fixture(scope="module")
 def result(mlp):
     accuracy, params, checkpoints = mlp
-    return layca_optax.reinit_robustness(
+    return layca_optax.analysis.reinit_robustness(
         accuracy,
         params,
         checkpoints,
@@ -116,7 +116,7 @@ def test_reset_to_init_hurts_some_layer(result):
 
 def test_map_matches_vmap_and_draws_do_not_depend_on_the_layer_set(mlp, result):
     accuracy, params, checkpoints = mlp
-    one = layca_optax.reinit_robustness(
+    one = layca_optax.analysis.reinit_robustness(
         accuracy,
         params,
         checkpoints,
@@ -141,7 +141,9 @@ def relative_variance_tolerance(n):
 def test_default_draws_follow_the_initial_values_variance(mlp, result):
     accuracy, params, checkpoints = mlp
     init = checkpoints[0]
-    draws = layca_optax.rerandom_draws(init, key=jax.random.key(1), num_draws=4)
+    draws = layca_optax.analysis.rerandom_draws(
+        init, key=jax.random.key(1), num_draws=4
+    )
     assert list(draws) == list(KERNELS)
     for path, a, b in zip(KERNELS, SIZES[:-1], SIZES[1:], strict=True):
         w0 = np.asarray(init[path.split("/")[0]]["kernel"], np.float64)
@@ -167,7 +169,7 @@ def test_default_draws_follow_the_initial_values_variance(mlp, result):
 
 def test_init_fn_draws_follow_he_normal_variance(mlp):
     _, _, checkpoints = mlp
-    draws = layca_optax.rerandom_draws(
+    draws = layca_optax.analysis.rerandom_draws(
         checkpoints[0],
         key=jax.random.key(3),
         init_fn=he_init_fn,
@@ -191,7 +193,7 @@ def test_init_fn_gets_each_layer(mlp):
         seen.append((path, shape, dtype))
         return jnp.zeros(shape, dtype)
 
-    r = layca_optax.reinit_robustness(
+    r = layca_optax.analysis.reinit_robustness(
         accuracy,
         params,
         checkpoints,
@@ -266,14 +268,14 @@ def test_bad_input(pattern):
     checkpoints, kwargs = BAD_INPUT[pattern][0], dict(BAD_INPUT[pattern][1])
     eval_fn = kwargs.pop("eval_fn", lambda p: jnp.sum(p["Dense_0"]["kernel"]))
     with pytest.raises(ValueError, match="`reinit_robustness" + pattern):
-        layca_optax.reinit_robustness(
+        layca_optax.analysis.reinit_robustness(
             eval_fn, SMALL, checkpoints, key=jax.random.key(0), **kwargs
         )
 
 
 def test_key_path_layers():
     key_path = (jax.tree_util.DictKey("Dense_0"), jax.tree_util.DictKey("bias"))
-    r = layca_optax.reinit_robustness(
+    r = layca_optax.analysis.reinit_robustness(
         lambda p: jnp.sum(p["Dense_0"]["bias"]),
         SMALL,
         [SMALL],

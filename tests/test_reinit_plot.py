@@ -12,7 +12,7 @@ import layca_optax
 LABELS = ("0", "10", "50", "300")
 KERNELS = ("Dense_0/kernel", "Dense_1/kernel", "Dense_2/kernel")
 # Test accuracies of the digits MLP of test_reinit.py.
-RESULT = layca_optax.ReinitResult(
+RESULT = layca_optax.analysis.ReinitResult(
     paths=KERNELS,
     checkpoint_labels=LABELS,
     baseline=0.9682,
@@ -37,7 +37,7 @@ def test_heatmap(tmp_path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.image import AxesImage
 
-    fig = layca_optax.plot_reinit_robustness(
+    fig = layca_optax.analysis.plot_reinit_robustness(
         RESULT, metric_name="test accuracy", vmin=0.0, vmax=1.0
     )
     ax = fig.axes[0]
@@ -65,7 +65,7 @@ def test_heatmap(tmp_path):
 
     own = Figure()
     ax = own.add_subplot()
-    fig = layca_optax.plot_reinit_robustness(
+    fig = layca_optax.analysis.plot_reinit_robustness(
         RESULT, ax=ax, rerandom=False, annotate=False
     )
     assert fig is own and not ax.texts
@@ -76,11 +76,11 @@ def test_heatmap_without_matplotlib(monkeypatch):
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.colors"):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError, match=r"pip install matplotlib"):
-        layca_optax.plot_reinit_robustness(RESULT)
+        layca_optax.analysis.plot_reinit_robustness(RESULT)
 
 
 def test_table_and_verdicts_for_a_loss():
-    r = layca_optax.ReinitResult(
+    r = layca_optax.analysis.ReinitResult(
         paths=("a", "b"),
         checkpoint_labels=("init", "final"),
         baseline=0.5,
@@ -107,9 +107,11 @@ def test_table_for_an_accuracy():
     assert [r["300"] for r in rows] == [RESULT.baseline] * 3
     assert rows[2]["drop"] == pytest.approx(0.9682 - 0.5075)
     assert rows[1]["rerandom"] == pytest.approx(0.0775)
-    loose = layca_optax.ReinitResult(**{**vars(RESULT), "tolerance": 0.15})
+    loose = layca_optax.analysis.ReinitResult(
+        **{**vars(RESULT), "tolerance": 0.15}
+    )
     assert loose.classify()["Dense_1/kernel"] == "robust"
-    fig = layca_optax.plot_reinit_robustness(RESULT)
+    fig = layca_optax.analysis.plot_reinit_robustness(RESULT)
     (image,) = fig.axes[0].images
     # Default colour scale: the range of the cells (rnd: the mean of draws).
     assert image.get_clim() == pytest.approx((0.0775, 0.9682))

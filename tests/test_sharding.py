@@ -72,7 +72,7 @@ def initial_state(kind, axis_name, dtype):
 def placed_state(kind, axis_name, dtype, params):
     """The initial state, placed as the params' shardings imply."""
     tx = optimizer(kind, AXES[axis_name])
-    shardings = layca_optax.state_shardings(tx, params)
+    shardings = layca_optax.sharding.state_shardings(tx, params)
     return jax.device_put(initial_state(kind, axis_name, dtype), shardings)
 
 
@@ -251,7 +251,7 @@ def place(sharding, dtype, mesh_kind=jax.sharding.AxisType.Auto):
     shape, names, fsdp, tensor = SHARDINGS[sharding]
     mesh = mesh_of(shape, names, mesh_kind)
     tree = random_tree(0, dtype)
-    shardings = layca_optax.param_shardings(
+    shardings = layca_optax.sharding.param_shardings(
         tree, mesh, fsdp=fsdp, tensor=tensor
     )
     params = jax.device_put(tree, shardings)
@@ -302,7 +302,9 @@ def test_explicit_mesh_keeps_shardings():
     tx = optimizer("fused", layca_optax.fan_in_axes)
     params, targets = place("2d", "float32", jax.sharding.AxisType.Explicit)
     state = jax.jit(tx.init)(params)
-    assert_same_shardings(state, layca_optax.state_shardings(tx, params))
+    assert_same_shardings(
+        state, layca_optax.sharding.state_shardings(tx, params)
+    )
     run = compile_fast(make_run(tx, True), params, state, targets)
     (new_params, new_state), metrics = run(params, state, targets)
     assert_same_shardings((new_params, new_state), (params, state))
@@ -314,7 +316,7 @@ def test_param_shardings_recipes():
     mesh = mesh_of((4, 2), ("data", "model"))
     tree = random_tree(0, "float32", SHAPES | MIXED)
     specs = lambda **kw: jax.tree.map(
-        lambda s: s.spec, layca_optax.param_shardings(tree, mesh, **kw)
+        lambda s: s.spec, layca_optax.sharding.param_shardings(tree, mesh, **kw)
     )
     assert specs()["Dense_0"]["kernel"] == P(None, None)
     fsdp = specs(fsdp="data")
@@ -348,13 +350,15 @@ def test_param_shardings_recipes():
 def test_param_shardings_bad_axis(kwargs, pattern):
     mesh = mesh_of((4, 2), ("data", "model"))
     with pytest.raises(ValueError, match=pattern):
-        layca_optax.param_shardings(random_tree(0, "float32"), mesh, **kwargs)
+        layca_optax.sharding.param_shardings(
+            random_tree(0, "float32"), mesh, **kwargs
+        )
 
 
 def test_state_shardings_needs_one_mesh():
     tx = layca_optax.layca(0.1)
     with pytest.raises(ValueError, match=r"state_shardings\(params=\.\.\.\)"):
-        layca_optax.state_shardings(tx, random_tree(0, "float32"))
+        layca_optax.sharding.state_shardings(tx, random_tree(0, "float32"))
 
 
 # --- inside jax.shard_map ------------------------------------------------
@@ -406,7 +410,7 @@ def test_shard_map(sharding, axis_name, names, check_vma):
     mesh = mesh_of((4, 2), ("data", "model"))
     tx = optimizer("fused", AXES[axis_name])
     tree, targets = random_tree(0, "float32"), random_tree(1, "float32")
-    shardings = layca_optax.param_shardings(
+    shardings = layca_optax.sharding.param_shardings(
         tree, mesh, fsdp=fsdp, tensor=tensor
     )
     params, targets = jax.device_put((tree, targets), (shardings,) * 2)

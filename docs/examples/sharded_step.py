@@ -85,7 +85,7 @@ def main():
     print(f"mesh {dict(mesh.shape)} of {n} {jax.devices()[0].platform} devices")
 
     init = init_params(jax.random.key(0))
-    param_sh = layca_optax.param_shardings(
+    param_sh = layca_optax.sharding.param_shardings(
         init, mesh, fsdp="data", tensor="model"
     )
     params = jax.device_put(init, param_sh)
@@ -98,7 +98,7 @@ def main():
         mask=layca_optax.default_layer_mask,  # the kernels are layers
         other=optax.sgd(0.1, momentum=0.9),  # for the biases
     )
-    state_sh = layca_optax.state_shardings(tx, params)  # as the params
+    state_sh = layca_optax.sharding.state_shardings(tx, params)  # as the params
     opt_state = jax.jit(tx.init, out_shardings=state_sh)(params)
     show("optimizer state", opt_state)
 

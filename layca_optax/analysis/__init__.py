@@ -3,8 +3,8 @@
 ``from layca_optax import analysis``: the rotational-equilibrium formulas
 (Kosson et al.), AdaptCopy's recordings (Section 5.4 of the Layca paper),
 Adam's second-moment diagnostics, and re-initialization robustness ("Are
-All Layers Created Equal?"). Every name here is also importable from
-``layca_optax``.
+All Layers Created Equal?"). These names live only here, not at the top
+level: paper replication, not the optimizer's API.
 
 Example:
   >>> from layca_optax import analysis

@@ -127,7 +127,7 @@ def adam_nu_percentiles(
       >>> state = tx.init(params)
       >>> grads = {"Dense_0": {"kernel": jnp.array([[1., 2.], [3., 4.]])}}
       >>> _, state = tx.update(grads, state)
-      >>> layca_optax.adam_nu_percentiles(state, percentiles=[50])
+      >>> layca_optax.analysis.adam_nu_percentiles(state, percentiles=[50])
       {'adam_nu_p50/Dense_0/kernel': Array(0.0065, dtype=float32)}
 
     References:

@@ -94,8 +94,8 @@ def scale_by_recorded_rates(
     Example:
       >>> import jax.numpy as jnp
       >>> import layca_optax
-      >>> rec = layca_optax.RotationRecording(("w",), [[0.1], [0.2]])
-      >>> tx = layca_optax.scale_by_recorded_rates(rec)
+      >>> rec = layca_optax.analysis.RotationRecording(("w",), [[0.1], [0.2]])
+      >>> tx = layca_optax.analysis.scale_by_recorded_rates(rec)
       >>> u = {"w": jnp.ones((1, 2))}
       >>> state = tx.init(u)
       >>> out, state = tx.update(u, state)
@@ -188,13 +188,14 @@ def adapt_copy(
       >>> import optax
       >>> import layca_optax
       >>> params = {"w": jax.random.normal(jax.random.key(0), (4, 3))}
-      >>> rec = layca_optax.RotationRecording(("w",), [[0.05], [0.02]])
-      >>> tx = layca_optax.adapt_copy(rec, optax.ema(0.9, debias=False))
+      >>> rec = layca_optax.analysis.RotationRecording(("w",), [[0.05], [0.02]])
+      >>> tx = layca_optax.analysis.adapt_copy(
+      ...     rec, optax.ema(0.9, debias=False))
       >>> state = tx.init(params)
       >>> grads = {"w": jax.random.normal(jax.random.key(1), (4, 3))}
       >>> updates, state = tx.update(grads, state, params)
       >>> new = optax.apply_updates(params, updates)
-      >>> rates = layca_optax.rotation_rate_row(new, params)
+      >>> rates = layca_optax.analysis.rotation_rate_row(new, params)
       >>> round(float(rates[0]), 6)
       0.05
 

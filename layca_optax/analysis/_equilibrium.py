@@ -114,7 +114,7 @@ def equilibrium_rotation(
 
     Example:
       >>> import layca_optax
-      >>> layca_optax.equilibrium_rotation(
+      >>> layca_optax.analysis.equilibrium_rotation(
       ...     "adamw", learning_rate=1e-3, weight_decay=0.1)
       0.0032444284226152507
 
@@ -184,7 +184,7 @@ def equilibrium_weight_decay(
     Example:
       >>> import math
       >>> import layca_optax
-      >>> wd = layca_optax.equilibrium_weight_decay(
+      >>> wd = layca_optax.analysis.equilibrium_weight_decay(
       ...     "sgdm", learning_rate=0.1, rotation=math.atan(3**-3),
       ...     momentum=0.9)
       >>> round(wd, 6)
@@ -236,7 +236,7 @@ def equilibrium_layca_learning_rate(
 
     Example:
       >>> import layca_optax
-      >>> rho = layca_optax.equilibrium_layca_learning_rate(
+      >>> rho = layca_optax.analysis.equilibrium_layca_learning_rate(
       ...     "sgdm", learning_rate=0.1, weight_decay=5e-4, momentum=0.9)
       >>> round(rho, 6)
       0.007255

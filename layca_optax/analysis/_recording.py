@@ -55,7 +55,7 @@ def rotation_rate_row(
       >>> old = {"a": jnp.eye(2), "b": jnp.eye(2), "bias": jnp.ones(2)}
       >>> new = {"a": jnp.eye(2), "b": jnp.array([[1.0, 0.5], [0.0, 1.0]]),
       ...        "bias": jnp.zeros(2)}
-      >>> layca_optax.rotation_rate_row(new, old)
+      >>> layca_optax.analysis.rotation_rate_row(new, old)
       Array([0.        , 0.35355338], dtype=float32)
 
     References:
@@ -83,8 +83,9 @@ class RotationRecording:
       >>> import layca_optax
       >>> old = {"w": jnp.eye(2), "bias": jnp.zeros(2)}
       >>> new = {"w": jnp.array([[1.0, 0.1], [0.0, 1.0]]), "bias": jnp.ones(2)}
-      >>> rows = [layca_optax.rotation_rate_row(new, old)] * 3  # 3 steps
-      >>> rec = layca_optax.RotationRecording.from_rows(old, rows)
+      >>> row = layca_optax.analysis.rotation_rate_row(new, old)
+      >>> rows = [row] * 3  # 3 steps
+      >>> rec = layca_optax.analysis.RotationRecording.from_rows(old, rows)
       >>> rec.paths, rec.rates.shape
       (('w',), (3, 1))
 
@@ -93,7 +94,7 @@ class RotationRecording:
       >>> import os, tempfile
       >>> path = os.path.join(tempfile.mkdtemp(), "rates.npz")
       >>> rec.save(path)
-      >>> layca_optax.RotationRecording.load(path).rates[:, 0].round(4)
+      >>> layca_optax.analysis.RotationRecording.load(path).rates[:, 0].round(4)
       array([0.0707, 0.0707, 0.0707])
 
     References:

@@ -170,7 +170,7 @@ def rerandom_draws(
       >>> import jax, jax.numpy as jnp
       >>> import layca_optax
       >>> init = {"w": jax.random.normal(jax.random.key(0), (64, 64))}
-      >>> d = layca_optax.rerandom_draws(init, key=jax.random.key(1))
+      >>> d = layca_optax.analysis.rerandom_draws(init, key=jax.random.key(1))
       >>> d["w"].shape, round(float(jnp.std(d["w"])), 1)
       ((1, 64, 64), 1.0)
 
@@ -262,7 +262,7 @@ def reinit_robustness(
       >>> init = {"w": jax.random.normal(jax.random.key(1), (4, 2))}
       >>> params = {"w": jnp.ones((4, 2))}
       >>> loss = lambda p: jnp.mean((x @ p["w"] - y) ** 2)
-      >>> r = layca_optax.reinit_robustness(
+      >>> r = layca_optax.analysis.reinit_robustness(
       ...     loss, params, [init, params], key=jax.random.key(2),
       ...     num_draws=4, higher_is_better=False)
       >>> r.reinit.shape, r.rerandom.shape, r.baseline, float(r.reinit[0, 1])

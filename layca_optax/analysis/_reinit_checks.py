@@ -1,5 +1,5 @@
-"""What a :class:`~layca_optax.ReinitResult` may hold: its fields checked,
-and normalized (tuples of str, float64 arrays), when it is made."""
+"""What a :class:`~layca_optax.analysis.ReinitResult` may hold: its fields
+checked, and normalized (tuples of str, float64 arrays), when it is made."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ class ReinitResult:
     Example:
       >>> import numpy as np
       >>> import layca_optax
-      >>> r = layca_optax.ReinitResult(
+      >>> r = layca_optax.analysis.ReinitResult(
       ...     paths=("Dense_0/kernel", "Dense_1/kernel"),
       ...     checkpoint_labels=("init", "final"), baseline=0.97,
       ...     reinit=np.array([[0.20, 0.97], [0.968, 0.97]]),
@@ -192,12 +192,13 @@ def plot_reinit_robustness(
     Example:
       >>> import numpy as np
       >>> import layca_optax
-      >>> r = layca_optax.ReinitResult(
+      >>> r = layca_optax.analysis.ReinitResult(
       ...     paths=("Dense_0/kernel", "Dense_1/kernel"),
       ...     checkpoint_labels=("init", "10", "final"), baseline=0.97,
       ...     reinit=np.array([[0.2, 0.8, 0.97], [0.95, 0.96, 0.97]]),
       ...     rerandom=np.array([[0.1], [0.3]]))
-      >>> fig = layca_optax.plot_reinit_robustness(r, metric_name="accuracy")
+      >>> fig = layca_optax.analysis.plot_reinit_robustness(
+      ...     r, metric_name="accuracy")
       >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
       ['init', '10', 'final', 'rnd']
 

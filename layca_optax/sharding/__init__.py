@@ -3,8 +3,9 @@
 ``from layca_optax import sharding``: recipes for the params' shardings
 (FSDP, tensor parallel, both), the optimizer state's shardings, and the
 context that completes Layca's per-layer sums inside ``jax.shard_map``.
-Every name here is also importable from ``layca_optax``. See
-``docs/multihost.md``.
+``param_shardings`` and ``state_shardings`` live only here;
+``psum_layer_sums`` and ``with_psum_layer_sums`` are also at the top level.
+See ``docs/multihost.md``.
 
 Example:
   >>> import jax, jax.numpy as jnp

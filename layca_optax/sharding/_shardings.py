@@ -79,7 +79,8 @@ def param_shardings(
       >>> import layca_optax
       >>> mesh = jax.sharding.Mesh(jax.devices()[:1], ("data",))
       >>> params = {"kernel": jnp.zeros((8, 4)), "bias": jnp.zeros(4)}
-      >>> shardings = layca_optax.param_shardings(params, mesh, fsdp="data")
+      >>> shardings = layca_optax.sharding.param_shardings(
+      ...     params, mesh, fsdp="data")
       >>> shardings["kernel"].spec == PartitionSpec("data", None)
       True
       >>> params = jax.device_put(params, shardings)
@@ -156,9 +157,10 @@ def state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
       >>> mesh = jax.sharding.Mesh(jax.devices()[:1], ("data",))
       >>> params = {"kernel": jnp.zeros((8, 4))}
       >>> params = jax.device_put(
-      ...     params, layca_optax.param_shardings(params, mesh, fsdp="data"))
+      ...     params,
+      ...     layca_optax.sharding.param_shardings(params, mesh, fsdp="data"))
       >>> tx = layca_optax.layca(0.1, base=optax.scale_by_adam())
-      >>> shardings = layca_optax.state_shardings(tx, params)
+      >>> shardings = layca_optax.sharding.state_shardings(tx, params)
       >>> state = jax.jit(tx.init, out_shardings=shardings)(params)
 
     References:

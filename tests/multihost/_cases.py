@@ -162,13 +162,13 @@ def train(recipe: str) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """
     shape, names, fsdp, tensor = RECIPES[recipe]
     mesh = make_mesh(shape, names)
-    shardings = layca_optax.param_shardings(
+    shardings = layca_optax.sharding.param_shardings(
         random_tree(0), mesh, fsdp=fsdp, tensor=tensor
     )
     params = put(random_tree(0), shardings)
     targets = put(random_tree(1), shardings)
     tx = layca_adam()
-    state_shardings = layca_optax.state_shardings(tx, params)
+    state_shardings = layca_optax.sharding.state_shardings(tx, params)
     state = call(tx.init, params, out_shardings=state_shardings)
     (params, state), metrics = call(
         run_steps(tx, quadratic_grads),
@@ -218,7 +218,7 @@ def checkpoint(directory: str, params: Any, state: Any) -> dict[str, Any]:
         ckpt.wait_until_finished()
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     # The params onto another layout: tensor parallel over all devices.
-    tensor = layca_optax.param_shardings(
+    tensor = layca_optax.sharding.param_shardings(
         params, make_mesh((4,), ("model",)), tensor="model"
     )
     resharded = jax.tree.map(

@@ -82,7 +82,7 @@ def moe() -> tuple[dict[str, Any], dict[str, Any]]:
     batch = NamedSharding(mesh, P("data"))
     x, y = put((x, y), (batch, batch))
     tx = layca_adam(EXPERT_AXIS)
-    state_shardings = layca_optax.state_shardings(tx, params)
+    state_shardings = layca_optax.sharding.state_shardings(tx, params)
     state = call(tx.init, params, out_shardings=state_shardings)
     (params, state), metrics = call(
         run_steps(tx, moe_grads, axis=EXPERT_AXIS),
@@ -147,7 +147,7 @@ def replicated() -> dict[str, Any]:
     tree, targets = random_tree(4, shapes), random_tree(5, shapes)
     tx = layca_adam()
     params = put(tree, shardings)
-    state_shardings = layca_optax.state_shardings(tx, params)
+    state_shardings = layca_optax.sharding.state_shardings(tx, params)
     state = call(tx.init, params, out_shardings=state_shardings)
     state_specs = jax.tree.map(lambda s: s.spec, state_shardings)
     run = jax.shard_map(

@@ -154,13 +154,13 @@ class _Sharded:
     ) -> None:
         replicated = NamedSharding(mesh, P())
         self.batch = NamedSharding(mesh, P("data"))  # split the batch
-        self.param_sharding = layca_optax.param_shardings(
+        self.param_sharding = layca_optax.sharding.param_shardings(
             init["params"], mesh, fsdp="data"
         )
         self.init_params = init["params"]
         self.params = jax.device_put(init["params"], self.param_sharding)
         self.batch_stats = jax.device_put(init["batch_stats"], replicated)
-        state_sharding = layca_optax.state_shardings(tx, self.params)
+        state_sharding = layca_optax.sharding.state_shardings(tx, self.params)
         init_state = jax.jit(tx.init, out_shardings=state_sharding)
         self.opt_state = init_state(self.params)
         stats_sharding = jax.tree.map(lambda _: replicated, self.batch_stats)

@@ -150,7 +150,7 @@ def fig8(configs: Sequence[Mapping[str, Any]], layers: Sequence[str]) -> Any:
 def mean_reinit(entries: Sequence[Mapping[str, Any]]) -> Any:
     """The seeds' reinit studies averaged into one ``ReinitResult``."""
     first = entries[0]
-    return layca_optax.ReinitResult(
+    return layca_optax.analysis.ReinitResult(
         paths=tuple(runs.short_name(p) for p in first["paths"]),
         checkpoint_labels=tuple(first["checkpoint_labels"]),
         baseline=float(np.mean([e["baseline"] for e in entries])),
@@ -164,7 +164,7 @@ def reinit(studies: Mapping[str, Sequence[Mapping[str, Any]]]) -> Any:
     fig, axes = _figure(1, len(studies), 5.2, 3.6)
     for ax, (name, entries) in zip(axes[0], studies.items(), strict=True):
         result = mean_reinit(entries)
-        layca_optax.plot_reinit_robustness(
+        layca_optax.analysis.plot_reinit_robustness(
             result,
             ax=ax,
             metric_name="test accuracy",

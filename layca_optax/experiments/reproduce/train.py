@@ -107,7 +107,7 @@ def _reinit(task: tasks.Task, result: Any, seed: int, draws: int) -> dict:
         jax.tree.map(lambda a, m=m: a[m - 1], result.snapshots)
         for m in marks[1:]
     ]
-    found = layca_optax.reinit_robustness(
+    found = layca_optax.analysis.reinit_robustness(
         validation_accuracy,
         result.params,
         checkpoints,
