@@ -6,6 +6,8 @@ exactly ``arctan(learning_rate)`` at constant norm, while the other
 parameters follow ``other`` (or stay put without it).
 """
 
+import functools
+
 import chex
 import flax.linen as nn
 import jax
@@ -30,12 +32,24 @@ _RNG = np.random.default_rng(1)
 X = jnp.asarray(_RNG.standard_normal((8, 6, 6, 2)), jnp.float32)
 Y = jnp.asarray(_RNG.integers(0, 3, (8,)), jnp.int32)
 
-# One optimizer object per `other`, shared so that jitted steps are reused.
-TXS = {
-    "none": (None, layca_optax.layca(LR)),
-    "sgd": (optax.sgd(LR), layca_optax.layca(LR, other=optax.sgd(LR))),
-}
 OTHERS = pytest.mark.parametrize("other", ["none", "sgd"])
+
+
+def _txs(other):
+    """``(other, layca)`` for ``other`` ("none", "sgd"), built with the
+    ``layca`` of the running test's path (the ``layca_path`` fixture patches
+    it: an optimizer built at import ran the fused step in the ``[chain]``
+    cases), one object per path so that jitted steps are reused."""
+    fused = getattr(layca_optax.layca, "keywords", {}).get("fused", True)
+    return _cached_txs(other, fused)
+
+
+@functools.cache
+def _cached_txs(other, fused):
+    if other == "none":
+        return None, layca_optax.layca(LR, fused=fused)
+    sgd = optax.sgd(LR)
+    return sgd, layca_optax.layca(LR, other=optax.sgd(LR), fused=fused)
 
 
 def _flat(tree):
@@ -106,7 +120,7 @@ def _nnx_step(model, optimizer):
 
 @OTHERS
 def test_nnx_optimizer_step(other):
-    other, tx = TXS[other]
+    other, tx = _txs(other)
     model = NnxCNN(nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     old = _nnx_params(model)
@@ -169,7 +183,7 @@ def _linen_step(state):
 
 @OTHERS
 def test_linen_train_state_step(other):
-    other, tx = TXS[other]
+    other, tx = _txs(other)
     state = _linen_state(tx)
     new, grads = _linen_step(state)
 
@@ -252,7 +266,7 @@ def _check_metrics(metrics, kernels):
 
 
 def test_rotation_metrics_linen():
-    state = _linen_state(TXS["sgd"][1])
+    state = _linen_state(_txs("sgd")[1])
     new, _ = _linen_step(state)
     metrics = jax.jit(layca_optax.rotation_metrics)(new.params, state.params)
     _check_metrics(metrics, ["Conv_0/kernel", "Dense_0/kernel"])
@@ -264,7 +278,7 @@ def test_rotation_metrics_linen():
 
 def test_rotation_metrics_nnx_pure_state():
     model = NnxCNN(nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, TXS["sgd"][1], wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, _txs("sgd")[1], wrt=nnx.Param)
     init = _nnx_params(model)
     _nnx_step(model, optimizer)
     metrics = jax.jit(layca_optax.rotation_metrics)(_nnx_params(model), init)
@@ -274,7 +288,7 @@ def test_rotation_metrics_nnx_pure_state():
 def test_rotation_metrics_nnx_variable_state():
     """`nnx.state(model, nnx.Param)` as is (Variables, not pure arrays)."""
     model = NnxCNN(nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, TXS["sgd"][1], wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, _txs("sgd")[1], wrt=nnx.Param)
     # A snapshot: the State's Variables are the model's own.
     init = jax.tree.map(lambda x: x, nnx.state(model, nnx.Param))
     _nnx_step(model, optimizer)

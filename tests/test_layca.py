@@ -390,7 +390,9 @@ def test_leaf_order_is_not_forward_order():
 
 @pytest.mark.parametrize("base", ["sgd", "momentum", "adam", "lion"])
 @pytest.mark.parametrize("axis", [None, layca_optax.fan_in_axes])
-def test_fused_step_matches_the_primitive_chain(base, axis):
+# It builds both paths itself: once, not once per layca_path.
+@pytest.mark.parametrize("layca_path", ["fused"], indirect=True)
+def test_fused_step_matches_the_primitive_chain(base, axis, layca_path):
     """`layca`'s fused kernel against its chain of primitives, to 1e-6.
 
     Layers and per-unit slices of realistic size (>= 36 weights). On slices
