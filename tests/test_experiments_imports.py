@@ -159,10 +159,17 @@ def cycles(edges: list[Import]) -> list[list[str]]:
             if len(component) > 1:
                 found.append(sorted(component))
 
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
+    # Deep import chains recurse; the limit is restored after, as other
+    # tests rely on the default (a 5,000-deep JSON must raise
+    # RecursionError in tests/test_hostile_files.py).
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10_000))
+    try:
+        for v in sorted(graph):
+            if v not in index:
+                visit(v)
+    finally:
+        sys.setrecursionlimit(limit)
     return found
 
 
