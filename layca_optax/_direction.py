@@ -91,21 +91,34 @@ def _check_structure(base: Any, params: Any) -> None:
         ) from err
 
 
+def _probe(base: Any, leaf: Any, grad: float) -> list[tuple] | None:
+    """Two probe updates of a fresh state of ``base`` on a stand-in layer
+    cut from ``leaf`` (weights all ones, gradients all ``grad``), eagerly
+    (also inside a jit): ``[(update, weights), ...]``; None when ``base``
+    cannot take a single array (a structure-dependent mask, extra
+    arguments)."""
+    out = []
+    try:
+        with jax.ensure_compile_time_eval():  # eager, also inside a jit
+            w, g = _stand_in(leaf, 1.0), _stand_in(leaf, grad)
+            state = base.init(w)
+            for _ in range(2):
+                u, state = base.update(g, state, w)  # extra args: TypeError
+                out.append((u, w))
+    except Exception:  # noqa: BLE001 (a stand-in the base cannot take)
+        return None
+    return out
+
+
 def _probe_sign(base: Any, params: Any) -> float | None:
     """The smaller inner product of two probe updates with the gradient, on
     one stand-in layer (cut from the first leaf); None when ``base`` cannot
-    take a single array (a structure-dependent mask, extra arguments)."""
-    dots = []
-    try:
-        with jax.ensure_compile_time_eval():  # eager, also inside a jit
-            w = _stand_in(jax.tree.leaves(params)[0], 1.0)
-            state = base.init(w)
-            for _ in range(2):
-                u, state = base.update(w, state, w)  # extra args: TypeError
-                dots.append(_inner(u, w))
-    except Exception:  # noqa: BLE001 (a stand-in the base cannot take)
+    take a single array."""
+    probed = _probe(base, jax.tree.leaves(params)[0], 1.0)
+    if probed is None:
         return None
-    return min(dots)
+    with jax.ensure_compile_time_eval():
+        return min(_inner(u, w) for u, w in probed)
 
 
 def check_direction(base: Any, params: Any) -> None:
@@ -146,21 +159,15 @@ def warn_float16_direction(base: Any, params: Any) -> None:
         (x for x in jax.tree.leaves(params) if jnp.result_type(x) == "float16"),
         None,
     )
-    if leaf is None:
+    probed = None if leaf is None else _probe(base, leaf, _SMALL_FLOAT16_GRAD)
+    if probed is None:
         return
-    try:
-        with jax.ensure_compile_time_eval():
-            w = _stand_in(leaf, 1.0)
-            g = _stand_in(leaf, _SMALL_FLOAT16_GRAD)
-            state = base.init(w)
-            finite = True
-            for _ in range(2):
-                u, state = base.update(g, state, w)
-                finite &= all(
-                    bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(u)
-                )
-    except Exception:  # noqa: BLE001 (a stand-in the base cannot take)
-        return
+    with jax.ensure_compile_time_eval():
+        finite = all(
+            bool(jnp.isfinite(x).all())
+            for u, _ in probed
+            for x in jax.tree.leaves(u)
+        )
     if not finite:
         warnings.warn(
             f"{checks.arg('base')} returns a non-finite direction for float16 "
