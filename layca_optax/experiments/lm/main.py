@@ -7,6 +7,7 @@ import argparse
 import shlex
 
 from layca_optax.experiments.common.command import check_outputs, last_seed
+from layca_optax.experiments.common.study import print_claims
 from layca_optax.experiments.data import DatasetError
 from layca_optax.experiments.lm import run, settings
 from layca_optax.experiments.lm.train import load_data
@@ -57,11 +58,5 @@ def lm(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         verbose=True,
         command=shlex.join(["layca-optax", *args.argv]),
     )
-    print()
-    for claim in results["results"]["claims"]:
-        print(f"[{claim['verdict']}] {claim['claim']}")
-    print(
-        f"\nwrote {', '.join(written)} and the figures in {args.out} "
-        f"({results['wall_seconds']:.0f} s)"
-    )
+    print_claims(results, written, args.out)
     return 0

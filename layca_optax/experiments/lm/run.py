@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from layca_optax.experiments.common.study import timed_results
 from layca_optax.experiments.common.workers import run_units
 from layca_optax.experiments.lm.report import write_outputs
 from layca_optax.experiments.lm.settings import FAMILIES, LMSettings
@@ -63,16 +64,11 @@ def run_lm(
       (:func:`~layca_optax.experiments.lm.stats.summarize`'s block) and
       ``entries`` (every run's curves).
     """
-    start = time.perf_counter()
-    entries = _train_all(settings, jobs, verbose)
-    results = {
-        "command": command,
-        "jobs": jobs,
-        "wall_seconds": 0.0,
-        "results": summarize(entries),
-        "entries": entries,
-    }
-    results["wall_seconds"] = round(time.perf_counter() - start, 1)
-    if out is not None:
-        write_outputs(results, Path(out))
-    return results
+    return timed_results(
+        functools.partial(_train_all, settings, jobs, verbose),
+        summarize,
+        write_outputs,
+        out=out,
+        jobs=jobs,
+        command=command,
+    )

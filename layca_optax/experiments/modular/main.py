@@ -7,6 +7,7 @@ import argparse
 import shlex
 
 from layca_optax.experiments.common.command import check_outputs, last_seed
+from layca_optax.experiments.common.study import print_claims
 from layca_optax.experiments.modular import run, settings
 
 
@@ -40,11 +41,5 @@ def modular(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         verbose=True,
         command=shlex.join(["layca-optax", *args.argv]),
     )
-    print()
-    for claim in results["results"]["claims"]:
-        print(f"[{claim['verdict']}] {claim['claim']}")
-    print(
-        f"\nwrote {', '.join(written)} and the figures in {args.out} "
-        f"({results['wall_seconds']:.0f} s)"
-    )
+    print_claims(results, written, args.out)
     return 0
