@@ -80,7 +80,7 @@ $(MATHJAX): docs/package.json docs/package-lock.json
 docs: $(DOCS_STAMP) $(MATHJAX)
 	$(PY) -m sphinx -T -W --keep-going -E -j auto -b html -d docs/_build/doctrees docs docs/_build/html
 	$(PY) -m sphinx -W --keep-going -b doctest -d docs/_build/doctrees docs docs/_build/doctest
-	LAYCA_DOCS_SITE=docs/_build/html $(PY) -m pytest -q -rs tests/test_docs_site.py
+	LAYCA_DOCS_SITE=docs/_build/html $(PY) -m pytest -q -rs tests/docs/test_docs_site.py
 
 # The hostile-input tests (numerics, API misuse, crafted files, command line,
 # signals), hypothesis with its larger profile (300 examples per test); prints

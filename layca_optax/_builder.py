@@ -11,7 +11,7 @@ transformations such as :func:`~layca_optax.scale_by_layca` under
 :func:`~layca_optax._checks.checked`) and hands them to
 :func:`full_optimizer`, which adds what they all share: the checked
 ``base`` direction first, the zero-layer warning, and the layer/other split
-with its warnings and update checks. ``tests/test_builder.py`` counts the
+with its warnings and update checks. ``tests/core/test_builder.py`` counts the
 checks.
 """
 

@@ -3,7 +3,7 @@
 Rounding ``w + u`` to the nearest bfloat16 drops every entry's update below
 half a unit in the last place (ulp), and the dropped parts do not cancel:
 ``layca(3**-5, base=optax.scale_by_adam())`` lost 2.7% of a 64x256
-bfloat16 kernel's norm in 300 steps (``tests/test_low_precision.py``).
+bfloat16 kernel's norm in 300 steps (``tests/core/test_low_precision.py``).
 Rounding the new weights stochastically, ``round(x)`` the neighbour above
 with probability ``(x - lo) / (hi - lo)`` (so ``E[round(x)] = x``), keeps
 every update in expectation; a per-layer scale close to 1 keeps the

@@ -55,7 +55,7 @@ def check_not_scheduled(names: Sequence[str]) -> None:
     up the stack outside this package). An optax whose
     ``inject_hyperparams`` keeps no such record gets a ``RuntimeWarning``
     (once) saying that the check could not run, never a silent pass;
-    ``tests/test_builder.py`` pins the record on the installed optax."""
+    ``tests/core/test_builder.py`` pins the record on the installed optax."""
     scheduled = scheduled_names(_builder_frame())
     if scheduled is None:
         if not _unreadable:

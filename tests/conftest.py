@@ -4,7 +4,8 @@ import jax
 import pytest
 
 
-# Eight virtual CPU devices for the sharding tests (tests/test_sharding.py):
+# Eight virtual CPU devices for the sharding tests
+# (tests/sharding/test_sharding.py):
 # set before any array exists, i.e. before JAX's backends start. Tests that
 # use one device are unaffected (arrays land on the first device).
 jax.config.update("jax_num_cpu_devices", 8)

@@ -19,34 +19,34 @@ import pytest
 
 CATEGORIES = {
     "numerics": (
-        "test_fuzz.py",
-        "test_fuzz_edges.py",
-        "test_numeric_range.py",
-        "test_stated_range.py",
-        "test_nonfinite.py",
-        "test_mixed_precision.py",
-        "test_zero_init.py",
+        "core/test_fuzz.py",
+        "core/test_fuzz_edges.py",
+        "core/test_numeric_range.py",
+        "core/test_stated_range.py",
+        "core/test_nonfinite.py",
+        "core/test_mixed_precision.py",
+        "core/test_zero_init.py",
     ),
     "API misuse": (
-        "test_checks.py",
-        "test_misuse.py",
-        "test_errors.py",
-        "test_analysis_misuse.py",
-        "test_monitor_misuse.py",
-        "test_experiments_errors.py",
-        "test_misuse_round_two.py",
+        "core/test_checks.py",
+        "core/test_misuse.py",
+        "core/test_errors.py",
+        "analysis/test_misuse.py",
+        "monitor/test_misuse.py",
+        "experiments/test_errors.py",
+        "core/test_misuse_round_two.py",
     ),
     "crafted files": (
-        "test_hostile_files.py",
-        "test_datasets.py",
-        "test_cifar_safety.py",
-        "test_bounded_loaders.py",
+        "io/test_hostile_files.py",
+        "experiments/test_datasets.py",
+        "experiments/test_cifar_safety.py",
+        "io/test_bounded_loaders.py",
     ),
-    "command line": ("test_cli_hostile.py",),
+    "command line": ("experiments/test_cli_hostile.py",),
     "signals": (
-        "test_interrupts.py",
-        "test_experiments_interrupt.py",
-        "test_early_interrupts.py",
+        "experiments/test_interrupts.py",
+        "experiments/test_interrupt_module.py",
+        "experiments/test_early_interrupts.py",
     ),
 }
 """Category: the test files whose cases are its inputs."""
@@ -59,7 +59,7 @@ _KEY = "fuzz_inputs"
 
 
 def _category(nodeid: str) -> str | None:
-    name = Path(nodeid.split("::")[0]).name
+    name = Path(nodeid.split("::")[0]).as_posix().removeprefix("tests/")
     for category, names in CATEGORIES.items():
         if name in names:
             return category

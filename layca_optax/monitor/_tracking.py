@@ -85,7 +85,8 @@ def track_rotation(
     with. For a layer of :math:`n` weights (:math:`4n` bytes in float32),
     the state holds the following, with this error against the exact
     metric (measured in float32 on Dense and Conv kernels of 640, 37k and
-    131k weights, at ``d`` from 1e-4 to 1, in ``tests/test_tracking.py``):
+    131k weights, at ``d`` from 1e-4 to 1, in
+    ``tests/monitor/test_tracking.py``):
 
     - ``None``: 3 scalars per layer; no cosine distance.
     - ``"exact"``: a copy of the layer in its dtype (:math:`4n` bytes in

@@ -432,7 +432,7 @@ def test_fused_step_matches_the_primitive_chain(base, axis, layca_path):
 def test_tiny_layer_huge_direction_in_float32(w_scale, g_scale, fused):
     """Within the documented range, though ||w||^2 / ||d_perp||^2 is below
     float32's smallest normal number (the step once lost 3% of the norm:
-    found by tests/test_fuzz.py)."""
+    found by tests/core/test_fuzz.py)."""
     rng = np.random.default_rng(0)
     w = rng.normal(size=(2, 2, 3, 2)) * w_scale
     g = rng.normal(size=(2, 2, 3, 2)) * g_scale

@@ -27,7 +27,9 @@ import layca_optax
 from layca_optax import _sums as sm
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 GPU_PYTHON = os.path.join(ROOT, "build", "venv-gpu", "bin", "python")
 
 SHAPES = {

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"
 MAX_LINES = 150
 

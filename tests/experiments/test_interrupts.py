@@ -28,7 +28,7 @@ pytestmark = [
 
 STARTUP = 120  # seconds for the workers to appear, on a loaded machine
 PROMPT = 10  # seconds to stop after the signal (the runs take far longer)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _stat(pid):

@@ -24,7 +24,7 @@ pytest.importorskip("tqdm")
 from layca_optax.experiments import cli as _cli  # noqa: E402
 from layca_optax.experiments.demo import run as mnist1d  # noqa: E402
 from layca_optax.experiments.reproduce import run as reproduce  # noqa: E402
-from tests.test_datasets import (  # noqa: E402
+from tests.experiments.test_datasets import (  # noqa: E402
     MNIST_FILES,
     cifar_batch,
     idx_bytes,
@@ -34,7 +34,7 @@ from tests.test_datasets import (  # noqa: E402
 )
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REAL_RESULTS = ROOT / "docs" / "reproduce" / "results.json"
 
 

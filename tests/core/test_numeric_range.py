@@ -19,7 +19,7 @@ import layca_optax
 
 
 # Tiny float16/bfloat16 layers on purpose: their norms would walk under
-# stochastic rounding over many steps (tests/test_low_precision.py); here
+# stochastic rounding over many steps (tests/core/test_low_precision.py); here
 # each case is one step.
 pytestmark = pytest.mark.filterwarnings("ignore:.*would drift:UserWarning")
 
@@ -162,7 +162,7 @@ def test_float16_adam_base_needs_an_eps_float16_holds(fused):
     so Adam (``optax.adam`` alone as well) divides 0 by 0 for an all-zero
     float16 gradient. Layca passes that layer's NaN on, the other layers
     untouched; with an eps float16 holds (1e-6) the layer is left as is.
-    ``init`` warns, with that fix (tests/test_stated_range.py)."""
+    ``init`` warns, with that fix (tests/core/test_stated_range.py)."""
     w = {"a": jnp.ones((3, 2), jnp.float16), "b": jnp.ones((2, 2), jnp.float16)}
     g = {"a": jnp.zeros((3, 2), jnp.float16), "b": w["b"].at[0, 0].set(3.0)}
     plain, _ = optax.adam(0.1).update(g, optax.adam(0.1).init(w), w)

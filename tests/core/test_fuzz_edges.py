@@ -1,6 +1,6 @@
 """Property-based tests at the edges of the stated ranges (docs/robustness.md).
 
-Two generators that reach what ``tests/test_fuzz.py`` does not:
+Two generators that reach what ``tests/core/test_fuzz.py`` does not:
 
 - the metrics' inputs: two layers whose norms are anywhere in float32's
   range for the metrics (1e-16 to 9e18 times ``sqrt(n)``, so any ratio of
@@ -33,7 +33,13 @@ import pytest
 from hypothesis import example, given, strategies as st
 
 import layca_optax
-from tests.test_fuzz import LR, SETTINGS, SHAPES as LEAVES, make_inputs, step_fn
+from tests.core.test_fuzz import (
+    LR,
+    SETTINGS,
+    SHAPES as LEAVES,
+    make_inputs,
+    step_fn,
+)
 
 
 EPS32 = float(np.finfo(np.float32).eps)

@@ -19,7 +19,7 @@ its weights (down to half the parallel threshold). Checked, under
   clearly above Layca's thresholds and the dtype's resolution;
 - ``rotation_rate`` and ``track_rotation`` read that turn.
 
-``tests/test_fuzz_edges.py`` draws the metrics' inputs (norm ratios,
+``tests/core/test_fuzz_edges.py`` draws the metrics' inputs (norm ratios,
 angles, magnitudes), rates of any sign on both paths, and layers beyond the
 range (a NaN update where the sums overflow, none where the squares
 underflow, the other layers unaffected).
@@ -105,7 +105,7 @@ BASES = {
     "momentum": lambda: optax.trace(0.9),
     # optax's default eps, 1e-8, is 0 in float16: Adam itself (optax.adam
     # too) returns NaN for an all-zero float16 gradient. The range of Layca
-    # assumes a finite direction (tests/test_numeric_range.py, the docs).
+    # assumes a finite direction (tests/core/test_numeric_range.py, the docs).
     "adam": lambda: optax.scale_by_adam(eps=1e-6),
 }
 ALL = {k: True for k in SHAPES}

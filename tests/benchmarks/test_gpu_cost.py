@@ -16,7 +16,9 @@ import sys
 import pytest
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from _gpu_hlo import analyse, kernel_list  # noqa: E402
 

@@ -1,8 +1,8 @@
 """Many processes for real: a two-process JAX job on this machine.
 
-``tests/multihost/_worker.py`` runs twice over: as a job of two processes
-with 2 CPU devices each, joined by ``jax.distributed`` (Gloo collectives,
-coordinator on a free localhost port), and as one process with 4 CPU
+``tests/sharding/multihost/_worker.py`` runs twice over: as a job of two
+processes with 2 CPU devices each, joined by ``jax.distributed`` (Gloo
+collectives, coordinator on a free localhost port), and as one process with 4 CPU
 devices, the reference. Both build the same 4-device meshes, so the
 results must agree to 1e-6 (relative to each leaf's largest value):
 
@@ -45,7 +45,7 @@ TIMEOUT = 240  # seconds for the whole job; it takes 20 to 40 on 2 cores
 TOLERANCE = 1e-6  # two processes against one, same mesh
 # track_rotation's radial ratio comes from <u, w> = <w_new, w> - ||w||^2,
 # which float32 resolves to about 1e-5 relative (on one device or many,
-# see tests/test_sharding.py): measured up to 2.3e-5 here.
+# see tests/sharding/test_sharding.py): measured up to 2.3e-5 here.
 RADIAL_TOLERANCE = 1e-4
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("jax", "jaxlib", "optax", "flax", "numpy", "matplotlib", "sklearn")
 
 _RUN = """

@@ -28,7 +28,7 @@ from layca_optax import _early_signals
 from layca_optax._early_signals import is_the_command_line
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).parent / "layca-optax"
 PROMPT = 5.0  # seconds from the signal to the exit
 MOMENTS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)  # seconds after the spawn
@@ -107,7 +107,7 @@ def test_library_users_keep_the_default_handlers():
 def test_the_handlers_come_before_jax():
     # -X importtime prints a line as each import ends, in that order. The
     # package loads its names on first use (``--version`` imports no JAX:
-    # tests/test_experiments_cli_imports.py): one is used here.
+    # tests/experiments/test_cli_imports.py): one is used here.
     code = "import layca_optax; layca_optax.layca"
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code],

@@ -1,7 +1,8 @@
-"""One process of a multi-process JAX job on CPU, for tests/test_multihost.py.
+"""One process of a multi-process JAX job on CPU, for
+tests/sharding/test_multihost.py.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
-        python tests/multihost/_worker.py --out DIR --processes 2 \\
+        python tests/sharding/multihost/_worker.py --out DIR --processes 2 \\
         --process-id I --port PORT
 
 runs the cases of ``_cases.py`` and ``_parallel.py`` on a mesh of the

@@ -49,7 +49,7 @@ def _tan(new, old, axes=None):
 
 
 def test_adapt_copy_float16_stays_finite_and_turns_by_the_rate():
-    # tests/test_numeric_range.py's case: the chain's lr * g left float16.
+    # tests/core/test_numeric_range.py's case: the chain's lr * g left float16.
     w = {"w": jnp.asarray([[300, 200], [100, 250]], jnp.float16)}
     g = {"w": jnp.asarray([[40000, -30000], [1000, 5]], jnp.float16)}
     rec = layca_optax.analysis.RotationRecording(("w",), [[3.0]])

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 import pytest
 
 
-DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
+DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
 MATHJAX = DOCS / "node_modules" / "mathjax"
 FORMULA = r"\arctan(\rho\, m_l)"  # the front page's
 COSINE = r"\cos\theta_l = \frac{\langle w_l, w^0_l\rangle}{\|w_l\| \|w^0_l\|}"

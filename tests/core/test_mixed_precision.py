@@ -33,7 +33,7 @@ BOUNDS = {  # dtype: (norm drift, median per-step angle error)
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_low_precision_new_weights_are_the_float32_ones_rounded(dtype, fused):
     # The reductions and the update run in float32; the new weights are
-    # then rounded stochastically (tests/test_low_precision.py), no longer
+    # then rounded stochastically (tests/core/test_low_precision.py), no longer
     # to nearest: each lands on one of the two values of the dtype around
     # the float32 new weights (those of float32 params with the same
     # values; to the rounding's 1e-6 norm correction); an entry that more

@@ -334,7 +334,7 @@ def test_bf16_params_and_grads(name):
     update = jax.jit(tx.update)
     params = to_bf16(PARAMS)
     # Small bfloat16 layers: their norms walk by a few % in 10,000 steps
-    # under stochastic rounding (tests/test_low_precision.py).
+    # under stochastic rounding (tests/core/test_low_precision.py).
     with pytest.warns(UserWarning, match="would drift"):
         state0 = state = tx.init(params)
     current = params

@@ -20,7 +20,7 @@ import pytest
 
 import layca_optax
 from tests import reference
-from tests.test_fuzz_edges import metric_bound
+from tests.core.test_fuzz_edges import metric_bound
 
 
 EPS32 = float(np.finfo(np.float32).eps)

@@ -34,7 +34,7 @@ from layca_optax.experiments.reproduce.figures import FIGURES  # noqa: E402
 from layca_optax.experiments.reproduce.optimizers import (  # noqa: E402
     Optimizer,
 )
-from tests.test_datasets import (  # noqa: E402
+from tests.experiments.test_datasets import (  # noqa: E402
     write_cifar10,
     write_cifar100,
     write_mnist,

@@ -22,7 +22,7 @@ import pytest
 import layca_optax
 
 
-DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
+DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
 _AUTODOC = re.compile(
     r"^\.\. auto(?:function|class|data|exception|attribute)::\s+(\S+)\s*$",
     re.MULTILINE,

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="POSIX signals"
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 _COMMAND = """
 import gc, signal, sys, time

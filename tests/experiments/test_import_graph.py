@@ -6,7 +6,7 @@ settings``).
 
 Run as a script, it prints the counts for a source tree::
 
-    python tests/test_experiments_imports.py [ROOT]
+    python tests/experiments/test_import_graph.py [ROOT]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APP = "layca_optax.experiments"
 
 LAYERS = (
@@ -161,7 +161,7 @@ def cycles(edges: list[Import]) -> list[list[str]]:
 
     # Deep import chains recurse; the limit is restored after, as other
     # tests rely on the default (a 5,000-deep JSON must raise
-    # RecursionError in tests/test_hostile_files.py).
+    # RecursionError in tests/io/test_hostile_files.py).
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 10_000))
     try:
