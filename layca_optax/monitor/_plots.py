@@ -15,22 +15,33 @@ from layca_optax.monitor._history import RotationHistory
 
 
 _LEGEND_MAX = 8  # curves; more get no legend unless legend=True
+NARROW = 3.5
+"""Axes narrower than this (inches, as laid out before drawing) get the
+compact colour bar: two ticks, "First layer" / "Last layer", no label."""
+
+
+def _narrow(fig: Any, ax: Any) -> bool:
+    """Whether ``ax`` is a narrow panel (e.g. one of a row of subplots)."""
+    return bool(ax.get_position().width * fig.get_figwidth() < NARROW)
 
 
 def _colorbar(
     fig: Any, ax: Any, cmap: Any, names: list[str] | None, by_name: bool
 ) -> None:
     """The depth colour bar: "First layer" / "Last layer" next to a legend
-    (``names`` None); without one, the depth index (or name order) with
-    the first and last names at its ends, as the curves are coloured."""
+    (``names`` None) or in a narrow panel; else the depth index (or name
+    order) with the first and last names at its ends, as the curves are
+    coloured."""
     _, ScalarMappable, Normalize, _ = matplotlib_parts()
     last = 1 if names is None else max(len(names) - 1, 1)
     colors = ScalarMappable(norm=Normalize(0, last), cmap=cmap)
-    if names is None:
-        bar = fig.colorbar(colors, ax=ax, ticks=[0, 1], aspect=30)
+    narrow = _narrow(fig, ax)
+    if names is None or narrow:
+        bar = fig.colorbar(colors, ax=ax, ticks=[0, last], aspect=30)
         word = "name" if by_name else "layer"
-        bar.ax.set_yticklabels([f"First {word}", f"Last {word}"])
-        if by_name:
+        small = {"fontsize": "small"} if narrow else {}
+        bar.ax.set_yticklabels([f"First {word}", f"Last {word}"], **small)
+        if by_name and not narrow:
             bar.set_label("Name order (pass layer_order= for depth)")
         return
     inner = np.unique(np.round(np.linspace(0, len(names) - 1, 5)[1:-1]))
@@ -121,6 +132,9 @@ def plot_rotation_curves(
     **Many layers.** Above 8 curves (or with ``legend=False``) there is no
     legend: the colour bar runs over the depth index 0 to ``L - 1``
     instead, its ends labelled with the first and last layers' names.
+    In a narrow panel (axes under 3.5 inches wide, e.g. one of a row of
+    subplots) the bar stays compact whatever the count: two ticks, "First
+    layer" / "Last layer", no label, so that the curves keep the panel.
 
     **Order.** The colours follow ``layer_order`` (a forward order, input
     side first, e.g. :func:`forward_order`'s result) or the order of

@@ -57,42 +57,6 @@ def test_append_accessors_and_jax_metrics():
     )
 
 
-def test_append_errors():
-    history = make_history(steps=[3])
-    good = {f"rotation/{k}": 0.0 for k in LAYERS}
-    bad = [
-        (1.5, good, r"append\(step_or_epoch=...\)` must be an int, got 1.5"),
-        (True, good, "must be an int, got True"),
-        (3, good, "must increase: got 3 after 3"),
-        (4, {}, "non-empty mapping"),
-        (4, {"step": 1.0}, "other than 'step'"),
-        (4, {1: 1.0}, "other than 'step', got 1"),
-        (4, {**good, "x": 1.0}, r"missing \[\], extra \['x'\]"),
-        (4, {"rotation/a": 1.0}, r"missing \['rotation/Conv_0/kernel'"),
-        (4, {**good, "rotation/Conv_0/kernel": np.array("x")}, "real scalar"),
-        (
-            4,  # an array is split into per-entry keys
-            {**good, "rotation/Conv_0/kernel": np.ones(2)},
-            r"missing \['rotation/Conv_0/kernel'\], extra "
-            r"\['rotation/Conv_0/kernel/0', 'rotation/Conv_0/kernel/1'\]",
-        ),
-        (4, {"a": np.ones(1), "a/0": 1.0}, "names 'a/0' twice"),
-        (4, {"a": np.ones((0, 2))}, "only empty arrays"),
-    ]
-    for step, metrics, match in bad:
-        with pytest.raises(ValueError, match=match):
-            history.append(step, metrics)
-    assert len(history) == 1  # nothing half-appended
-    with pytest.raises(
-        ValueError, match=r"as_array\(key=...\)`: no metric 'x'"
-    ):
-        history.as_array("x")
-    with pytest.raises(
-        ValueError, match=r"layers\(prefix=...\)`: no key .*'t/'"
-    ):
-        history.layers("t/")
-
-
 @pytest.mark.parametrize("fmt", ["json", "csv"])
 def test_round_trip_is_exact(tmp_path, fmt):
     history = make_history()
@@ -135,31 +99,6 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     assert seen == [(str(tmp_path), str(path))]  # written in the same folder
 
 
-def test_empty_history_raises_when_saving_and_plotting(tmp_path):
-    empty = layca_optax.RotationHistory()
-    for call, match in [
-        (
-            lambda: empty.save_json(tmp_path / "a.json"),
-            r"save_json`: the history is empty",
-        ),
-        (
-            lambda: empty.save_csv(tmp_path / "a.csv"),
-            r"save_csv`: the history is empty",
-        ),
-        (
-            lambda: layca_optax.plot_rotation_curves(empty),
-            r"plot_rotation_curves\(history=...\)`: the history is empty",
-        ),
-        (
-            lambda: layca_optax.plot_rotation_rates(empty),
-            r"plot_rotation_rates\(history=...\)`: the history is empty",
-        ),
-    ]:
-        with pytest.raises(ValueError, match=match):
-            call()
-    assert not os.listdir(tmp_path)
-
-
 def _json(records, fmt="layca_optax.RotationHistory"):
     return json.dumps({"format": fmt, "records": records})
 
@@ -192,21 +131,6 @@ BAD_FILES = {
     "repeat.csv": ("step,a,a\n1,0.5,0.5\n", "a column name repeats"),
     "binary.csv": (b"\xff\xfe\x00", "can't decode"),
 }
-
-
-@pytest.mark.parametrize("name", sorted(BAD_FILES))
-def test_load_errors_name_the_path_and_the_problem(tmp_path, name):
-    content, match = BAD_FILES[name]
-    path = tmp_path / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content)
-    load = getattr(layca_optax.RotationHistory, f"load_{name.split('.')[1]}")
-    with pytest.raises(
-        ValueError, match=f"load_.*{re.escape(str(path))}: .*{match}"
-    ):
-        load(path)
 
 
 def _colorbar_labels(fig):
@@ -280,30 +204,6 @@ def test_rates_that_are_all_zero_plot_on_a_linear_scale():
     fig = layca_optax.plot_rotation_rates(history)  # no log-scale warning
     fig.savefig(os.devnull, format="png")
     assert fig.axes[0].get_yscale() == "linear"
-
-
-def test_plot_errors_and_missing_matplotlib(monkeypatch):
-    history = make_history()
-    with pytest.raises(
-        ValueError,
-        match=r"layers=...\)`: no layer \['Conv_9'\] under 'rotation/'",
-    ):
-        layca_optax.plot_rotation_curves(
-            history, layers=["Conv_0/kernel", "Conv_9"]
-        )
-    with pytest.raises(
-        ValueError, match=r"prefix=...\)`: no key .* 'track/rate/'"
-    ):
-        layca_optax.plot_rotation_rates(history)
-    with pytest.raises(
-        ValueError, match=r"history=...\)` must be a RotationHistory, got dict"
-    ):
-        layca_optax.plot_rotation_curves({"rotation/a": [0.1]})
-    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
-    with pytest.raises(
-        ImportError, match=r"needs matplotlib: pip install matplotlib"
-    ):
-        layca_optax.plot_rotation_curves(history)
 
 
 def test_tracked_run_to_csv_to_plot(tmp_path):
@@ -435,3 +335,217 @@ def test_layer_order_with_per_slice_names_and_unknown_names():
         rates = layca_optax.RotationHistory()
         rates.append(1, {"track/rate/" + k: 0.1 for k in order})
         layca_optax.plot_rotation_rates(rates, layer_order=order[::2])
+
+
+# A row of narrow panels (the reproduce study's Fig. 2: 6 panels of 2.9
+# inches, legend=False) must stay readable: the depth colour bar with the
+# layers' names and a "Depth index" label took half of each panel, and the
+# squeezed axes' titles ran over their tick labels.
+
+
+def _text_boxes(fig, renderer):
+    boxes = []
+    for ax in fig.axes:
+        texts = [
+            *ax.get_xticklabels(),
+            *ax.get_yticklabels(),
+            ax.xaxis.label,
+            ax.yaxis.label,
+            ax.title,
+        ]
+        for text in texts:
+            if text.get_visible() and text.get_text():
+                boxes.append(
+                    (text.get_text(), text.get_window_extent(renderer))
+                )
+    return boxes
+
+
+@pytest.mark.parametrize(("cols", "names"), [(6, 4), (6, 12), (3, 8)])
+def test_narrow_panels_get_a_compact_readable_colour_bar(cols, names):
+    from layca_optax.experiments.common.canvas import new_figure
+
+    history, layers = _many(names, unit="epoch")
+    width = 2.9 if cols == 6 else 4.2  # reproduce's and lm's panels
+    fig = new_figure(width * cols, 3.0)
+    axes = fig.subplots(1, cols)
+    for ax in axes:
+        layca_optax.plot_rotation_curves(
+            history,
+            layer_order=layers,
+            ax=ax,
+            title="sgd, lr=3^-3\ntest 90.6 +- 0.4%",
+            ylim=(0, 1),
+            legend=False,
+        )
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = _text_boxes(fig, renderer)
+    overlaps = [
+        (a, b)
+        for i, (a, box) in enumerate(boxes)
+        for b, other in boxes[i + 1 :]
+        if box.overlaps(other)
+    ]
+    assert not overlaps
+    bars = fig.axes[cols:]
+    for ax, bar in zip(axes, bars, strict=True):
+        left = ax.get_tightbbox(renderer).x0
+        panel = bar.get_tightbbox(renderer).x1 - left
+        # The curves keep at least half of the panel (the crowded bar: 31%).
+        assert ax.get_window_extent(renderer).width >= 0.5 * panel
+        labels = [t.get_text() for t in bar.get_yticklabels()]
+        assert labels == ["First layer", "Last layer"]
+        assert bar.get_ylabel() == ""
+    lines = axes[0].get_lines()  # the colours still follow the depth
+    for line, depth in zip(lines, np.linspace(0, 1, names), strict=True):
+        np.testing.assert_allclose(
+            matplotlib.colors.to_rgba(line.get_color()), VIRIDIS(depth)
+        )
+
+
+class TestMisuse:
+    """Bad input to `RotationHistory` and the plots: a ValueError naming
+    the call, the argument and the value."""
+
+    def test_append_errors(self):
+        history = make_history(steps=[3])
+        good = {f"rotation/{k}": 0.0 for k in LAYERS}
+        bad = [
+            (
+                1.5,
+                good,
+                r"append\(step_or_epoch=...\)` must be an int, got 1.5",
+            ),
+            (True, good, "must be an int, got True"),
+            (3, good, "must increase: got 3 after 3"),
+            (4, {}, "non-empty mapping"),
+            (4, {"step": 1.0}, "other than 'step'"),
+            (4, {1: 1.0}, "other than 'step', got 1"),
+            (4, {**good, "x": 1.0}, r"missing \[\], extra \['x'\]"),
+            (4, {"rotation/a": 1.0}, r"missing \['rotation/Conv_0/kernel'"),
+            (
+                4,
+                {**good, "rotation/Conv_0/kernel": np.array("x")},
+                "real scalar",
+            ),
+            (
+                4,  # an array is split into per-entry keys
+                {**good, "rotation/Conv_0/kernel": np.ones(2)},
+                r"missing \['rotation/Conv_0/kernel'\], extra "
+                r"\['rotation/Conv_0/kernel/0', 'rotation/Conv_0/kernel/1'\]",
+            ),
+            (4, {"a": np.ones(1), "a/0": 1.0}, "names 'a/0' twice"),
+            (4, {"a": np.ones((0, 2))}, "only empty arrays"),
+        ]
+        for step, metrics, match in bad:
+            with pytest.raises(ValueError, match=match):
+                history.append(step, metrics)
+        assert len(history) == 1  # nothing half-appended
+        with pytest.raises(
+            ValueError, match=r"as_array\(key=...\)`: no metric 'x'"
+        ):
+            history.as_array("x")
+        with pytest.raises(
+            ValueError, match=r"layers\(prefix=...\)`: no key .*'t/'"
+        ):
+            history.layers("t/")
+
+    def test_empty_history_raises_when_saving_and_plotting(self, tmp_path):
+        empty = layca_optax.RotationHistory()
+        for call, match in [
+            (
+                lambda: empty.save_json(tmp_path / "a.json"),
+                r"save_json`: the history is empty",
+            ),
+            (
+                lambda: empty.save_csv(tmp_path / "a.csv"),
+                r"save_csv`: the history is empty",
+            ),
+            (
+                lambda: layca_optax.plot_rotation_curves(empty),
+                r"plot_rotation_curves\(history=...\)`: the history is empty",
+            ),
+            (
+                lambda: layca_optax.plot_rotation_rates(empty),
+                r"plot_rotation_rates\(history=...\)`: the history is empty",
+            ),
+        ]:
+            with pytest.raises(ValueError, match=match):
+                call()
+        assert not os.listdir(tmp_path)
+
+    @pytest.mark.parametrize("name", sorted(BAD_FILES))
+    def test_load_errors_name_the_path_and_the_problem(self, tmp_path, name):
+        content, match = BAD_FILES[name]
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        load = getattr(
+            layca_optax.RotationHistory, f"load_{name.split('.')[1]}"
+        )
+        with pytest.raises(
+            ValueError, match=f"load_.*{re.escape(str(path))}: .*{match}"
+        ):
+            load(path)
+
+    def test_plot_errors_and_missing_matplotlib(self, monkeypatch):
+        history = make_history()
+        with pytest.raises(
+            ValueError,
+            match=r"layers=...\)`: no layer \['Conv_9'\] under 'rotation/'",
+        ):
+            layca_optax.plot_rotation_curves(
+                history, layers=["Conv_0/kernel", "Conv_9"]
+            )
+        with pytest.raises(
+            ValueError, match=r"prefix=...\)`: no key .* 'track/rate/'"
+        ):
+            layca_optax.plot_rotation_rates(history)
+        with pytest.raises(
+            ValueError,
+            match=r"history=...\)` must be a RotationHistory, got dict",
+        ):
+            layca_optax.plot_rotation_curves({"rotation/a": [0.1]})
+        monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+        with pytest.raises(
+            ImportError, match=r"needs matplotlib: pip install matplotlib"
+        ):
+            layca_optax.plot_rotation_curves(history)
+
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            (
+                {"ylim": (1, 0)},
+                r"plot_rotation_curves\(ylim=...\)` must be .*got \(1, 0\)",
+            ),
+            (
+                {"legend": "yes"},
+                r"plot_rotation_curves\(legend=...\)` .*got 'yes'",
+            ),
+            (
+                {"layer_order": ["a"]},
+                r"\(layer_order=...\)` must list .*\['b'\]",
+            ),
+            (
+                {"layer_order": "ab"},
+                r"\(layer_order=...\)` must be a list .*'ab'",
+            ),
+            ({"layers": "a"}, r"\(layers=...\)` must be a list .*'a'"),
+        ],
+        ids=[
+            "ylim",
+            "legend",
+            "layer_order-missing",
+            "layer_order-str",
+            "layers",
+        ],
+    )
+    def test_plot_arguments_name_the_argument(self, kwargs, match):
+        history = layca_optax.RotationHistory()
+        history.append(1, {"rotation/a": 0.1, "rotation/b": 0.2})
+        with pytest.raises(ValueError, match=match):
+            layca_optax.plot_rotation_curves(history, **kwargs)

@@ -108,7 +108,7 @@ def fig6(configs: Sequence[Mapping[str, Any]], layers: Sequence[str]) -> Any:
             _curves(axes[i, j], group[best["i"]], layers)
     fig.suptitle(
         "Fig. 6: adaptive methods at their learning rate picked on "
-        "validation, without (top) and with Layca (bottom)"
+        "validation,\nwithout (top) and with Layca (bottom)"
     )
     return fig
 
