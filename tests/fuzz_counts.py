@@ -29,12 +29,20 @@ CATEGORIES = {
     ),
     "API misuse": (
         "core/test_checks.py",
-        "core/test_misuse.py",
-        "core/test_errors.py",
-        "analysis/test_misuse.py",
-        "monitor/test_misuse.py",
-        "experiments/test_errors.py",
-        "core/test_misuse_round_two.py",
+        "core/test_layca_misuse.py",
+        "core/test_primitives.py::TestMisuse",
+        "core/test_variants.py::TestMisuse",
+        "core/test_rotation_family.py::TestMisuse",
+        "monitor/test_metrics.py::TestMisuse",
+        "monitor/test_tracking_misuse.py",
+        "monitor/test_history_plots.py::TestMisuse",
+        "analysis/test_reinit.py::TestMisuse",
+        "analysis/test_adaptive.py::TestMisuse",
+        "analysis/test_adaptcopy.py::TestMisuse",
+        "analysis/test_equilibrium.py::TestMisuse",
+        "sharding/test_sharding_misuse.py",
+        "experiments/test_training.py",
+        "experiments/test_datasets.py::TestMisuse",
     ),
     "crafted files": (
         "io/test_hostile_files.py",
@@ -49,19 +57,29 @@ CATEGORIES = {
         "experiments/test_early_interrupts.py",
     ),
 }
-"""Category: the test files whose cases are its inputs."""
+"""Category: the test files (or ``file::TestMisuse`` classes, where the
+misuse tests sit beside a module's other tests) whose cases are its inputs.
+A case belongs to the first category that names its file or class."""
 
-FILES = [f"tests/{name}" for names in CATEGORIES.values() for name in names]
-"""Every file of :data:`CATEGORIES`, for the command line."""
+_NAMES = [name for names in CATEGORIES.values() for name in names]
+FILES = [
+    f"tests/{name}"
+    for name in _NAMES
+    if "::" not in name or name.split("::")[0] not in _NAMES
+]
+"""Every file and class of :data:`CATEGORIES` (a class left out where its
+whole file is listed), for the command line."""
 
 _EXAMPLES = re.compile(r"(\d+) passing, (\d+) failing")
 _KEY = "fuzz_inputs"
 
 
 def _category(nodeid: str) -> str | None:
-    name = Path(nodeid.split("::")[0]).as_posix().removeprefix("tests/")
+    path, _, rest = nodeid.partition("::")
+    name = Path(path).as_posix().removeprefix("tests/")
+    within = f"{name}::{rest}"
     for category, names in CATEGORIES.items():
-        if name in names:
+        if any(n == name or within.startswith(f"{n}::") for n in names):
             return category
     return None
 

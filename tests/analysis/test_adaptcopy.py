@@ -139,46 +139,74 @@ def test_zero_step_threshold():
     np.testing.assert_allclose(turned[1], [1e-5, 1e-3], rtol=1e-10)
 
 
-def test_recording_must_match_layers(recorded):
-    params, rec = recorded
-    bad = layca_optax.analysis.RotationRecording(
-        ("Dense_0/kernel", "Dense_1/kernel", "Dense_9/kernel"), rec.rates
+class TestMisuse:
+    """Bad recordings and arguments of `adapt_copy` and
+    `RotationRecording`: a ValueError naming the argument and the value."""
+
+    def test_recording_must_match_layers(self, recorded):
+        params, rec = recorded
+        bad = layca_optax.analysis.RotationRecording(
+            ("Dense_0/kernel", "Dense_1/kernel", "Dense_9/kernel"), rec.rates
+        )
+        tx = layca_optax.analysis.adapt_copy(bad)
+        with pytest.raises(
+            ValueError, match=r"adapt_copy\(recording=.*Dense_9"
+        ):
+            tx.init(params)
+
+    @pytest.mark.parametrize(
+        "rates,match",
+        [
+            (np.zeros((0, 1)), "at least one step"),
+            ([[0.1], [-0.2]], "non-negative"),
+            ([[0.1], [np.inf]], "finite"),
+        ],
     )
-    tx = layca_optax.analysis.adapt_copy(bad)
-    with pytest.raises(ValueError, match=r"adapt_copy\(recording=.*Dense_9"):
-        tx.init(params)
+    def test_bad_recordings_raise(self, rates, match):
+        rec = layca_optax.analysis.RotationRecording(("w",), rates)
+        with pytest.raises(
+            ValueError, match=r"adapt_copy\(recording=.*" + match
+        ):
+            layca_optax.analysis.adapt_copy(rec)
 
+    def test_bad_arguments_raise(self, tmp_path):
+        with pytest.raises(
+            ValueError, match=r"RotationRecording\(rates=.*\(2, 3\)"
+        ):
+            layca_optax.analysis.RotationRecording(("a", "b"), np.zeros((2, 3)))
+        with pytest.raises(
+            ValueError, match=r"RotationRecording\(paths=.*duplicates"
+        ):
+            layca_optax.analysis.RotationRecording(("a", "a"), np.zeros((2, 2)))
+        with pytest.raises(ValueError, match=r"adapt_copy\(recording=.*dict"):
+            layca_optax.analysis.adapt_copy({"w": [0.1]})
+        rec = layca_optax.analysis.RotationRecording(("w",), [[0.1]])
+        with pytest.raises(ValueError, match=r"adapt_copy\(eps=.*-1"):
+            layca_optax.analysis.adapt_copy(rec, eps=-1.0)
+        with pytest.raises(ValueError, match=r"adapt_copy\(base="):
+            layca_optax.analysis.adapt_copy(rec, base="adam")
+        np.savez(tmp_path / "other.npz", x=np.zeros(2))
+        with pytest.raises(ValueError, match=r"RotationRecording.load.*'x'"):
+            layca_optax.analysis.RotationRecording.load(tmp_path / "other.npz")
 
-@pytest.mark.parametrize(
-    "rates,match",
-    [
-        (np.zeros((0, 1)), "at least one step"),
-        ([[0.1], [-0.2]], "non-negative"),
-        ([[0.1], [np.inf]], "finite"),
-    ],
-)
-def test_bad_recordings_raise(rates, match):
-    rec = layca_optax.analysis.RotationRecording(("w",), rates)
-    with pytest.raises(ValueError, match=r"adapt_copy\(recording=.*" + match):
-        layca_optax.analysis.adapt_copy(rec)
+    def test_rotation_recording_refuses_one_string(self):
+        with pytest.raises(
+            ValueError,
+            match=r"`RotationRecording\(paths=\.\.\.\)` must be a sequence of "
+            r"path strings, one per column, got the single string 'ab'; for "
+            r"one layer write \('ab',\)",
+        ):
+            layca_optax.analysis.RotationRecording("ab", [[0.1, 0.2]])
+        rec = layca_optax.analysis.RotationRecording(("ab",), [[0.1]])
+        assert rec.paths == ("ab",)
 
-
-def test_bad_arguments_raise(tmp_path):
-    with pytest.raises(
-        ValueError, match=r"RotationRecording\(rates=.*\(2, 3\)"
-    ):
-        layca_optax.analysis.RotationRecording(("a", "b"), np.zeros((2, 3)))
-    with pytest.raises(
-        ValueError, match=r"RotationRecording\(paths=.*duplicates"
-    ):
-        layca_optax.analysis.RotationRecording(("a", "a"), np.zeros((2, 2)))
-    with pytest.raises(ValueError, match=r"adapt_copy\(recording=.*dict"):
-        layca_optax.analysis.adapt_copy({"w": [0.1]})
-    rec = layca_optax.analysis.RotationRecording(("w",), [[0.1]])
-    with pytest.raises(ValueError, match=r"adapt_copy\(eps=.*-1"):
-        layca_optax.analysis.adapt_copy(rec, eps=-1.0)
-    with pytest.raises(ValueError, match=r"adapt_copy\(base="):
-        layca_optax.analysis.adapt_copy(rec, base="adam")
-    np.savez(tmp_path / "other.npz", x=np.zeros(2))
-    with pytest.raises(ValueError, match=r"RotationRecording.load.*'x'"):
-        layca_optax.analysis.RotationRecording.load(tmp_path / "other.npz")
+    @pytest.mark.parametrize(
+        "paths,rates,match",
+        [
+            (3, [[0.1]], r"\(paths=\.\.\.\)` must be distinct strings .*got 3"),
+            (("w",), "fast", r"\(rates=\.\.\.\)` must be numbers .*got str"),
+        ],
+    )
+    def test_rotation_recording_bad_types(self, paths, rates, match):
+        with pytest.raises(ValueError, match=r"`RotationRecording" + match):
+            layca_optax.analysis.RotationRecording(paths, rates)

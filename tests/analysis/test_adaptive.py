@@ -135,21 +135,63 @@ def expect(pattern, *args, **kwargs):
         layca_optax.analysis.adam_nu_percentiles(*args, **kwargs)
 
 
-def test_bad_input():
-    sgd_state = optax.sgd(0.1, momentum=0.9).init(PARAMS)
-    expect(r"adam_nu_percentiles\(opt_state=\.\.\.\)` holds no Adam", sgd_state)
-    state = run(optax.adam(1e-3))
-    expect(r"percentiles=\.\.\.\).*\[150\]", state, percentiles=[150])
-    expect(r"percentiles=\.\.\.\).*\(\)", state, percentiles=())
-    expect(r"b2=\.\.\.\).*1\.0", state, b2=1.0)
-    expect(r"mask=\.\.\.\)` needs `params`", state, mask=LABELS)
-    partition = run(OPTIMIZERS["partition"][0])
-    everything = lambda p: jax.tree.map(lambda _: True, p)
-    expect(
-        r"mask=\.\.\.\)` selects \['Dense_0/bias', 'Dense_1/bias'\]",
-        partition,
-        PARAMS,
-        mask=everything,
+class TestMisuse:
+    """Bad input to `adam_nu_percentiles`: a ValueError naming the
+    argument and the value."""
+
+    def test_bad_input(self):
+        sgd_state = optax.sgd(0.1, momentum=0.9).init(PARAMS)
+        expect(
+            r"adam_nu_percentiles\(opt_state=\.\.\.\)` holds no Adam", sgd_state
+        )
+        state = run(optax.adam(1e-3))
+        expect(r"percentiles=\.\.\.\).*\[150\]", state, percentiles=[150])
+        expect(r"percentiles=\.\.\.\).*\(\)", state, percentiles=())
+        expect(r"b2=\.\.\.\).*1\.0", state, b2=1.0)
+        expect(r"mask=\.\.\.\)` needs `params`", state, mask=LABELS)
+        partition = run(OPTIMIZERS["partition"][0])
+        everything = lambda p: jax.tree.map(lambda _: True, p)
+        expect(
+            r"mask=\.\.\.\)` selects \['Dense_0/bias', 'Dense_1/bias'\]",
+            partition,
+            PARAMS,
+            mask=everything,
+        )
+        twice = run(optax.chain(optax.scale_by_adam(), optax.scale_by_adam()))
+        expect(r"'Dense_0/bias' has a second moment in two Adam states", twice)
+
+    @pytest.mark.parametrize(
+        "percentiles",
+        ["50", "10", b"50", [10, "50"], 50],
+        ids=["str", "str10", "bytes", "list_with_str", "int"],
     )
-    twice = run(optax.chain(optax.scale_by_adam(), optax.scale_by_adam()))
-    expect(r"'Dense_0/bias' has a second moment in two Adam states", twice)
+    def test_adam_nu_percentiles_refuses_strings_and_scalars(self, percentiles):
+        with pytest.raises(
+            ValueError,
+            match=r"`adam_nu_percentiles\(percentiles=\.\.\.\)` must be a "
+            r"non-empty list of numbers in \[0, 100\], got "
+            + repr(percentiles).replace("[", r"\[").replace("]", r"\]"),
+        ):
+            layca_optax.analysis.adam_nu_percentiles(
+                run(optax.adam(1e-3)), percentiles=percentiles
+            )
+
+    def test_adam_nu_percentiles_suggests_a_list(self):
+        with pytest.raises(ValueError, match=r"got '50' .*write \[50\]"):
+            layca_optax.analysis.adam_nu_percentiles(
+                run(optax.adam(1e-3)), percentiles="50"
+            )
+
+    def test_adam_nu_percentiles_takes_any_iterable(self):
+        state = run(optax.adam(1e-3))
+        want = layca_optax.analysis.adam_nu_percentiles(
+            state, percentiles=[10, 90]
+        )
+        got = layca_optax.analysis.adam_nu_percentiles(
+            state, percentiles=(q for q in [10, 90])
+        )
+        assert list(got) == list(want)
+        got = layca_optax.analysis.adam_nu_percentiles(
+            state, percentiles=np.array([10, 90])
+        )
+        assert list(got) == list(want)

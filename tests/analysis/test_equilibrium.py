@@ -133,57 +133,108 @@ def test_closed_forms_and_inverse():
         assert math.atan(rho) == pytest.approx(theta, rel=1e-12)
 
 
-@pytest.mark.parametrize(
-    "call,match",
-    [
-        (
-            lambda f: f("adam", learning_rate=0.1, weight_decay=0.1),
-            r"\(optimizer=.*'adam'",
-        ),
-        (
-            lambda f: f(
-                "adamw", learning_rate=0.1, weight_decay=0.1, momentum=0.9
+class TestMisuse:
+    """Inputs outside the formulas' domain: a ValueError naming the call and
+    the bound."""
+
+    @pytest.mark.parametrize(
+        "call,match",
+        [
+            (
+                lambda f: f("adam", learning_rate=0.1, weight_decay=0.1),
+                r"\(optimizer=.*'adam'",
             ),
-            r"\(momentum=.*'adamw'",
-        ),
-        (
-            lambda f: f("sgdm", learning_rate=0.1, weight_decay=0.1, b2=0.9),
-            r"\(b2=.*'sgdm'",
-        ),
-        (
-            lambda f: f("adamw", learning_rate=0.1, weight_decay=0.1, b1=1.0),
-            r"\(b1=.*1\.0",
-        ),
-        (
-            lambda f: f("sgdm", learning_rate=-0.1, weight_decay=0.1),
-            r"\(learning_rate=.*-0\.1",
-        ),
-        (
-            lambda f: f("sgdm", learning_rate=0.1, weight_decay=float("nan")),
-            r"\(weight_decay=.*nan",
-        ),
-    ],
-)
-@pytest.mark.parametrize(
-    "fn",
-    [
-        layca_optax.analysis.equilibrium_rotation,
-        layca_optax.analysis.equilibrium_layca_learning_rate,
-    ],
-)
-def test_bad_inputs_raise(fn, call, match):
-    with pytest.raises(ValueError, match=fn.__name__ + match):
-        call(fn)
+            (
+                lambda f: f(
+                    "adamw", learning_rate=0.1, weight_decay=0.1, momentum=0.9
+                ),
+                r"\(momentum=.*'adamw'",
+            ),
+            (
+                lambda f: f(
+                    "sgdm", learning_rate=0.1, weight_decay=0.1, b2=0.9
+                ),
+                r"\(b2=.*'sgdm'",
+            ),
+            (
+                lambda f: f(
+                    "adamw", learning_rate=0.1, weight_decay=0.1, b1=1.0
+                ),
+                r"\(b1=.*1\.0",
+            ),
+            (
+                lambda f: f("sgdm", learning_rate=-0.1, weight_decay=0.1),
+                r"\(learning_rate=.*-0\.1",
+            ),
+            (
+                lambda f: f(
+                    "sgdm", learning_rate=0.1, weight_decay=float("nan")
+                ),
+                r"\(weight_decay=.*nan",
+            ),
+        ],
+    )
+    @pytest.mark.parametrize(
+        "fn",
+        [
+            layca_optax.analysis.equilibrium_rotation,
+            layca_optax.analysis.equilibrium_layca_learning_rate,
+        ],
+    )
+    def test_bad_inputs_raise(self, fn, call, match):
+        with pytest.raises(ValueError, match=fn.__name__ + match):
+            call(fn)
 
+    @pytest.mark.parametrize(
+        "kwargs,match",
+        [
+            (
+                {"learning_rate": 0.0, "rotation": 0.1},
+                r"\(learning_rate=.*0\.0",
+            ),
+            ({"learning_rate": 0.1, "rotation": 2.0}, r"\(rotation=.*2\.0"),
+            ({"learning_rate": 0.1, "rotation": -0.1}, r"\(rotation=.*-0\.1"),
+        ],
+    )
+    def test_inverse_bad_inputs_raise(self, kwargs, match):
+        with pytest.raises(
+            ValueError, match=r"equilibrium_weight_decay" + match
+        ):
+            layca_optax.analysis.equilibrium_weight_decay("sgdm", **kwargs)
 
-@pytest.mark.parametrize(
-    "kwargs,match",
-    [
-        ({"learning_rate": 0.0, "rotation": 0.1}, r"\(learning_rate=.*0\.0"),
-        ({"learning_rate": 0.1, "rotation": 2.0}, r"\(rotation=.*2\.0"),
-        ({"learning_rate": 0.1, "rotation": -0.1}, r"\(rotation=.*-0\.1"),
-    ],
-)
-def test_inverse_bad_inputs_raise(kwargs, match):
-    with pytest.raises(ValueError, match=r"equilibrium_weight_decay" + match):
-        layca_optax.analysis.equilibrium_weight_decay("sgdm", **kwargs)
+    def test_equilibrium_outside_its_domain(self):
+        with pytest.raises(
+            ValueError,
+            match=r"`equilibrium_layca_learning_rate\(learning_rate=10, "
+            r"weight_decay=10\)`: no rotational equilibrium for 'sgdm' with "
+            r"learning_rate \* weight_decay = 100; it needs learning_rate \* "
+            r"weight_decay < min\(1, pi\*\*2 / \(8 f\)\) = 1, with f = 1 ",
+        ):
+            layca_optax.analysis.equilibrium_layca_learning_rate(
+                "sgdm", learning_rate=10, weight_decay=10
+            )
+        with pytest.raises(
+            ValueError, match=r"`equilibrium_rotation\(learning_"
+        ):
+            layca_optax.analysis.equilibrium_rotation(
+                "adamw", learning_rate=2.0, weight_decay=0.5
+            )
+        # Lion without momentum: f = pi/2, so the angle bound pi/4 binds first.
+        with pytest.raises(ValueError, match=r"= 0\.785398, with f = 1\.5708"):
+            layca_optax.analysis.equilibrium_layca_learning_rate(
+                "lion", learning_rate=0.9, weight_decay=1.0, b1=0.0
+            )
+        # The inverse: a rotation whose weight decay would leave the domain.
+        with pytest.raises(
+            ValueError, match=r"`equilibrium_weight_decay\(rotation=1\.5\)`"
+        ):
+            layca_optax.analysis.equilibrium_weight_decay(
+                "sgdm", learning_rate=0.1, rotation=1.5, momentum=0.9
+            )
+
+    def test_equilibrium_near_its_bound(self):
+        rho = layca_optax.analysis.equilibrium_layca_learning_rate(
+            "sgdm", learning_rate=0.99, weight_decay=1.0
+        )
+        assert rho == pytest.approx(math.tan(math.sqrt(2 * 0.99)))
+        assert rho > 0

@@ -263,16 +263,6 @@ BAD_INPUT = {
 }
 
 
-@pytest.mark.parametrize("pattern", list(BAD_INPUT))
-def test_bad_input(pattern):
-    checkpoints, kwargs = BAD_INPUT[pattern][0], dict(BAD_INPUT[pattern][1])
-    eval_fn = kwargs.pop("eval_fn", lambda p: jnp.sum(p["Dense_0"]["kernel"]))
-    with pytest.raises(ValueError, match="`reinit_robustness" + pattern):
-        layca_optax.analysis.reinit_robustness(
-            eval_fn, SMALL, checkpoints, key=jax.random.key(0), **kwargs
-        )
-
-
 def test_key_path_layers():
     key_path = (jax.tree_util.DictKey("Dense_0"), jax.tree_util.DictKey("bias"))
     r = layca_optax.analysis.reinit_robustness(
@@ -284,3 +274,123 @@ def test_key_path_layers():
     )
     assert r.paths == ("Dense_0/bias",) and r.rerandom.shape == (1, 1)
     assert r.reinit.tolist() == [[0.0]] and r.baseline == 0.0
+
+
+def kernel_sum(params):
+    return jnp.sum(params["Dense_0"]["kernel"])
+
+
+def _reinit_fields(**changes):
+    fields = {
+        "paths": ("a", "b"),
+        "checkpoint_labels": ("init", "final"),
+        "baseline": 0.9,
+        "reinit": np.array([[0.5, 0.9], [0.9, 0.9]]),
+        "rerandom": np.zeros((2, 1)),
+    }
+    return fields | changes
+
+
+class TestMisuse:
+    """Bad input to `reinit_robustness`, `rerandom_draws` and
+    `ReinitResult`: a ValueError naming the call, the argument and the
+    value."""
+
+    @pytest.mark.parametrize("pattern", list(BAD_INPUT))
+    def test_bad_input(self, pattern):
+        checkpoints, kwargs = BAD_INPUT[pattern][0], dict(BAD_INPUT[pattern][1])
+        eval_fn = kwargs.pop(
+            "eval_fn", lambda p: jnp.sum(p["Dense_0"]["kernel"])
+        )
+        with pytest.raises(ValueError, match="`reinit_robustness" + pattern):
+            layca_optax.analysis.reinit_robustness(
+                eval_fn, SMALL, checkpoints, key=jax.random.key(0), **kwargs
+            )
+
+    @pytest.mark.parametrize("num_draws", [0, -1, 1.0, True, "2"])
+    def test_reinit_robustness_num_draws(self, num_draws):
+        with pytest.raises(
+            ValueError,
+            match=r"`reinit_robustness\(num_draws=\.\.\.\)` must be an int "
+            rf">= 1 \(re-randomized draws per layer\), got {num_draws!r}\.",
+        ):
+            layca_optax.analysis.reinit_robustness(
+                kernel_sum,
+                SMALL,
+                [SMALL],
+                key=jax.random.key(0),
+                num_draws=num_draws,
+            )
+
+    def test_rerandom_draws_num_draws(self):
+        with pytest.raises(
+            ValueError, match=r"`rerandom_draws\(num_draws=\.\.\.\)"
+        ):
+            layca_optax.analysis.rerandom_draws(
+                SMALL, key=jax.random.key(0), num_draws=0
+            )
+
+    @pytest.mark.parametrize(
+        "key,got",
+        [
+            (0, "0"),
+            ("seed", "'seed'"),
+            (jnp.zeros(3), r"an array of shape \(3,\) and dtype float32"),
+            (jax.random.split(jax.random.key(0)), r"an array of \(2,\) keys"),
+        ],
+    )
+    def test_reinit_robustness_key(self, key, got):
+        with pytest.raises(
+            ValueError,
+            match=r"`reinit_robustness\(key=\.\.\.\)` must be one JAX PRNG "
+            r"key, jax\.random\.key\(seed\) \(or a legacy "
+            rf"jax\.random\.PRNGKey\(seed\)\), got {got}\.",
+        ):
+            layca_optax.analysis.reinit_robustness(
+                kernel_sum, SMALL, [SMALL], key=key
+            )
+        with pytest.raises(ValueError, match=r"`rerandom_draws\(key=\.\.\.\)`"):
+            layca_optax.analysis.rerandom_draws(SMALL, key=key)
+
+    def test_reinit_robustness_takes_legacy_keys(self):
+        new = layca_optax.analysis.reinit_robustness(
+            kernel_sum, SMALL, [SMALL], key=jax.random.key(3), num_draws=2
+        )
+        old = layca_optax.analysis.reinit_robustness(
+            kernel_sum, SMALL, [SMALL], key=jax.random.PRNGKey(3), num_draws=2
+        )
+        np.testing.assert_array_equal(new.rerandom, old.rerandom)
+
+    @pytest.mark.parametrize(
+        "change, match",
+        [
+            (
+                {"paths": "ab"},
+                r"ReinitResult\(paths=\.\.\.\)` must be a sequence",
+            ),
+            ({"paths": ("a", 1)}, r"paths=.*sequence of str"),
+            ({"paths": ("a", "a")}, r"paths=.*distinct"),
+            ({"checkpoint_labels": ()}, r"checkpoint_labels=.*at least one"),
+            ({"baseline": "0.9"}, r"baseline=.*a real number"),
+            ({"baseline": True}, r"baseline=.*a real number"),
+            (
+                {"reinit": np.zeros((2, 3))},
+                r"reinit=.*shape \(2, 3\).*\[2, 2\]",
+            ),
+            ({"reinit": np.zeros(4)}, r"reinit=.*2-D array"),
+            ({"reinit": np.full((2, 2), "x")}, r"reinit=.*real numbers"),
+            ({"rerandom": np.zeros((3, 1))}, r"rerandom=.*\[2, draws\]"),
+            ({"tolerance": -0.1}, r"tolerance=.*non-negative"),
+            ({"tolerance": float("nan")}, r"tolerance=.*finite"),
+            ({"higher_is_better": 1}, r"higher_is_better=.*a bool"),
+        ],
+    )
+    def test_reinit_result_checks_its_fields(self, change, match):
+        with pytest.raises(ValueError, match=match):
+            layca_optax.analysis.ReinitResult(**_reinit_fields(**change))
+
+    def test_reinit_result_normalizes_its_fields(self):
+        r = layca_optax.analysis.ReinitResult(
+            **_reinit_fields(paths=["a", "b"], reinit=[[1, 0], [0, 1]])
+        )
+        assert r.paths == ("a", "b") and r.reinit.dtype == np.float64

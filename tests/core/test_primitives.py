@@ -1,4 +1,5 @@
-"""The four primitives, each against NumPy formulas, under jax.jit."""
+"""The four primitives, each against NumPy formulas, under jax.jit; their
+misuse (``TestMisuse``)."""
 
 import functools as ft
 
@@ -216,22 +217,6 @@ def test_low_precision_in_low_precision_out(name, dtype):
         )
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_params_none_is_a_clear_error(name):
-    factory, _ = CASES[name]
-    tx = factory()
-    u = tree(0)
-    fn_name = factory.__name__
-    with pytest.raises(ValueError, match=fn_name + ".*params"):
-        tx.update(u, tx.init(u), None)
-
-
-def test_callable_multipliers_need_params():
-    tx = layca_optax.scale_by_layer_multipliers(lambda p: 1.0)
-    with pytest.raises(ValueError, match="scale_by_layer_multipliers.*params"):
-        tx.update(tree(0), tx.init(tree(0)), None)
-
-
 def test_primitives_compose_with_optax_chain_and_masked():
     """A user-built Layca (with optax.masked) equals `layca`."""
     params = dict(tree(0), bias=np.ones(3, np.float32))
@@ -268,3 +253,95 @@ def test_eps_threshold_of_normalize():
     np.testing.assert_allclose(
         apply(tx, np.full((2, 2), 0.3, np.float32), w), 1.0, rtol=1e-6
     )
+
+
+W = jnp.ones((3, 4))
+
+
+def expect(pattern, fn, *args, **kwargs):
+    with pytest.raises(ValueError, match=pattern):
+        fn(*args, **kwargs)
+
+
+class TestMisuse:
+    """Bad input to the primitives (and to `depth_multipliers`): a
+    ValueError naming the primitive, the argument and the value."""
+
+    def test_depth_multipliers_bad_num_layers(self):
+        expect(
+            r"depth_multipliers\(num_layers=\.\.\.\).*0",
+            layca_optax.depth_multipliers,
+            0.1,
+            0,
+        )
+        expect(
+            r"depth_multipliers\(num_layers=\.\.\.\).*2.5",
+            layca_optax.depth_multipliers,
+            0.1,
+            2.5,
+        )
+
+    @pytest.mark.parametrize(
+        "factory",
+        [
+            layca_optax.project_to_tangent,
+            layca_optax.normalize_to_param_norm,
+            layca_optax.reproject_to_sphere,
+        ],
+    )
+    def test_bad_axis(self, factory):
+        name = factory.__name__
+        expect(rf"{name}\(axis=\.\.\.\).*'x'", factory, axis="x")
+        expect(rf"{name}\(axis=\.\.\.\).*1.5", factory, axis=(0, 1.5))
+        tx = factory(axis=3)
+        expect(
+            rf"{name}\(axis=\.\.\.\).*axis 3.*\(3, 4\)",
+            tx.update,
+            jnp.ones((3, 4)),
+            tx.init(jnp.ones((3, 4))),
+            jnp.ones((3, 4)),
+        )
+
+    @pytest.mark.parametrize("name", sorted(CASES))
+    def test_params_none_is_a_clear_error(self, name):
+        factory, _ = CASES[name]
+        tx = factory()
+        u = tree(0)
+        fn_name = factory.__name__
+        with pytest.raises(ValueError, match=fn_name + ".*params"):
+            tx.update(u, tx.init(u), None)
+
+    def test_callable_multipliers_need_params(self):
+        tx = layca_optax.scale_by_layer_multipliers(lambda p: 1.0)
+        with pytest.raises(
+            ValueError, match="scale_by_layer_multipliers.*params"
+        ):
+            tx.update(tree(0), tx.init(tree(0)), None)
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "normalize_to_param_norm",
+            "project_to_tangent",
+            "reproject_to_sphere",
+            "scale_by_layca",
+        ],
+    )
+    def test_an_update_of_another_shape_is_refused(self, name):
+        tx = (
+            getattr(layca_optax, name)(0.1)
+            if name == "scale_by_layca"
+            else (getattr(layca_optax, name)())
+        )
+        with pytest.raises(
+            ValueError, match=rf"`{name}`.*shape \(1, 1\).*\(3, 4\)"
+        ):
+            tx.update(jnp.ones((1, 1)), tx.init(W), W)
+
+    def test_scale_by_layca_axis_error_names_scale_by_layca(self):
+        w = jnp.eye(3)
+        tx = layca_optax.scale_by_layca(0.1, axis=5)
+        with pytest.raises(
+            ValueError, match=r"^`scale_by_layca\(axis=\.\.\.\)`"
+        ):
+            tx.update(w, tx.init(w), w)

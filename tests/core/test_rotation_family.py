@@ -131,23 +131,29 @@ def test_radial_brake_after_adamw_slows_norm_growth():
     assert plain > 1.05 * start and braked < plain
 
 
-@pytest.mark.parametrize(
-    "make, match",
-    [
-        (lambda: layca_optax.tangent_trace(1.0), r"tangent_trace\(decay="),
-        (lambda: layca_optax.tangent_trace(-0.1), r"tangent_trace\(decay="),
-        (lambda: layca_optax.tangent_trace(0.9, 1), r"nesterov="),
-        (lambda: layca_optax.radial_brake(1.5), r"radial_brake\(factor="),
-        (lambda: layca_optax.radial_brake(axis=1.5), r"radial_brake\(axis="),
-    ],
-)
-def test_bad_arguments_name_the_function(make, match):
-    with pytest.raises(ValueError, match=match):
-        make()
+class TestMisuse:
+    """Bad arguments of `tangent_trace` and `radial_brake`: a ValueError
+    naming the function and the argument."""
 
+    @pytest.mark.parametrize(
+        "make, match",
+        [
+            (lambda: layca_optax.tangent_trace(1.0), r"tangent_trace\(decay="),
+            (lambda: layca_optax.tangent_trace(-0.1), r"tangent_trace\(decay="),
+            (lambda: layca_optax.tangent_trace(0.9, 1), r"nesterov="),
+            (lambda: layca_optax.radial_brake(1.5), r"radial_brake\(factor="),
+            (
+                lambda: layca_optax.radial_brake(axis=1.5),
+                r"radial_brake\(axis=",
+            ),
+        ],
+    )
+    def test_bad_arguments_name_the_function(self, make, match):
+        with pytest.raises(ValueError, match=match):
+            make()
 
-def test_update_without_params_is_refused():
-    for tx in (layca_optax.tangent_trace(), layca_optax.radial_brake()):
-        w = jnp.ones((2, 2))
-        with pytest.raises(ValueError, match="params"):
-            tx.update(w, tx.init(w))
+    def test_update_without_params_is_refused(self):
+        for tx in (layca_optax.tangent_trace(), layca_optax.radial_brake()):
+            w = jnp.ones((2, 2))
+            with pytest.raises(ValueError, match="params"):
+                tx.update(w, tx.init(w))

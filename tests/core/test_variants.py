@@ -244,40 +244,6 @@ def test_hyperball_over_muon():
         np.testing.assert_array_equal(current["bias"], params["bias"])
 
 
-@pytest.mark.parametrize(
-    "build,match",
-    [
-        (lambda: layca_optax.layca_lars(-1.0), r"layca_lars\(learning_rate"),
-        (
-            lambda: layca_optax.layca_lars(0.1, max_growth=-1e-4),
-            r"layca_lars\(max_growth=.*-0\.0001",
-        ),
-        (lambda: layca_optax.layca_lars(0.1, base=3), r"layca_lars\(base"),
-        (
-            lambda: layca_optax.hyperball(0.1, eps=float("nan")),
-            r"hyperball\(eps",
-        ),
-        (lambda: layca_optax.hyperball(0.1, other="sgd"), r"hyperball\(other"),
-        (lambda: layca_optax.hyperball(0.1, mask={"a": 1}), r"hyperball\(mask"),
-        (lambda: layca_optax.hyperball(0.1, axis="x"), r"hyperball\(axis"),
-        (
-            lambda: layca_optax.cap_norm_growth(float("inf")),
-            r"cap_norm_growth\(max_growth=.*inf",
-        ),
-    ],
-)
-def test_bad_hyperparameters_raise_at_construction(build, match):
-    with pytest.raises(ValueError, match=match):
-        build()
-
-
-def test_update_without_params_raises():
-    tx = layca_optax.cap_norm_growth()
-    w = jnp.ones((2, 2))
-    with pytest.raises(ValueError, match="cap_norm_growth"):
-        tx.update(w, tx.init(w))
-
-
 def test_zero_direction_and_zero_weights_stay_finite():
     params = {"a": jnp.zeros((3, 3)), "b": jnp.ones((3, 3))}
     grads = {"a": jnp.ones((3, 3)), "b": jnp.zeros((3, 3))}
@@ -288,3 +254,49 @@ def test_zero_direction_and_zero_weights_stay_finite():
         updates, _ = jax.jit(tx.update)(grads, state, params)
         for k in params:
             np.testing.assert_array_equal(updates[k], 0.0)
+
+
+class TestMisuse:
+    """Bad hyperparameters of `hyperball`, `layca_lars` and
+    `cap_norm_growth`: a ValueError naming the function and the argument."""
+
+    @pytest.mark.parametrize(
+        "build,match",
+        [
+            (
+                lambda: layca_optax.layca_lars(-1.0),
+                r"layca_lars\(learning_rate",
+            ),
+            (
+                lambda: layca_optax.layca_lars(0.1, max_growth=-1e-4),
+                r"layca_lars\(max_growth=.*-0\.0001",
+            ),
+            (lambda: layca_optax.layca_lars(0.1, base=3), r"layca_lars\(base"),
+            (
+                lambda: layca_optax.hyperball(0.1, eps=float("nan")),
+                r"hyperball\(eps",
+            ),
+            (
+                lambda: layca_optax.hyperball(0.1, other="sgd"),
+                r"hyperball\(other",
+            ),
+            (
+                lambda: layca_optax.hyperball(0.1, mask={"a": 1}),
+                r"hyperball\(mask",
+            ),
+            (lambda: layca_optax.hyperball(0.1, axis="x"), r"hyperball\(axis"),
+            (
+                lambda: layca_optax.cap_norm_growth(float("inf")),
+                r"cap_norm_growth\(max_growth=.*inf",
+            ),
+        ],
+    )
+    def test_bad_hyperparameters_raise_at_construction(self, build, match):
+        with pytest.raises(ValueError, match=match):
+            build()
+
+    def test_update_without_params_raises(self):
+        tx = layca_optax.cap_norm_growth()
+        w = jnp.ones((2, 2))
+        with pytest.raises(ValueError, match="cap_norm_growth"):
+            tx.update(w, tx.init(w))

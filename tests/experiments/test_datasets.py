@@ -86,19 +86,6 @@ def test_mnist_from_environment_variable(tmp_path, monkeypatch):
     assert load_mnist().x_test.shape == (3, 28, 28, 1)
 
 
-def test_data_dir_resolution_errors(tmp_path, monkeypatch):
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    with pytest.raises(DatasetError, match=f"load_mnist: .*{ENV_VAR}"):
-        load_mnist()
-    missing = tmp_path / "nowhere"
-    with pytest.raises(DatasetError, match="load_cifar: .*nowhere"):
-        load_cifar(missing)
-    monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    assert resolve_data_dir() == tmp_path
-    assert resolve_data_dir(missing.parent) == tmp_path
-    assert issubclass(DatasetError, ValueError)
-
-
 _IMAGES = idx_bytes(0x803, MNIST_FILES["train-images-idx3-ubyte"][1])
 
 
@@ -440,3 +427,36 @@ def test_take_per_class():
     np.testing.assert_array_equal(small.x_train, again.x_train)
     with pytest.raises(DatasetError, match="take_per_class: samples_per"):
         take_per_class(data, 1000)
+
+
+class TestMisuse:
+    """No data folder, or a missing one: a DatasetError naming the loader
+    the user called."""
+
+    def test_data_dir_resolution_errors(self, tmp_path, monkeypatch):
+        monkeypatch.delenv(ENV_VAR, raising=False)
+        with pytest.raises(DatasetError, match=f"load_mnist: .*{ENV_VAR}"):
+            load_mnist()
+        missing = tmp_path / "nowhere"
+        with pytest.raises(DatasetError, match="load_cifar: .*nowhere"):
+            load_cifar(missing)
+        monkeypatch.setenv(ENV_VAR, str(tmp_path))
+        assert resolve_data_dir() == tmp_path
+        assert resolve_data_dir(missing.parent) == tmp_path
+        assert issubclass(DatasetError, ValueError)
+
+    def test_data_folder_errors_name_the_loader_called(
+        self, tmp_path, monkeypatch
+    ):
+        monkeypatch.delenv(ENV_VAR, raising=False)
+        for fn, name in (
+            (load_mnist, "load_mnist"),
+            (load_cifar, "load_cifar"),
+            (resolve_data_dir, "resolve_data_dir"),
+        ):
+            with pytest.raises(
+                DatasetError, match=f"^{name}: no data directory"
+            ):
+                fn()
+            with pytest.raises(DatasetError, match=f"^{name}: data_dir .* no "):
+                fn(tmp_path / "missing")

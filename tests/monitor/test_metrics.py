@@ -8,6 +8,7 @@ import pytest
 from scipy.spatial import distance
 
 import layca_optax
+from tests.monitor.test_per_slice import moe_params
 
 
 def random_tree(seed, dtype=np.float64):
@@ -153,13 +154,6 @@ def test_low_precision_params_are_measured_in_float32():
         assert v.dtype == jnp.float32 and np.isfinite(v)
 
 
-def test_structure_mismatch_is_a_clear_error():
-    with pytest.raises(ValueError, match="rotation_rate"):
-        layca_optax.rotation_rate(
-            {"a": np.ones((2, 2))}, {"b": np.ones((2, 2))}
-        )
-
-
 def test_nnx_variable_states_give_the_names_of_their_pure_form():
     from flax import nnx
 
@@ -170,3 +164,59 @@ def test_nnx_variable_states_give_the_names_of_their_pure_form():
     as_pure = getattr(nnx, "as_pure", None) or nnx.pure  # flax 0.12.0
     pure = as_pure(state)
     assert list(layca_optax.rotation_metrics(pure, pure)) == ["rotation/kernel"]
+
+
+class TestMisuse:
+    """Bad input: a ValueError naming the function, the argument and the
+    value (`track_rotation`'s: tests/monitor/test_tracking_misuse.py)."""
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            layca_optax.layer_rotation,
+            layca_optax.rotation_metrics,
+            layca_optax.rotation_rate,
+        ],
+        ids=["layer_rotation", "rotation_metrics", "rotation_rate"],
+    )
+    def test_complex_layers_are_refused_by_the_metrics(self, call):
+        c = jnp.ones((3, 4), jnp.complex64)
+        with pytest.raises(ValueError, match=r"'k' has dtype complex64.*real"):
+            call({"k": c}, {"k": c})
+
+    def test_an_axis_named_twice(self):
+        w = jnp.ones((3, 4))
+        with pytest.raises(ValueError, match=r"twice"):
+            layca_optax.rotation_metrics({"k": w}, {"k": w}, axis=(1, -1))
+
+    @pytest.mark.parametrize(
+        "call, where",
+        [
+            (layca_optax.rotation_metrics, "init_params"),
+            (layca_optax.layer_rotation, "init_params"),
+            (layca_optax.rotation_rate, "old_params"),
+        ],
+        ids=["rotation_metrics", "layer_rotation", "rotation_rate"],
+    )
+    def test_params_of_another_shape_name_the_leaf(self, call, where):
+        params = moe_params(0)
+        flipped = {**params, "head": {"kernel": params["head"]["kernel"].T}}
+        with pytest.raises(
+            ValueError,
+            match=rf"`{call.__name__}\({where}=...\)`: the leaf 'head/kernel' "
+            rf"has shape \(2, 4\) in `{where}` but \(4, 2\)",
+        ):
+            call(params, flipped)
+
+    def test_a_prefix_that_is_not_a_str(self):
+        params = moe_params(0)
+        with pytest.raises(
+            ValueError, match=r"\(prefix=...\)` must be a str.*got 3"
+        ):
+            layca_optax.rotation_metrics(params, params, prefix=3)
+
+    def test_structure_mismatch_is_a_clear_error(self):
+        with pytest.raises(ValueError, match="rotation_rate"):
+            layca_optax.rotation_rate(
+                {"a": np.ones((2, 2))}, {"b": np.ones((2, 2))}
+            )

@@ -1,10 +1,11 @@
-"""Per-slice monitoring of scanned and MoE models, end to end, and misuse.
+"""Per-slice monitoring of scanned and MoE models, end to end.
 
 A scanned Flax NNX model (``nnx.vmap`` to build, ``nnx.scan`` to apply:
 ``(L, d, d)`` kernels) and a plain dict with ``(L, E, d_in, d_out)``
 experts, monitored per stacked layer and expert as a user would: values
-against NumPy, logged, saved, loaded and plotted. Then the arguments that
-used to give silent wrong results or errors from deep inside JAX.
+against NumPy, logged, saved, loaded and plotted. (Their misuse: the
+``TestMisuse`` classes of test_metrics.py and test_history_plots.py, and
+test_tracking_misuse.py.)
 """
 
 import functools
@@ -285,53 +286,3 @@ def test_plots_use_natural_order_without_a_forward_order():
         "dense2",
         "dense1",
     ]
-
-
-def test_misuse_errors_name_the_function_argument_and_value():
-    params = moe_params(0)
-    flipped = {**params, "head": {"kernel": params["head"]["kernel"].T}}
-    shapes = r"the leaf 'head/kernel' has shape \(2, 4\) in `{}` but \(4, 2\)"
-    for call, where in [
-        (layca_optax.rotation_metrics, "init_params"),
-        (layca_optax.layer_rotation, "init_params"),
-        (layca_optax.rotation_rate, "old_params"),
-    ]:
-        with pytest.raises(
-            ValueError,
-            match=rf"`{call.__name__}\({where}=...\)`: " + shapes.format(where),
-        ):
-            call(params, flipped)
-    state = layca_optax.track_rotation().init(params)
-    for call in (
-        lambda: layca_optax.tracked_metrics(state, prefix=3),
-        lambda: layca_optax.rotation_metrics(params, params, prefix=3),
-    ):
-        with pytest.raises(
-            ValueError, match=r"\(prefix=...\)` must be a str.*got 3"
-        ):
-            call()
-    for key, got in [
-        (3, "got 3"),
-        (jnp.ones(3), r"got an array of shape \(3,\) and dtype float32"),
-        (jax.random.split(jax.random.key(0)), r"got an array of \(2,\) keys"),
-    ]:
-        with pytest.raises(
-            ValueError,
-            match=rf"`track_rotation\(key=...\)` must be one JAX PRNG .*{got}",
-        ):
-            layca_optax.track_rotation(reference="sketch", key=key)
-    layca_optax.track_rotation(reference="sketch", key=jax.random.PRNGKey(1))
-    history = layca_optax.RotationHistory()
-    history.append(1, {"rotation/a": 0.1, "rotation/b": 0.2})
-    for kwargs, match in [
-        (
-            {"ylim": (1, 0)},
-            r"plot_rotation_curves\(ylim=...\)` must be .*got \(1, 0\)",
-        ),
-        ({"legend": "yes"}, r"plot_rotation_curves\(legend=...\)` .*got 'yes'"),
-        ({"layer_order": ["a"]}, r"\(layer_order=...\)` must list .*\['b'\]"),
-        ({"layer_order": "ab"}, r"\(layer_order=...\)` must be a list .*'ab'"),
-        ({"layers": "a"}, r"\(layers=...\)` must be a list .*'a'"),
-    ]:
-        with pytest.raises(ValueError, match=match):
-            layca_optax.plot_rotation_curves(history, **kwargs)

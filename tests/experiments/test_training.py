@@ -1,16 +1,12 @@
-"""Errors of the experiments' functions name the function the user called."""
+"""The app's training loop (experiments/training): its errors name the
+function the user called (the data loaders': test_datasets.py::TestMisuse)."""
 
 import numpy as np
 import optax
 import pytest
 
 from layca_optax.experiments.data import (
-    ENV_VAR,
     Dataset,
-    DatasetError,
-    load_cifar,
-    load_mnist,
-    resolve_data_dir,
 )
 
 
@@ -37,16 +33,3 @@ def test_training_checks_name_the_function_called(fn):
         call(_data(256), 0)
     with pytest.raises(ValueError, match=rf"^`{fn}`: 3 samples make no"):
         call(_data(3), 1)
-
-
-def test_data_folder_errors_name_the_loader_called(tmp_path, monkeypatch):
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    for fn, name in (
-        (load_mnist, "load_mnist"),
-        (load_cifar, "load_cifar"),
-        (resolve_data_dir, "resolve_data_dir"),
-    ):
-        with pytest.raises(DatasetError, match=f"^{name}: no data directory"):
-            fn()
-        with pytest.raises(DatasetError, match=f"^{name}: data_dir .* no "):
-            fn(tmp_path / "missing")
