@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from layca_optax._normalization import normalize_to_param_norm
     from layca_optax._projection import project_to_tangent
     from layca_optax._radial_brake import radial_brake
+    from layca_optax._radius import Radius, ReprojectToSphereState
     from layca_optax._reprojection import reproject_to_sphere
     from layca_optax._shard_map import psum_layer_sums, with_psum_layer_sums
     from layca_optax._tangent_trace import TangentTraceState, tangent_trace
@@ -65,6 +66,8 @@ __all__ = (
     "CapNormGrowthState",
     "KeyPathLike",
     "Multipliers",
+    "Radius",
+    "ReprojectToSphereState",
     "RotationHistory",
     "ScaleByLaycaState",
     "TangentTraceState",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import jax
 import optax
 
-from layca_optax import _checks as checks
+from layca_optax import _checks as checks, _radius as rd
 from layca_optax._axes import Axis
 from layca_optax._builder import check_arguments, full_optimizer
 from layca_optax._chain import layca_chain
@@ -19,10 +19,11 @@ from layca_optax._multipliers import (
     ordered_depth_multipliers,
     product,
 )
+from layca_optax._radius import Radius
 from layca_optax._rates import LayerRates
 
 
-_STATIC = ("axis", "mask", "layer_order", "multipliers")
+_STATIC = ("axis", "mask", "layer_order", "multipliers", "radius")
 """The arguments of :func:`layca` that ``optax.inject_hyperparams`` must
 not call as schedules."""
 
@@ -40,6 +41,7 @@ def layca(
     axis: Axis = None,
     eps: jax.typing.ArrayLike = 1e-7,
     fused: bool = True,
+    radius: Radius = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Layca: layer-level controlled amount of weight rotation.
 
@@ -157,6 +159,17 @@ def layca(
         ``max(1, eta_l)`` leave float32's sums (root-mean-square
         ``1.8e19 / sqrt(n)``) gets a NaN update where the fused step is
         exact.
+      radius: ``None`` (default): each layer keeps its norm, as in the
+        paper. Else the Hyperball family's fixed radius: every nonzero
+        layer lands on its radius :math:`R_l` at each step (its new weights
+        scaled by :math:`R_l / \lVert w\rVert`) and still turns by exactly
+        :math:`\arctan(\eta_l)`, also in the first step of a layer that
+        starts off its radius; a zero layer stays zero. A positive number,
+        a prefix tree of them (per-slice arrays with ``axis``) or a callable
+        of the initial layers (the other leaves ``optax.MaskedNode``),
+        called at ``init`` and kept in the state; see
+        :func:`reproject_to_sphere`. A callable must be static under
+        ``optax.inject_hyperparams`` (``static_args=('radius',)``).
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs`; its ``update`` needs
@@ -188,6 +201,11 @@ def layca(
 
       >>> tx = optax.inject_hyperparams(layca_optax.layca)(learning_rate=0.1)
 
+      Each layer on a fixed radius, e.g. unit root-mean-square entries:
+
+      >>> tx = layca_optax.layca(
+      ...     0.1, radius=lambda p: jax.tree.map(lambda w: w.size**0.5, p))
+
     References:
       Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
       indicator of generalization in deep networks?
@@ -206,6 +224,7 @@ def layca(
         )
     checks.check_scalar(eps, "eps", low=0.0)
     checks.check_bool(fused, "fused")
+    rd.check_radius(radius)
     # A traced alpha (optax.inject_hyperparams) may change later: it always
     # needs an order, or it would be silently ignored.
     if layer_order is None and alpha is not None:
@@ -233,6 +252,7 @@ def layca(
         axis=axis,
         eps=eps,
         fused=fused,
+        radius=radius,
     )
 
 
@@ -246,6 +266,7 @@ def layca_optimizer(
     axis: Axis,
     eps: jax.typing.ArrayLike,
     fused: bool,
+    radius: Radius = None,
 ) -> optax.GradientTransformationExtraArgs:
     """:func:`layca` from checked arguments: the fused step or the chain
     after ``base``, in :func:`~layca_optax._builder.full_optimizer`. A
@@ -259,8 +280,11 @@ def layca_optimizer(
                 multipliers,
                 axis=axis,
                 eps=eps,
+                radius=radius,
             )
         else:
             assert not isinstance(learning_rate, LayerRates)
-            step = layca_chain(learning_rate, multipliers, axis=axis, eps=eps)
+            step = layca_chain(
+                learning_rate, multipliers, axis=axis, eps=eps, radius=radius
+            )
     return full_optimizer(step, base=base, other=other, mask=mask, axis=axis)

@@ -22,6 +22,7 @@ from layca_optax._axes import Axis
 from layca_optax._builder import stateless_step
 from layca_optax._layca import ScaleByLaycaState
 from layca_optax._multipliers import Multipliers, scale_by_layer_multipliers
+from layca_optax._radius import Radius
 
 
 def _widened() -> optax.GradientTransformation:
@@ -95,13 +96,15 @@ def layca_chain(
     *,
     axis: Axis = None,
     eps: jax.typing.ArrayLike = 1e-7,
+    radius: Radius = None,
 ) -> optax.GradientTransformation:
     """What :func:`~layca_optax.scale_by_layca` does, as the chain of the
     primitives: widen to float32, scale by ``eta_l`` (so that the
     normalization's ``eps`` sees the scaled step, as in the authors' code),
     :func:`~layca_optax.project_to_tangent`,
     :func:`~layca_optax.normalize_to_param_norm`, scale by ``-eta_l``,
-    :func:`~layca_optax.reproject_to_sphere`, and back to the params' dtype.
+    :func:`~layca_optax.reproject_to_sphere` (onto ``radius``), and back to
+    the params' dtype.
 
     Its intermediate values are ``eta_l d`` and ``w - eta_l s`` (``||s|| =
     ||w||``), so its range is the fused step's with each layer's
@@ -124,7 +127,7 @@ def layca_chain(
             stateless_step(normalization, axis, eps),
             scaled,
             optax.scale_by_learning_rate(rate),
-            stateless_step(reprojection, axis),
+            reprojection.sphere_step(axis, radius),
             _in_param_dtype(axis),
         )
 

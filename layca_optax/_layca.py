@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -12,16 +11,22 @@ import optax
 from layca_optax import (
     _axes as ax,
     _checks as checks,
+    _radius as rd,
     _rounding as rnd,
     _sums as sm,
 )
 from layca_optax._axes import Axis
+from layca_optax._layca_coefficients import (
+    layca_coefficients,
+    layca_update,
+    rate_terms,
+)
 from layca_optax._multipliers import (
     Multipliers,
     check_multipliers,
     layer_factors,
 )
-from layca_optax._projection import parallel_rtol
+from layca_optax._radius import Radius, ReprojectToSphereState
 from layca_optax._rates import layer_rates
 
 
@@ -30,73 +35,6 @@ class ScaleByLaycaState(NamedTuple):
     the keys of the stochastic rounding of bfloat16 and float16 layers."""
 
     count: jax.Array  # type: ignore[assignment]  # shape=(), int32
-
-
-def rate_terms(eta: Any, eps: Any) -> tuple[Any, Any, Any, Any]:
-    """The per-rate constants of :func:`layca_coefficients`.
-
-    ``(eps / eta)^2`` (the threshold on ``||d_perp||^2``; ``inf`` for
-    ``eta <= 0``: no update), ``-a eta`` and ``a - 1`` (without
-    cancellation), with ``a = 1 / sqrt(1 + eta^2)`` the reprojection's
-    factor, and ``eta * 0`` (NaN for a NaN or infinite rate, which then
-    makes every update NaN, as the chain's does; None for a finite static
-    rate).
-    Python floats when ``eta`` and ``eps`` are static (no traced
-    operations), arrays otherwise.
-    """
-    if checks.is_concrete((eta, eps)) and jnp.ndim(eta) == 0:
-        x, e = float(eta), float(eps)
-        root = math.sqrt(1 + x * x)
-        thresh = (e / x) ** 2 if x > 0 else math.inf
-        nan = None if math.isfinite(x) else math.nan
-        return thresh, -x / root, -(x * x) / (root * (1 + root)), nan
-    r = jnp.sqrt(1 + eta * eta)
-    positive = eta > 0
-    t = jnp.where(positive, (eps / jnp.where(positive, eta, 1)) ** 2, jnp.inf)
-    return t, -eta / r, -(eta * eta) / (r * (1 + r)), eta * 0
-
-
-def layca_coefficients(ww, dw, dd, terms: tuple) -> tuple:
-    """``(a_w, b, c)`` with ``w_{t+1} - w = a_w w + (b d) c``, per layer.
-
-    With ``h = <d, w> / ||w||`` the direction's radial length, its
-    tangential part has norm^2 ``p = ||d||^2 - h^2``; the step ``s = c' (d
-    - k w)`` with ``k = <d, w> / ||w||^2`` and ``c' = eta ||w|| / sqrt(p)``
-    is tangent and has length ``eta ||w||``, so ``w - s`` has norm ``||w||
-    sqrt(1 + eta^2)`` and the reprojection multiplies by ``a = 1 / sqrt(1 +
-    eta^2)``: ``b = 1 / sqrt(p)``, ``c = -a eta ||w||`` and ``a_w = a - 1 -
-    c b k = a - 1 + a eta h / sqrt(p)``. The direction is first divided by
-    its tangential norm (``b d``: entries of at most ``1 / parallel_rtol``)
-    and then multiplied by ``c``: their product ``-a c'`` underflowed to 0
-    for a tiny layer and a huge direction (weights of 1e-15, a direction of
-    1e18). No update when ``eta sqrt(p) <= eps`` (the authors' threshold
-    on the scaled step: ``p <= thresh``), when ``d`` is parallel to ``w``,
-    when ``w`` is zero or when the rate is not positive; NaN coefficients
-    for a layer whose sums are not finite, and for a NaN rate. See
-    :func:`rate_terms`.
-    """
-    thresh, neg_a_eta, a_minus_1, rate_nan = terms
-    rtol2 = parallel_rtol(jnp.result_type(ww)) ** 2
-    # Each division and root sees 1 where its result is not used, so that
-    # gradients through the update stay finite at degenerate layers.
-    nonzero = ww > 0
-    root_w = jnp.sqrt(sm.where(nonzero, ww, 1))
-    h = sm.where(nonzero, dw / root_w, 0)  # |h| <= ||d||: no overflow
-    perp2 = jnp.maximum(dd - h * h, 0)
-    ok = (perp2 > thresh) & (perp2 > rtol2 * dd) & nonzero
-    b = 1 / jnp.sqrt(sm.where(ok, perp2, 1))
-    nan = sm.nan_if_nonfinite(ww, dw, dd)
-    if rate_nan is not None:
-        nan = nan + rate_nan
-    a_w = sm.where(ok, a_minus_1 - neg_a_eta * (h * b), 0) + nan
-    return a_w, sm.where(ok, b, 0), sm.where(ok, neg_a_eta * root_w, 0) + nan
-
-
-def layca_update(coefficients: tuple, w: jax.Array, d: jax.Array):
-    """``a_w w + (b d) c`` for :func:`layca_coefficients`' ``(a_w, b, c)``:
-    the update ``w_{t+1} - w`` in ``w``'s (float32 or wider) dtype."""
-    a_w, b, c = coefficients
-    return a_w * w + (d * b) * c
 
 
 def _leaf_sums(
@@ -108,13 +46,19 @@ def _leaf_sums(
     return sm.layer_sums(axes, ww=(wf, wf), dw=(df, wf), dd=(df, df))
 
 
-def _leaf_terms(terms: tuple, key: Any) -> tuple:
+def _leaf_terms(terms: tuple, key: Any, radius: Any = None) -> tuple:
     del key
-    return terms
+    return terms if radius is None else (*terms, radius)
 
 
 def _leaf_coefficients(sums: dict[str, jax.Array], *terms: Any) -> tuple:
-    return layca_coefficients(**sums, terms=terms)
+    """:func:`layca_coefficients`, scaled onto the radius if one follows
+    the rate's terms (:func:`~layca_optax._radius.onto_radius`)."""
+    a_w, b, c = layca_coefficients(**sums, terms=terms[:4])
+    if len(terms) == 4:
+        return a_w, b, c
+    a_w, c = rd.onto_radius(sums["ww"], terms[4], a_w, c)
+    return a_w, b, c
 
 
 def _leaf_apply(
@@ -124,9 +68,10 @@ def _leaf_apply(
     w: jax.Array,
     terms: tuple,
     key: jax.Array | None,
+    radius: Any = None,
 ):
     """The elementwise pass of :func:`_leaf` from its coefficients."""
-    del terms
+    del terms, radius
     dtype = sm.reduction_dtype(jnp.result_type(d, w))
     wf, df = w.astype(dtype), d.astype(dtype)
     u = layca_update(coefficients, wf, df)
@@ -145,6 +90,7 @@ def _leaf(
     w: jax.Array,
     terms: tuple,
     key: jax.Array | None,
+    radius: Any = None,
 ):
     """One layer's update ``w_{t+1} - w`` from the direction ``d``: one
     reduction pass for ``||w||^2``, ``<d, w>`` and ``||d||^2`` in at least
@@ -154,7 +100,8 @@ def _leaf(
     GPUs every layer's coefficients are computed at once
     (:func:`_sums.map_leaves`)."""
     sums = _leaf_sums(axes, d, w)
-    coefficients = _leaf_coefficients(sums, *_leaf_terms(terms, key))
+    radius = rd.leaf_radius(axes, w, radius)
+    coefficients = _leaf_coefficients(sums, *_leaf_terms(terms, key, radius))
     return _leaf_apply(axes, coefficients, d, w, terms, key)
 
 
@@ -165,6 +112,7 @@ def scale_by_layca(
     *,
     axis: Axis = None,
     eps: jax.typing.ArrayLike = 1e-7,
+    radius: Radius = None,
 ) -> optax.GradientTransformation:
     r"""Layca's projection, normalization, step and reprojection, fused.
 
@@ -229,16 +177,31 @@ def scale_by_layca(
     (master weights) for them. float32 and float64 layers are not
     affected (no random bits; the same update as before, bit for bit).
 
+    With a fixed ``radius`` :math:`R` (see :func:`reproject_to_sphere`),
+    the new weights are scaled by :math:`R / \lVert w\rVert` per layer:
+    every nonzero layer lands on its radius and still turns by exactly
+    :math:`\arctan(\eta_l)`, also from off its radius (the step is sized
+    by the current norm; the radius sets only where the layer lands). A
+    layer with no step is only scaled; a zero layer stays zero. The cost
+    is a few scalar operations per layer: no array more is read or
+    written.
+
     Args:
       learning_rate: :math:`\rho(t)`, a float or an optax schedule.
       multipliers: per-layer factors :math:`m_l`; see
         :func:`scale_by_layer_multipliers`.
       axis: axes each layer norm reduces over; see :data:`Axis`.
       eps: no update when :math:`\eta_l \lVert d_\perp\rVert \le` ``eps``.
+      radius: ``None`` (default): each layer keeps its norm. Else each
+        layer's radius: a positive number, a prefix tree of them (per-slice
+        arrays with ``axis``) or a callable of the initial params, as in
+        :func:`reproject_to_sphere`.
 
     Returns:
       A :class:`optax.GradientTransformation` that needs ``params``; put it
-      last (it includes the reprojection).
+      last (it includes the reprojection). Its state is a
+      :class:`ScaleByLaycaState`, or for a callable ``radius`` the pair of
+      it and a :class:`ReprojectToSphereState`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -263,6 +226,7 @@ def scale_by_layca(
         checks.check_scalar(eps, "eps", low=0.0)
         checks.check_learning_rate(learning_rate)
         check_multipliers(multipliers, None)
+        rd.check_radius(radius)
     rates = layer_rates(learning_rate)
 
     warned: list[bool] = []
@@ -272,11 +236,17 @@ def scale_by_layca(
         if jax.tree.leaves(params):  # not optax's empty placeholders
             rates.check(params)
         rnd.warn_drift(params, axis, warned)
-        return ScaleByLaycaState(count=jnp.zeros([], jnp.int32))
+        state = ScaleByLaycaState(count=jnp.zeros([], jnp.int32))
+        stored = rd.init_radius(radius, params, axis)
+        if callable(radius):
+            return state, ReprojectToSphereState(stored)
+        return state
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise checks.no_params_error()
+        state, stored = state if callable(radius) else (state, None)
+        radii = rd.layer_radii(radius, getattr(stored, "radius", None), updates)
         factors = jax.tree.leaves(layer_factors(multipliers, updates, params))
         terms: dict[Any, tuple] = {}  # per static (rate, factor): once
 
@@ -297,8 +267,11 @@ def scale_by_layca(
             params,
             treedef.unflatten(map(rate, lrs, factors)),
             rnd.leaf_keys(state.count, updates, params),
+            *(() if radii is None else (radii,)),
         )
         count = optax.safe_increment(state.count)
+        if callable(radius):
+            return new, (ScaleByLaycaState(count), stored)
         return new, ScaleByLaycaState(count)
 
     return optax.GradientTransformation(init_fn, update_fn)

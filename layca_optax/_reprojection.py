@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax import (
+    _axes as ax,
+    _checks as checks,
+    _radius as rd,
+    _sums as sm,
+)
 from layca_optax._axes import Axis
+from layca_optax._radius import Radius, ReprojectToSphereState
 
 
 def _coefficients(vv, ww, uu, wu) -> tuple:
@@ -44,34 +52,78 @@ def _coefficients(vv, ww, uu, wu) -> tuple:
     return c_w + nan, c_u + nan
 
 
-def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> jax.Array:
+def _leaf(
+    axes: tuple[int, ...], u: jax.Array, w: jax.Array, radius: Any = None
+) -> jax.Array:
+    """One layer's ``u'``: onto ``||w||``, or onto ``radius`` (a number or
+    per-slice radii, see :func:`~layca_optax._radius.leaf_radius`)."""
     dtype = sm.reduction_dtype(u.dtype)
     wf, uf = w.astype(dtype), u.astype(dtype)
     v = wf + uf
     sums = sm.layer_sums(axes, vv=(v, v), ww=(wf, wf), uu=(uf, uf), wu=(wf, uf))
     c_w, c_u = _coefficients(**sums)
+    if radius is not None:
+        r = rd.leaf_radius(axes, w, radius)
+        c_w, c_u = rd.onto_radius(sums["ww"], r, c_w, c_u)
     return (c_w * wf + c_u * uf).astype(u.dtype)
 
 
+def sphere_step(axis: Axis, radius: Radius) -> optax.GradientTransformation:
+    """:func:`reproject_to_sphere` without the checks of its arguments,
+    which the calling factory has made (the last step of
+    :func:`~layca_optax.hyperball` and of ``layca(fused=False)``)."""
+    if radius is None:
+        return sm.stateless_map_layers(_leaf, axis)
+
+    def init_fn(params):
+        stored = rd.init_radius(radius, params, axis)
+        if callable(radius):
+            return ReprojectToSphereState(radius=stored)
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise checks.no_params_error()
+        stored = getattr(state, "radius", None)
+        radii = rd.layer_radii(radius, stored, updates)
+        extra = () if radii is None else (radii,)
+        return sm.map_layers(_leaf, axis, updates, params, *extra), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 @checks.public
-def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
-    r"""Turns an update into one that leaves each layer's weight norm unchanged.
+def reproject_to_sphere(
+    *, axis: Axis = None, radius: Radius = None
+) -> optax.GradientTransformation:
+    r"""Turns an update into one that lands each layer on its sphere.
 
     For weights :math:`w` and update :math:`u`, returns
 
     .. math::
 
-      u' = \lVert w \rVert \frac{w + u}{\lVert w + u \rVert} - w,
+      u' = R \frac{w + u}{\lVert w + u \rVert} - w,
 
     so that ``optax.apply_updates`` gives :math:`w + u'`, the point
-    :math:`w + u` pulled back radially onto the sphere of radius
-    :math:`\lVert w \rVert` (step 5 of Algorithm 1). As in the authors' code,
-    the radius is the norm *before* this step (no state is kept), so the norm
-    is constant up to float rounding (drift below 1e-6 relative after 10,000
-    float32 steps; see the tests). The angle turned is that of :math:`w + u`.
+    :math:`w + u` pulled back radially onto the sphere of radius :math:`R`
+    (step 5 of Algorithm 1). By default (``radius=None``) :math:`R =
+    \lVert w \rVert`: as in the authors' code, the radius is the norm
+    *before* this step (no state is kept), so the norm is constant up to
+    float rounding (drift below 1e-6 relative after 10,000 float32 steps;
+    see the tests). The angle turned is that of :math:`w + u`, whatever
+    :math:`R`.
 
-    Degenerate layers: if :math:`w + u = 0` the update is zero (the layer stays
-    where it was); a zero-norm layer gets ``-w = 0``, i.e. no update.
+    With a fixed ``radius`` (the Hyperball family's fixed-radius mode),
+    :math:`R` is that radius: every nonzero layer lands on it, also a layer
+    that starts off it (it is scaled by :math:`R / \lVert w \rVert` as it
+    turns) and one whose update is zero (it is only scaled). Per layer
+    this adds a few scalar operations and no array
+    (``tests/core/test_radius.py``).
+
+    Degenerate layers: if :math:`w + u = 0` the layer keeps its direction
+    (no update without a radius, :math:`R\, w / \lVert w \rVert - w` with
+    one); a zero-norm layer gets no update (it has no direction to land
+    along), with or without a radius.
 
     .. warning::
       This must be the **last** transformation of a chain: anything after it
@@ -80,9 +132,23 @@ def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
     Args:
       axis: axes each norm reduces over; ``None`` (default) treats each whole
         leaf as one layer. See :data:`layca_optax.Axis`.
+      radius: ``None`` (default): keep each layer's norm. A positive
+        number: every layer's radius. A prefix tree of the params with
+        positive numbers at its leaves: one radius per subtree; with
+        ``axis``, a leaf may also be an array of one radius per slice (the
+        shape of the axes kept, e.g. ``(L,)`` for a stack ``(L, d, f)``
+        with ``axis=(1, 2)``; a number is every slice's). A callable of the
+        initial params returning such a tree: called once, at ``init``, its
+        radii kept in the state (:class:`ReprojectToSphereState`), so that
+        they are checkpointed and a resumed run keeps them, e.g.
+        ``lambda p: jax.tree.map(jnp.linalg.norm, p)`` (the initial
+        norms) or ``lambda p: jax.tree.map(lambda w: w.shape[-1] ** 0.5,
+        p)`` (unit root-mean-square rows).
 
     Returns:
-      A :class:`optax.GradientTransformation` that needs ``params``.
+      A :class:`optax.GradientTransformation` that needs ``params``; its
+      state is ``optax.EmptyState()``, or a :class:`ReprojectToSphereState`
+      for a callable ``radius``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -93,11 +159,19 @@ def reproject_to_sphere(*, axis: Axis = None) -> optax.GradientTransformation:
       >>> u, _ = tx.update(jnp.array([[0.0, 1.0]]), tx.init(w), w)
       >>> optax.apply_updates(w, u)  # norm 1, turned by 45 degrees
       Array([[0.7071068 , 0.70710677]], dtype=float32)
+      >>> tx = layca_optax.reproject_to_sphere(radius=2.0)
+      >>> u, _ = tx.update(jnp.array([[0.0, 1.0]]), tx.init(w), w)
+      >>> new = optax.apply_updates(w, u)  # norm 2, turned by 45 degrees
+      >>> [round(float(x), 5) for x in new.ravel()]
+      [1.41421, 1.41421]
 
     References:
       Carbonnelle & De Vleeschouwer, `Layer rotation: a surprisingly powerful
       indicator of generalization in deep networks?
       <https://arxiv.org/abs/1806.01603>`_, 2019.
+      Wen, Dang, Lyu, Ma & Liang, Hyperball (AdamH/MuonH),
+      arXiv:2606.16899 (the fixed radius).
     """
     ax.check_axis(axis)
-    return sm.stateless_map_layers(_leaf, axis)
+    rd.check_radius(radius)
+    return sphere_step(axis, radius)

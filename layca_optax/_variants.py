@@ -8,6 +8,7 @@ import optax
 from layca_optax import (
     _checks as checks,
     _normalization as normalization,
+    _radius as rd,
     _reprojection as reprojection,
 )
 from layca_optax._axes import Axis
@@ -17,11 +18,13 @@ from layca_optax._builder import (
     stateless_step,
 )
 from layca_optax._norm_growth import cap_norm_growth
+from layca_optax._radius import Radius
 
 
 _STATIC = ("axis", "mask")
 """The arguments that ``optax.inject_hyperparams`` must not call as
 schedules."""
+_HYPERBALL_STATIC = (*_STATIC, "radius")
 
 
 @checks.public
@@ -130,6 +133,7 @@ def hyperball(
     other: optax.GradientTransformation | None = None,
     axis: Axis = None,
     eps: jax.typing.ArrayLike = 1e-10,
+    radius: Radius = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Hyperball (AdamH, MuonH): normalize and reproject, no projection.
 
@@ -157,6 +161,16 @@ def hyperball(
     :math:`\arcsin\eta` (at :math:`\cos\varphi = \eta`). The radial part of
     :math:`u` is wasted; Layca projects it out first.
 
+    Fixed radius (``radius=R``, Hyperball's fixed-radius mode): the new
+    weights are :math:`R\, w' / \lVert w' \rVert`, with the same
+    :math:`w'` (its step sized by the current norm), so the angle above
+    does not depend on :math:`R`. For a layer on its radius this is the
+    paper's :math:`W \leftarrow R \operatorname{normalize}(W - \eta R
+    \operatorname{normalize}(u))`; a layer that starts off its radius
+    turns by the angle above in its first step (the paper's form, whose
+    step is :math:`\eta R`, would turn it by that angle at
+    :math:`\eta R / \lVert w\rVert`) and lands on :math:`R`.
+
     Muon: ``optax.contrib.scale_by_muon`` orthogonalizes 2-D leaves; in optax
     0.2.8 its default ``weight_dimension_numbers=None`` fails on a tree of
     several leaves, so pass them explicitly (see the example).
@@ -176,6 +190,13 @@ def hyperball(
         norm per leading-axis entry of stacked kernels: ``axis=(1, 2)``.
       eps: directions with norm at or below ``eps`` give no step (Marin
         floors the norm at ``1e-10`` instead).
+      radius: ``None`` (default): :math:`R = \lVert w\rVert`, each layer
+        keeps its norm (Marin's AdamH). Else the fixed-radius mode: each
+        nonzero layer lands on its radius :math:`R` (a positive number, a
+        prefix tree of them, per-slice arrays with ``axis``, or a callable
+        of the initial layers kept in the state; see
+        :func:`reproject_to_sphere`; static under
+        ``optax.inject_hyperparams``).
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs`; ``update`` needs
@@ -202,13 +223,14 @@ def hyperball(
       Wen, Dang, Lyu, Ma & Liang, Hyperball (AdamH/MuonH), arXiv:2606.16899;
       ``marin-community/marin``, ``levanter/optim/adamh.py``.
     """
-    check_arguments(base, other, mask, axis, _STATIC)
+    check_arguments(base, other, mask, axis, _HYPERBALL_STATIC)
     checks.check_learning_rate(learning_rate)
     checks.check_scalar(eps, "eps", low=0.0)
+    rd.check_radius(radius)
     return full_optimizer(
         stateless_step(normalization, axis, eps),
         optax.scale_by_learning_rate(learning_rate),
-        stateless_step(reprojection, axis),
+        reprojection.sphere_step(axis, radius),
         base=base,
         other=other,
         mask=mask,
