@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from layca_optax._radius import Radius, ReprojectToSphereState
     from layca_optax._reprojection import reproject_to_sphere
     from layca_optax._shard_map import psum_layer_sums, with_psum_layer_sums
+    from layca_optax._tangent_adam import (
+        TangentAdamState,
+        scale_by_tangent_adam,
+    )
     from layca_optax._tangent_trace import TangentTraceState, tangent_trace
     from layca_optax._variants import hyperball, layca_lars
     from layca_optax.monitor import (
@@ -70,6 +74,7 @@ __all__ = (
     "ReprojectToSphereState",
     "RotationHistory",
     "ScaleByLaycaState",
+    "TangentAdamState",
     "TangentTraceState",
     "TrackRotationState",
     "cap_norm_growth",
@@ -98,6 +103,7 @@ __all__ = (
     "scalar_metrics",
     "scale_by_layca",
     "scale_by_layer_multipliers",
+    "scale_by_tangent_adam",
     "stacked_axes",
     "tangent_trace",
     "track_rotation",
