@@ -424,3 +424,31 @@ def test_bad_radius_names_the_function_and_argument(name, bad):
     if bad in BAD:  # refused when built, before init
         with pytest.raises(ValueError, match=rf"^`{name}\(radius=\.\.\.\)`"):
             FUNCTIONS[name](value)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_callable_radii_survive_an_orbax_checkpoint(fused, tmp_path):
+    ocp = pytest.importorskip("orbax.checkpoint")
+    w = _f32(_tree(19))
+    tx = layca_optax.layca(
+        0.1,
+        base=optax.scale_by_adam(),
+        radius=lambda p: jax.tree.map(lambda x: 3 * jnp.linalg.norm(x), p),
+        fused=fused,
+    )
+    state = tx.init(w)
+    update = jax.jit(tx.update)
+    u, state = update(_f32(_tree(20)), state, w)
+    w = optax.apply_updates(w, u)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / "ckpt", {"w": w, "state": state})
+    checkpointer.wait_until_finished()
+    # A fresh optimizer's init (other radii) as the target: the restored
+    # radii are the first run's.
+    fresh = tx.init(jax.tree.map(lambda x: 0.5 * x, w))
+    restored = checkpointer.restore(tmp_path / "ckpt", {"w": w, "state": fresh})
+    g = _f32(_tree(21))
+    a, _ = update(g, state, w)
+    b, _ = update(g, restored["state"], restored["w"])
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
