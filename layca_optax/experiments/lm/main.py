@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
+
+import jax
 
 from layca_optax.experiments.common.command import check_outputs, last_seed
 from layca_optax.experiments.common.study import print_claims
@@ -39,6 +42,15 @@ def lm(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         first_seed=args.seed,
         steps=steps,
     )
+    if chosen.scale and jax.default_backend() == "cpu":
+        print(
+            f"lm: warning: --scale ({chosen.depth} blocks of width "
+            f"{chosen.width}, {chosen.batch} x {chosen.length} characters a "
+            f"step, {settings.runs(chosen)} runs of {chosen.steps} steps) is "
+            "sized for a GPU; on this CPU expect hours per run",
+            file=sys.stderr,
+            flush=True,
+        )
     written = [settings.RESULTS_NAME, settings.REPORT_NAME]
     check_outputs(parser, args.out, [*written, *settings.FIGURE_NAMES.values()])
     try:

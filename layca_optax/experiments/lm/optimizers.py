@@ -87,9 +87,14 @@ def optimizer(
         (``layca(base=scale_by_adam())`` on every matrix),
         ``"muon"`` (``optax.contrib.muon`` on the block kernels, Adam on
         the rest), ``"muon-layca"`` (``layca(base=scale_by_muon())`` on
-        the block kernels, Adam on the rest) or ``"hyperball"`` (AdamH:
-        ``hyperball(base=scale_by_adam())`` on every matrix).
-      hp: ``learning_rate`` (and ``weight_decay`` for AdamW).
+        the block kernels, Adam on the rest), ``"hyperball"`` (AdamH:
+        ``hyperball(base=scale_by_adam())`` on every matrix),
+        ``"layca-tangent"`` (``layca(base=tangent_trace(momentum))`` on
+        every matrix), ``"layca-momentum"`` (its control:
+        ``layca(base=optax.trace(momentum))``) or ``"adamw-brake"``
+        (AdamW, then ``radial_brake(factor)`` on every matrix).
+      hp: ``learning_rate`` (and ``weight_decay`` for AdamW, with
+        ``factor`` for AdamW + radial brake).
       shape: the learning rate's shape (warmup, peak 1, cooldown).
       settings: the study's settings (Adam's rate on the other leaves).
       model: the model (its stacked axes, Muon's matrices).
@@ -102,17 +107,32 @@ def optimizer(
     adam = lambda: optax.scale_by_adam(b2=ADAM_B2)
     other = optax.adam(other_lr, b2=ADAM_B2)
     axis, numbers = layout(model)
-    if family == "adamw":
-        return optax.adamw(
+    if family in ("adamw", "adamw-brake"):
+        adamw = optax.adamw(
             lr, b2=ADAM_B2, weight_decay=hp["weight_decay"], mask=layer_mask
         )
-    if family in ("adam-layca", "hyperball"):
+        if family == "adamw":
+            return adamw
+        # The brake sees the update as apply_updates adds it: after the
+        # rate and the weight decay.
+        brake = layca_optax.radial_brake(hp["factor"], axis=axis)
+        return optax.chain(adamw, optax.masked(brake, layer_mask))
+    bases = {
+        "adam-layca": adam,
+        "hyperball": adam,
+        "layca-tangent": lambda: layca_optax.tangent_trace(
+            settings.momentum, axis=axis
+        ),
+        "layca-momentum": lambda: optax.trace(settings.momentum),
+    }
+    if family in bases:
         rule = (
-            layca_optax.layca
-            if family == "adam-layca"
-            else layca_optax.hyperball
+            layca_optax.hyperball
+            if family == "hyperball"
+            else layca_optax.layca
         )
-        return rule(lr, base=adam(), mask=layer_mask, other=other, axis=axis)
+        base = bases[family]()
+        return rule(lr, base=base, mask=layer_mask, other=other, axis=axis)
     if family == "muon":
         return optax.contrib.muon(
             lr,

@@ -41,7 +41,13 @@ def _setup_lines(block: Mapping[str, Any]) -> list[str]:
         if s["corpus"] == "kjv"
         else f"`{s['corpus']}`"
     )
-    size = "**quick** smoke test" if s["quick"] else "small model"
+    size = (
+        "**quick** smoke test"
+        if s["quick"]
+        else "**--scale**: grown for a GPU"
+        if s.get("scale")
+        else "small model"
+    )
     return [
         f"Data: {corpus}, SHA-256 `{s['sha256']}`, {total:,} characters, "
         f"{s['vocab']} distinct. Split by contiguous blocks, in order: "
@@ -68,7 +74,15 @@ def _setup_lines(block: Mapping[str, Any]) -> list[str]:
         "and Muon + Layca orthogonalize the block kernels only (per block: "
         "`infer_muon_dimension_numbers`), with Adam at "
         f"{s['other_learning_rate']:g} on the embeddings, the unembedding "
-        "and the scales, as modded-nanogpt does. Only AdamW decays weights.",
+        "and the scales, as modded-nanogpt does. Layca with tangent "
+        f"momentum: `layca(lr, base=tangent_trace({s['momentum']:g}))`, the "
+        "momentum transported to each layer's tangent space; its control, "
+        f"Layca with plain momentum: `base=optax.trace({s['momentum']:g})`. "
+        "AdamW + radial brake: `optax.adamw`, then `radial_brake(factor)` "
+        "on every matrix (after the rate and the decay: on the update as "
+        "it is added), weight decay fixed at "
+        f"{s['brake_weight_decay']:g}. Only AdamW and AdamW + radial brake "
+        "decay weights.",
         "",
         "Tuning: each configuration of a family's grid runs seed "
         f"{s['seeds'][0]}; the lowest final validation loss is picked, "

