@@ -142,8 +142,8 @@ def reproject_to_sphere(
         radii kept in the state (:class:`ReprojectToSphereState`), so that
         they are checkpointed and a resumed run keeps them, e.g.
         ``lambda p: jax.tree.map(jnp.linalg.norm, p)`` (the initial
-        norms) or ``lambda p: jax.tree.map(lambda w: w.shape[-1] ** 0.5,
-        p)`` (unit root-mean-square rows).
+        norms) or ``lambda p: jax.tree.map(lambda w: w.size ** 0.5, p)``
+        (unit root-mean-square entries).
 
     Returns:
       A :class:`optax.GradientTransformation` that needs ``params``; its
