@@ -270,3 +270,77 @@ def test_the_scale_command_builds_its_settings_and_warns_on_a_cpu(
         _cli.main(["lm", "--scale", "--steps", "150", "--out", out])
     assert info.value.code == 2
     assert "multiple of 100" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------- figures
+
+
+def _shown_ticks(axis):
+    """The tick labels drawn: those of ticks inside the view."""
+    lo, hi = sorted(axis.get_view_interval())
+    slack = 1e-9 * max(abs(lo), abs(hi), 1.0)
+    return [
+        t.label1
+        for t in axis.get_major_ticks()
+        if lo - slack <= t.get_loc() <= hi + slack
+    ]
+
+
+def _check_readable(fig):
+    """Every title, label and tick label lies inside the figure, no two
+    of them overlap, and no legend covers a panel."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    texts = list(fig.texts)  # the suptitle among them
+    for ax in [a for a in fig.axes if a.get_visible()]:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+        texts += [*_shown_ticks(ax.xaxis), *_shown_ticks(ax.yaxis)]
+    boxes = [
+        (t.get_text(), t.get_window_extent(renderer))
+        for t in texts
+        if t.get_visible() and t.get_text()
+    ]
+    for text, box in boxes:
+        assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1, text
+        assert page.y0 - 1 <= box.y0 and box.y1 <= page.y1 + 1, text
+    overlaps = [
+        (a, b)
+        for i, (a, box) in enumerate(boxes)
+        for b, other in boxes[i + 1 :]
+        if box.overlaps(other)
+    ]
+    assert not overlaps
+    for legend in fig.legends:
+        covered = legend.get_window_extent(renderer)
+        for ax in [a for a in fig.axes if a.get_visible()]:
+            assert not covered.overlaps(ax.get_window_extent(renderer))
+
+
+def test_the_committed_runs_figures_are_readable():
+    import json
+    from pathlib import Path
+
+    from layca_optax.experiments.lm.figures import figures
+
+    path = Path(__file__).parents[2] / "docs" / "lm" / settings.RESULTS_NAME
+    block = json.loads(path.read_text())["results"]
+    drawn = figures(block)
+    assert set(drawn) == set(settings.FIGURE_NAMES)
+    for fig in drawn.values():
+        _check_readable(fig)
+
+
+def test_the_reproduce_figures_are_readable():
+    # The same check on the reproduce study's figures, redrawn from its
+    # committed results.json (Fig. 6's title was cut at both ends, the
+    # rotation/re-initialization figure's too).
+    import json
+    from pathlib import Path
+
+    from layca_optax.experiments.reproduce.report import draw_figures
+
+    path = Path(__file__).parents[2] / "docs" / "reproduce" / "results.json"
+    drawn = draw_figures(json.loads(path.read_text()))
+    for key in ("fig1", "fig2", "fig6", "rotation_reinit"):
+        _check_readable(drawn[key])
