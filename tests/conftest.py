@@ -21,7 +21,11 @@ def key():
 def layca_path(request, monkeypatch):
     """Runs a test with `layca`'s fused step, then with its primitive chain.
 
-    Modules opt in with `pytestmark = pytest.mark.usefixtures("layca_path")`.
+    Only tests that build a `layca` opt in, one by one (or a class):
+    ``@pytest.mark.usefixtures("layca_path")``. They build it inside the
+    test through ``layca_optax.layca`` (a cache reads the path from its
+    ``keywords``); tests/core/test_layca_path.py checks that no such module
+    imports ``layca`` by name or builds one at import.
     """
     import functools
 

@@ -22,7 +22,10 @@ import pytest
 import layca_optax
 
 
-pytestmark = pytest.mark.usefixtures("layca_path")
+# The layca_path fixture (tests/conftest.py) runs a test with `layca`'s fused
+# step, then with its chain of primitives: only tests that build a `layca`
+# through `layca_optax.layca` take it.
+both_paths = pytest.mark.usefixtures("layca_path")
 
 
 LR = 0.1
@@ -149,6 +152,7 @@ def _log_compilations():
 # --- extra args, compilation ----------------------------------------------
 
 
+@both_paths
 @with_bases
 def test_extra_args_and_no_recompilation(name):
     tx, update = _plain(name)  # passes `unexpected_extra_arg=1`
@@ -185,6 +189,7 @@ def _with_hyperparam(state, key, value):
     )
 
 
+@both_paths
 @with_bases
 def test_inject_hyperparams_matches_plain_and_lr_is_live(name):
     plain, update_plain = _plain(name)
@@ -210,6 +215,7 @@ def test_inject_hyperparams_matches_plain_and_lr_is_live(name):
     np.testing.assert_allclose(s_inj.hyperparams["learning_rate"], new_lr)
 
 
+@both_paths
 def test_inject_hyperparams_with_alpha():
     order = list(KERNELS)  # conv (input side) first
     alpha, base = 0.5, optax.scale_by_adam()
@@ -248,6 +254,7 @@ def test_inject_hyperparams_with_alpha():
 # Base states of each kind (none, a trace, Adam's, Lion's). The stable state
 # shapes and dtypes that MultiSteps' lax.cond needs are checked for every
 # base by the bf16 and state tests below.
+@both_paths
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "lion"])
 def test_multisteps_is_one_step_on_the_mean_gradient(name):
     tx, update_plain = _plain(name)
@@ -289,6 +296,7 @@ def _assert_map_params(tx, state):
             np.testing.assert_array_equal(new, old)
 
 
+@both_paths
 @with_bases
 def test_map_params(name):
     tx, update = _plain(name)
@@ -298,6 +306,7 @@ def test_map_params(name):
     _assert_map_params(tx, state)
 
 
+@both_paths
 def test_map_params_with_mask_and_other():
     mask = {
         "conv": {"kernel": True, "bias": False},
@@ -327,6 +336,7 @@ def test_map_params_with_mask_and_other():
 # --- dtypes and state -------------------------------------------------------
 
 
+@both_paths
 @with_bases
 def test_bf16_params_and_grads(name):
     tx = layca_optax.layca(LR, base=BASES[name])
@@ -358,6 +368,7 @@ def test_bf16_params_and_grads(name):
         )
 
 
+@both_paths
 @with_bases
 def test_state_is_a_stable_pytree_of_arrays(name):
     tx, update = _plain(name)
@@ -381,6 +392,7 @@ def test_state_is_a_stable_pytree_of_arrays(name):
 # --- schedules --------------------------------------------------------------
 
 
+@both_paths
 def test_constant_schedule_equals_float():
     tx_float, update_float = _plain("adam")
     tx_sched = layca_optax.layca(
@@ -395,6 +407,7 @@ def test_constant_schedule_equals_float():
     chex.assert_trees_all_equal(p_sched, p_float)
 
 
+@both_paths
 def test_piecewise_schedule_changes_the_angle():
     schedule = optax.piecewise_constant_schedule(LR, {2: 0.1})
     tx = layca_optax.layca(schedule, base=optax.trace(0.9))
@@ -410,6 +423,7 @@ def test_piecewise_schedule_changes_the_angle():
 # --- convergence ------------------------------------------------------------
 
 
+@both_paths
 @pytest.mark.parametrize(
     ("name", "target_norm"),
     [(name, 1.0) for name in BASES] + [("sgd", 3.0)],
@@ -459,6 +473,7 @@ def test_rotates_toward_the_target_direction(name, target_norm):
 # --- wrappers ---------------------------------------------------------------
 
 
+@both_paths
 def test_chain_with_clip_by_global_norm():
     tx = optax.chain(optax.clip_by_global_norm(1.0), layca_optax.layca(LR))
     update = jax.jit(tx.update)
@@ -471,6 +486,7 @@ def test_chain_with_clip_by_global_norm():
         _assert_layca_step(current, old)
 
 
+@both_paths
 def test_apply_if_finite():
     tx = optax.apply_if_finite(
         layca_optax.layca(LR, base=optax.scale_by_adam()),

@@ -21,7 +21,10 @@ from flax.training import train_state
 import layca_optax
 
 
-pytestmark = pytest.mark.usefixtures("layca_path")
+# The layca_path fixture (tests/conftest.py) runs a test with `layca`'s fused
+# step, then with its chain of primitives: only tests that build a `layca`
+# through `layca_optax.layca` take it.
+both_paths = pytest.mark.usefixtures("layca_path")
 
 
 LR = 0.1
@@ -118,6 +121,7 @@ def _nnx_step(model, optimizer):
     return grads
 
 
+@both_paths
 @OTHERS
 def test_nnx_optimizer_step(other):
     other, tx = _txs(other)
@@ -181,6 +185,7 @@ def _linen_step(state):
     return state.apply_gradients(grads=grads, batch_stats=stats), grads
 
 
+@both_paths
 @OTHERS
 def test_linen_train_state_step(other):
     other, tx = _txs(other)
@@ -211,6 +216,7 @@ class MLP(nn.Module):
         return nn.Dense(2)(x)
 
 
+@both_paths
 def test_training_reduces_the_loss():
     """Two Gaussian blobs: Layca on the kernels, SGD on the biases."""
     rng = np.random.default_rng(3)

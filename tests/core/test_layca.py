@@ -10,7 +10,10 @@ import layca_optax
 from tests import reference
 
 
-pytestmark = pytest.mark.usefixtures("layca_path")
+# The layca_path fixture (tests/conftest.py) runs a test with `layca`'s fused
+# step, then with its chain of primitives: only tests that build a `layca`
+# through `layca_optax.layca` take it.
+both_paths = pytest.mark.usefixtures("layca_path")
 
 
 BASES = {
@@ -86,6 +89,7 @@ def assert_close(actual, desired, rtol):
     )
 
 
+@both_paths
 @pytest.mark.parametrize("base", sorted(BASES))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("config", ["alpha_schedule", "plain"])
@@ -143,6 +147,7 @@ def angle_tan(new, old):
     return np.tan(np.arccos(np.clip(cos, -1, 1)))
 
 
+@both_paths
 @pytest.mark.parametrize("base", ["sgd", "momentum", "adam", "lion"])
 def test_each_step_turns_by_arctan_lr_and_keeps_norm(base):
     steps, lr = 20, 0.05
@@ -164,6 +169,8 @@ def test_each_step_turns_by_arctan_lr_and_keeps_norm(base):
             )
 
 
+@pytest.mark.slow  # 10,000 steps: about 24 s per path
+@both_paths
 def test_norm_drift_after_10000_float32_steps(key):
     shapes = {"a": (64, 64), "b": (3, 3, 16, 32), "c": (128, 10)}
     keys = jax.random.split(key, len(shapes))
@@ -210,6 +217,7 @@ def one_step(tx, params, grads):
     return step(params, grads)
 
 
+@both_paths
 def test_zero_step_threshold_is_on_the_lr_scaled_step():
     # ||g_perp|| = 1: the reference skips the step iff lr * 1 <= 1e-7.
     w = jnp.array([[1.0, 0.0], [0.0, 0.0]])
@@ -223,6 +231,7 @@ def test_zero_step_threshold_is_on_the_lr_scaled_step():
     np.testing.assert_array_equal(one_step(tx, w, g), 0.0)
 
 
+@both_paths
 @pytest.mark.parametrize("base", sorted(BASES))
 def test_degenerate_layers_get_no_update(base):
     # Entries of equal magnitude, so that the elementwise-adaptive bases
@@ -238,6 +247,7 @@ def test_degenerate_layers_get_no_update(base):
         np.testing.assert_array_equal(updates[name], 0.0, err_msg=name)
 
 
+@both_paths
 @pytest.mark.parametrize(
     "base",
     # optax's Adam needs eps_root > 0 to be differentiable at g = 0.
@@ -273,6 +283,7 @@ def per_slice_reference(p, step, lr, axes):
     return np.moveaxis(out, range(len(keep)), keep)
 
 
+@both_paths
 @pytest.mark.parametrize(
     "shape,axis,axes",
     [
@@ -294,6 +305,7 @@ def test_axis_gives_per_slice_layca(shape, axis, axes):
     np.testing.assert_allclose(p + np.asarray(u), want, rtol=1e-12, atol=1e-12)
 
 
+@both_paths
 def test_mask_and_other():
     params = init_params("float32")
     grads = jax.tree.map(jnp.ones_like, params)
@@ -324,6 +336,7 @@ def test_mask_and_other():
         assert np.abs(np.asarray(u["Conv_2"]["kernel"])).max() > 0
 
 
+@both_paths
 def test_multipliers_tree_and_callable():
     params = init_params("float32")
     grads = random_grads(1, "float32")[0]
@@ -369,6 +382,7 @@ def test_depth_multipliers_match_the_paper_table(alpha, first, middle, last):
     assert layca_optax.depth_multipliers(alpha, 1) == [1.0]
 
 
+@both_paths
 def test_leaf_order_is_not_forward_order():
     params = init_params("float32")
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -390,9 +404,7 @@ def test_leaf_order_is_not_forward_order():
 
 @pytest.mark.parametrize("base", ["sgd", "momentum", "adam", "lion"])
 @pytest.mark.parametrize("axis", [None, layca_optax.fan_in_axes])
-# It builds both paths itself: once, not once per layca_path.
-@pytest.mark.parametrize("layca_path", ["fused"], indirect=True)
-def test_fused_step_matches_the_primitive_chain(base, axis, layca_path):
+def test_fused_step_matches_the_primitive_chain(base, axis):
     """`layca`'s fused kernel against its chain of primitives, to 1e-6.
 
     Layers and per-unit slices of realistic size (>= 36 weights). On slices

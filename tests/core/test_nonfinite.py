@@ -145,6 +145,7 @@ def test_sums_that_underflow_leave_the_layer_unchanged(which):
     assert not np.array_equal(new["b"], p["b"])
 
 
+@pytest.mark.usefixtures("layca_path")
 @pytest.mark.parametrize("scale", [1e-15, 1e15])
 def test_in_range_magnitudes_turn_by_arctan_lr(scale):
     # The documented exact range: entries 1e-15 to 1e15.
