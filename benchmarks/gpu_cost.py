@@ -92,12 +92,14 @@ def topology(target_config: str):
 
 
 def candidates(only: list[str] | None) -> dict:
-    """Transformations to compile (None: ``rotation_metrics``)."""
+    """Transformations to compile (None: ``rotation_metrics``;
+    ``track_rotation``: its step alone, the gradient as the update)."""
     base = optimizers()
     txs = {k: base[k] for k in ("sgd_momentum", "adam")}
     txs["adamw"] = optax.adamw(1e-3)
     txs |= {k: base[k] for k in ("layca", "layca_momentum", "layca_adam")}
     txs["rotation_metrics"] = None
+    txs["track_rotation"] = layca_optax.track_rotation()
     return {k: v for k, v in txs.items() if not only or k in only or k == REF}
 
 

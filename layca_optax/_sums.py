@@ -44,6 +44,12 @@ from layca_optax._axes import axes_per_leaf
 from layca_optax._checks import caller, no_params_error
 from layca_optax._masks import path_str
 from layca_optax._shard_map import complete_sum, summing_context
+from layca_optax._variadic import (
+    local_reduction,
+    partitioned_reduction,
+    plain_reductions,
+    stacked_sums,
+)
 
 
 def reduction_dtype(dtype: Any) -> jnp.dtype:
@@ -83,10 +89,6 @@ def layer_sums(
     if keep:
         sums = tuple(jax.lax.expand_dims(s, axes) for s in sums)
     return dict(zip(pairs, complete_sum(sums), strict=True))
-
-
-def _add(x: tuple, y: tuple) -> tuple:
-    return tuple(a + b for a, b in zip(x, y, strict=True))
 
 
 # Whether the GPU program's forms (one variadic reduction per layer, the
@@ -150,11 +152,15 @@ def _per_product(axes: tuple[int, ...], *products: jax.Array) -> tuple:
 
 @ft.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _one_reduction(axes: tuple[int, ...], *products: jax.Array) -> tuple:
-    """The sums of ``products`` over ``axes`` as one variadic reduction;
-    differentiated as plain sums (a variadic reduction has no derivative
+    """The sums of ``products`` over ``axes`` as one variadic reduction,
+    partitioned as the sums of the products (a ``psum`` of each device's
+    sums, :mod:`layca_optax._variadic`); inside :func:`layca_optax.
+    psum_layer_sums` each device's own (completed by the caller).
+    Differentiated as plain sums (a variadic reduction has no derivative
     rule)."""
-    zeros = tuple(np.zeros((), p.dtype) for p in products)
-    return tuple(jax.lax.reduce(products, zeros, _add, axes))
+    if summing_context() is not None or plain_reductions():
+        return local_reduction(axes, *products)
+    return tuple(partitioned_reduction(axes)(*products))
 
 
 @_one_reduction.defjvp
@@ -215,18 +221,19 @@ def per_leaf(fn: Callable, static: Any, *args: Any) -> Any:
     :func:`layca_optax.psum_layer_sums` and :func:`gpu_forms`
     contexts are part of the key.
     """
-    key = (summing_context(), _GPU_FORMS.get())
+    key = (summing_context(), _GPU_FORMS.get(), plain_reductions())
     return _jitted(fn, static, key, *args)
 
 
 class Stages(NamedTuple):
     """A leaf function ``f(axes, u, w, *r, *shared)`` in stages, for
     :func:`map_leaves`; ``f`` must equal ``apply(axes,
-    coefficients(sums(axes, u, w, *r, *shared), *args(*r, *shared)), u, w,
-    *r, *shared)`` (module-level functions: :func:`per_leaf` caches
-    them)."""
+    coefficients(sums(axes, u, w), *args(*r, *shared)), u, w, *r,
+    *shared)`` (module-level functions: :func:`per_leaf` caches them).
+    The sums read ``u`` and ``w`` only: the staged layers' are one
+    partitioned call (:func:`layca_optax._variadic.stacked_sums`)."""
 
-    sums: Callable[..., dict[str, jax.Array]]  # a layer's sums
+    sums: Callable[..., dict[str, jax.Array]]  # (axes, u, w): a layer's
     args: Callable[..., tuple]  # per-layer scalars (None: 0)
     coefficients: Callable[..., tuple]  # from sums (vectors) and args
     apply: Callable[..., Any]  # (axes, coefficients, u, w, *r, *shared)
@@ -268,10 +275,15 @@ def map_leaves(
     kernel distinct, and compiling 100 layers took 2.3 s instead of 0.4 s
     on XLA:CPU (see the module docstring). Not inside
     :func:`layca_optax.psum_layer_sums` either (per-device sums, completed
-    per layer). (Reducing each layer to partial sums and completing every
-    layer's at once saved another kernel per layer, but under FSDP or
-    tensor parallelism the partial sums of a layer split along a reduced
-    axis were all-gathered: 6.6 MB per GPT-2 step instead of 4.8 kB.)
+    per layer). Under ``jit`` with sharded layers, every staged layer's
+    sums are one partitioned call (:func:`layca_optax._variadic.
+    stacked_sums`): each device's sums of its shards, all-reduced once
+    (600 bytes per GPT-2 step under FSDP, where the partitioner had
+    all-gathered each device's partial sums, 4.8 kB). (Reducing each
+    layer to partial sums and completing every layer's at once saved
+    another kernel per layer, but under FSDP or tensor parallelism the
+    partial sums of a layer split along a reduced axis were all-gathered:
+    6.6 MB per GPT-2 step.)
     """
 
     def per() -> list:
@@ -315,14 +327,20 @@ def _staged_map(
         None if i in staged else per_leaf(leaf_fn, a, *x, *shared)
         for i, (a, x) in enumerate(zip(axes, args, strict=True))
     ]
-    sums = {i: per_leaf(stages.sums, axes[i], *args[i], *shared) for i in ids}
-    groups: dict[Any, list[int]] = {}  # per dtype
+    sums = ft.partial(per_leaf, stages.sums)
+    groups: dict[Any, list[int]] = {}  # per dtype of the sums
     for i in ids:
-        groups.setdefault(next(iter(sums[i].values())).dtype, []).append(i)
+        dtype = reduction_dtype(jnp.result_type(*args[i][:2]))
+        groups.setdefault(dtype, []).append(i)
     for dtype, order in groups.items():
-        vectors = jax.lax.optimization_barrier(
-            {n: jnp.stack([sums[i][n] for i in order]) for n in sums[order[0]]}
+        first = order[0]
+        shapes = jax.eval_shape(ft.partial(sums, axes[first]), *args[first][:2])
+        names = tuple(shapes)
+        matrix = stacked_sums(
+            sums, [axes[i] for i in order], [args[i][:2] for i in order], names
         )
+        matrix = jax.lax.optimization_barrier(matrix)
+        vectors = {n: matrix[k] for k, n in enumerate(names)}
         rows = [stages.args(*args[i][2:], *shared) for i in order]
         columns = [_column(c, dtype) for c in zip(*rows, strict=True)]
         coefficients = stages.coefficients(vectors, *columns)

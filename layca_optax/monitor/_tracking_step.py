@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from layca_optax import _sums as sm
 from layca_optax._axes import Axis
 from layca_optax.monitor._formulas import (
+    _no_args,
     drop_reduced,
     update_metrics,
     update_sums,
@@ -48,6 +49,35 @@ def _track_leaf(static: tuple, u: Any, w: Any, ref: Any, seed: Any) -> tuple:
     if reference.kind is not None:
         out = (*out, reference.cosine(new, ref, seed, axes))
     return tuple(drop_reduced(x, axes) for x in out)
+
+
+_UPDATE_SUMS = ("ww", "uw", "uu", "nn", "nw")  # update_sums' names
+
+
+def _track_sums(axes: tuple[int, ...], u: Any, w: Any) -> dict:
+    """One layer's :func:`update_sums` for the update ``u`` of ``w``."""
+    u, w = jnp.asarray(u), jnp.asarray(w)
+    new = jnp.asarray(w + u).astype(w.dtype)  # as optax.apply_updates
+    return update_sums(w, u, new, axes)
+
+
+def _sums_tuple(sums: dict[str, jax.Array]) -> tuple:
+    """The sums themselves: each layer's formulas read its own entries
+    (XLA GPU computes every layer's in one kernel)."""
+    return tuple(sums[name] for name in _UPDATE_SUMS)
+
+
+def _track_apply(axes: tuple[int, ...], sums: tuple, *_: Any) -> tuple:
+    out = update_metrics(**dict(zip(_UPDATE_SUMS, sums, strict=True)))
+    return tuple(drop_reduced(x, axes) for x in out)
+
+
+@sm.staged(sm.Stages(_track_sums, _no_args, _sums_tuple, _track_apply))
+def _track_no_reference(axes: tuple[int, ...], u: Any, w: Any) -> tuple:
+    """Rate, radial ratio and norm of one leaf after the update ``u`` (no
+    reference): staged on GPUs (:func:`_sums.map_leaves`), as
+    :func:`layca_optax.rotation_metrics`."""
+    return _track_apply(axes, _sums_tuple(_track_sums(axes, u, w)))
 
 
 def _unzip(treedef: Any, rows: list, n: int, empty: Any) -> list[Any]:
@@ -89,11 +119,30 @@ def step_values(
     refs = flatten_like(treedef, refs_tree, "the state and the params")
     axes = layer_axes(params, mask, axis)
     keys = seeds(reference, key, len(leaves))
-    rows: list = []
+    if reference.kind is None:
+        return _unzip(
+            treedef, _no_reference_rows(axes, us, leaves), 4, refs_tree
+        )
+    rows = []
     for a, u, w, r, seed in zip(axes, us, leaves, refs, keys, strict=True):
         if a is None:
             rows.append((EMPTY,) * 4)
             continue
-        row = sm.per_leaf(_track_leaf, (a, reference), u, w, r, seed)
-        rows.append(row if reference.kind is not None else (*row, EMPTY))
+        rows.append(sm.per_leaf(_track_leaf, (a, reference), u, w, r, seed))
     return _unzip(treedef, rows, 4, refs_tree)
+
+
+def _no_reference_rows(axes: list, us: list, ws: list) -> list[tuple]:
+    """Each leaf's rate, radial ratio, norm and ``EMPTY`` (no reference;
+    ``EMPTY`` everywhere at the leaves that are not layers), the layers
+    mapped together (:func:`_sums.map_leaves`: staged on GPUs)."""
+    layers = [k for k, a in enumerate(axes) if a is not None]
+    values = sm.map_leaves(
+        _track_no_reference,
+        [axes[k] for k in layers],
+        [(us[k], ws[k]) for k in layers],
+    )
+    rows: list[tuple] = [(EMPTY,) * 4] * len(axes)
+    for k, row in zip(layers, values, strict=True):
+        rows[k] = (*row, EMPTY)
+    return rows

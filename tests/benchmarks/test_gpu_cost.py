@@ -9,6 +9,7 @@ otherwise, so the default suite needs no CUDA plugin.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,3 +92,32 @@ def test_h100_traffic_validation():
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "adam " in run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.path.exists(GPU_PYTHON), reason="no build/venv-gpu (make bench-gpu)"
+)
+def test_h100_sharded_steps_all_reduce_the_sums_once(tmp_path):
+    """GPT-2 small on 8 H100s (FSDP, tensor parallel): the staged steps
+    all-reduce each rotated layer's sums once (50 layers: 3 float32
+    values each for Layca, 5 for the metrics and the tracking), nothing
+    else crosses devices (the variadic reduction's partial sums were
+    all-gathered: 4,800 bytes for Layca under FSDP)."""
+    out = tmp_path / "gpu_cost.json"
+    cmd = [GPU_PYTHON, "benchmarks/gpu_cost.py", "--out", str(out)]
+    cmd += ["--workloads", "fsdp", "tensor", "--only", "layca_adam"]
+    cmd += ["rotation_metrics", "track_rotation"]
+    run = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    sums = {"layca_adam": 3, "rotation_metrics": 5, "track_rotation": 5}
+    for recipe in ("fsdp", "tensor"):
+        for name, per_layer in sums.items():
+            stats = dict(results[recipe][name]["collectives"])
+            stats.pop("flagged", None)
+            assert set(stats) == {"all-reduce"}, (recipe, name, stats)
+            assert stats["all-reduce"]["count"] == 1, (recipe, name)
+            assert stats["all-reduce"]["bytes"] == 50 * per_layer * 4

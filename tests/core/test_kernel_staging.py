@@ -13,7 +13,9 @@ bench-gpu``), skipped without it.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import warnings
 
@@ -126,6 +128,22 @@ def test_staged_metrics_equal_per_leaf():
         _close(a, b)
 
 
+@pytest.mark.parametrize("axis", [None, layca_optax.fan_in_axes])
+def test_staged_tracking_equals_per_leaf(axis):
+    """track_rotation (no reference) staged as rotation_metrics: the same
+    rate, radial ratio and norm as per leaf; with ``axis`` (no scalar
+    sums) nothing is staged."""
+    params, updates = _tree(4), _tree(5)
+    updates = jax.tree.map(lambda u: 0.01 * u, updates)
+    tx = layca_optax.track_rotation(axis=axis)
+    state = tx.init(params)
+    (u0, s0), (u1, s1) = _both(tx.update, updates, state, params)
+    _close(u0, u1)
+    _close(s0, s1)
+    rates = np.asarray(s1.rotation_rate["a"])
+    assert np.all(rates > 1e-4) and np.all(np.isfinite(rates))
+
+
 def test_staged_derivatives_equal_per_leaf():
     params, grads = _tree(0), _tree(1)
     with warnings.catch_warnings():
@@ -139,6 +157,22 @@ def test_staged_derivatives_equal_per_leaf():
 
     a, b = _both(jax.grad(loss), grads)
     _close(a, b, rtol=1e-5)
+
+
+def test_staged_step_under_vmap_equals_per_leaf():
+    """A batch of steps (the partitioned reductions have no batching rule:
+    under vmap they are the plain ones) equals the per-leaf batch."""
+    params = jax.tree.map(lambda *x: jnp.stack(x), _tree(0), _tree(2))
+    grads = jax.tree.map(lambda *x: jnp.stack(x), _tree(1), _tree(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tx = layca_optax.layca(0.3, optax.trace(0.9))
+        state = jax.vmap(tx.init)(params)
+    (u0, s0), (u1, s1) = _both(jax.vmap(tx.update), grads, state, params)
+    _close(u0, u1)
+    _close(s0, s1)
+    metrics = _both(jax.vmap(layca_optax.rotation_metrics), params, grads)
+    _close(*metrics)
 
 
 def test_the_cpu_program_has_no_conditional():
@@ -163,7 +197,7 @@ def test_h100_kernels_and_traffic(tmp_path):
     cmd = [GPU_PYTHON, "benchmarks/gpu_cost.py"]
     cmd += ["--workloads", "stack_48x1024x1024", "--out", str(out)]
     cmd += ["--only", "layca", "layca_momentum", "layca_adam"]
-    cmd += ["rotation_metrics"]
+    cmd += ["rotation_metrics", "track_rotation"]
     run = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, timeout=600
     )
@@ -176,5 +210,78 @@ def test_h100_kernels_and_traffic(tmp_path):
         assert results[name]["arrays_moved"] < floor + 0.02, name
         assert results[name]["kernels_per_leaf"] <= 3, name
         assert results[name]["kernels_by_op"].get("copy", 0) == 0, name
-    # Two per layer (its sums' two reduction stages), and a few for all.
+    # Two per layer (its sums' two reduction stages), and a few for all;
+    # track_rotation's step adds the update's pass (fused across layers).
     assert results["rotation_metrics"]["kernels"] <= 2 * 48 + 8
+    assert results["track_rotation"]["kernels"] <= 2 * 48 + 10
+
+
+# Layers split over different mesh axes (FSDP, tensor, both, none), on 8
+# CPU devices as a ("data", "model") 4x2 mesh.
+SPLITS = {
+    "fsdp": (("data", None), (64, 32)),
+    "tensor": ((None, "model"), (48, 16)),
+    "both": ((("data", "model"), None), (32, 24)),
+    "none": ((None, None), (8, 16)),
+}
+
+
+def _sharded_tree(seed: int, mesh) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        name: jax.device_put(
+            rng.normal(size=shape).astype(np.float32),
+            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec)),
+        )
+        for name, (spec, shape) in SPLITS.items()
+    }
+
+
+def _all_reduced(hlo: str) -> list[tuple[str, int]]:
+    """``(op, values)`` for each collective of a compiled program."""
+    found = []
+    pattern = (
+        r"=\s*(\(.*?\)|\S+)\s+(all-gather|all-reduce|reduce-scatter"
+        r"|all-to-all|collective-permute)(-start)?\("
+    )
+    for shape, op, _ in re.findall(pattern, hlo):
+        dims = re.findall(r"\[([\d,]*)\]", shape)
+        values = sum(math.prod(int(d) for d in s.split(",") if d) for s in dims)
+        found.append((op, values))
+    return found
+
+
+@pytest.mark.parametrize(
+    "fn", ["layca_momentum", "rotation_metrics", "track_rotation"]
+)
+def test_sharded_staged_sums_are_all_reduced_once(fn):
+    """Under jit with NamedShardings the staged (GPU) step equals the
+    per-leaf one, and only the layers' sums cross devices: one
+    all-reduce per set of mesh axes that split layers, 3 (Layca) or 5
+    (metrics, tracking) values per split layer, no gather (the
+    partitioner gathered every device's partial sums of a variadic
+    reduction)."""
+    assert len(jax.devices("cpu")) >= 8, "tests/conftest.py sets 8 devices"
+    devices = np.array(jax.devices("cpu")[:8]).reshape(4, 2)
+    mesh = jax.sharding.Mesh(devices, ("data", "model"))
+    params, other = _sharded_tree(0, mesh), _sharded_tree(1, mesh)
+    if fn == "rotation_metrics":
+        step, args, per_layer = layca_optax.rotation_metrics, (params, other), 5
+    else:
+        tx, per_layer = layca_optax.layca(0.1, optax.trace(0.9)), 3
+        if fn == "track_rotation":
+            tx, per_layer = layca_optax.track_rotation(), 5
+        state = tx.init(params)
+        step, args = tx.update, (other, state, params)
+    outs, texts = [], []
+    for on in (False, True):
+        with sm.gpu_forms(on):
+            compiled = _fresh_jit(step).lower(*args).compile()
+            texts.append(compiled.as_text())
+            outs.append(compiled(*args))
+    _close(outs[0], outs[1])
+    found = _all_reduced(texts[1])
+    assert {op for op, _ in found} == {"all-reduce"}, found
+    # fsdp, tensor and both are split, each over its own set of axes.
+    assert len(found) == 3, found
+    assert sum(v for _, v in found) == 3 * per_layer, found
