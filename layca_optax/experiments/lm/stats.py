@@ -22,6 +22,7 @@ NAMES = {
     "muon": "Muon",
     "muon-layca": "Muon + Layca",
     "hyperball": "Hyperball (AdamH)",
+    "layca-tangent-adam": "Layca, tangent Adam",
     "layca-tangent": "Layca, tangent momentum",
     "layca-momentum": "Layca, plain momentum",
     "adamw-brake": "AdamW + radial brake",
@@ -239,9 +240,12 @@ def speed_claim(
     return _claim(claim, verdict, evidence)
 
 
-PAIRS = (("layca-tangent", "layca-momentum"),)
+PAIRS = (
+    ("layca-tangent-adam", "adam-layca"),
+    ("layca-tangent", "layca-momentum"),
+)
 """``(family, its control)``: compared with each other too (does the
-tangent transport of the momentum matter?)."""
+tangent transport of the first moment matter?)."""
 
 
 def check_claims(families: Mapping[str, Mapping[str, Any]]) -> list[dict]:
