@@ -18,12 +18,30 @@ def _coefficients(uu, ww, *, eps: jax.typing.ArrayLike) -> tuple:
     return (sm.where(ok, ratio, 0) + sm.nan_if_nonfinite(uu, ww),)
 
 
-def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array, eps) -> jax.Array:
+def _leaf_sums(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> dict:
     dtype = sm.reduction_dtype(u.dtype)
     uf, wf = u.astype(dtype), w.astype(dtype)
-    sums = sm.layer_sums(axes, uu=(uf, uf), ww=(wf, wf))
-    (scale,) = _coefficients(**sums, eps=eps)
-    return (uf * scale).astype(u.dtype)
+    return sm.layer_sums(axes, uu=(uf, uf), ww=(wf, wf))
+
+
+def _eps(eps) -> tuple:
+    return (eps,)
+
+
+def _from_sums(sums: dict, eps) -> tuple:
+    return _coefficients(**sums, eps=eps)
+
+
+def _apply(axes: tuple[int, ...], coefficients: tuple, u, w, eps) -> jax.Array:
+    del w, eps
+    (scale,) = coefficients
+    return (u.astype(sm.reduction_dtype(u.dtype)) * scale).astype(u.dtype)
+
+
+@sm.staged(sm.Stages(_leaf_sums, _eps, _from_sums, _apply))
+def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array, eps) -> jax.Array:
+    """One layer's rescaling (staged on GPUs: :func:`_sums.map_leaves`)."""
+    return _apply(axes, _from_sums(_leaf_sums(axes, u, w), eps), u, w, eps)
 
 
 @checks.public

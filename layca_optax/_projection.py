@@ -37,12 +37,20 @@ def _coefficients(uu, ww, uw) -> tuple:
     return sm.where(tangent, 1.0, 0.0) + nan, sm.where(tangent, -k, 0) + nan
 
 
-def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> jax.Array:
+def _leaf_sums(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> dict:
     dtype = sm.reduction_dtype(u.dtype)
     uf, wf = u.astype(dtype), w.astype(dtype)
-    sums = sm.layer_sums(axes, uu=(uf, uf), ww=(wf, wf), uw=(uf, wf))
-    a_u, a_w = _coefficients(**sums)
-    return (a_u * uf + a_w * wf).astype(u.dtype)
+    return sm.layer_sums(axes, uu=(uf, uf), ww=(wf, wf), uw=(uf, wf))
+
+
+def _from_sums(sums: dict) -> tuple:
+    return _coefficients(**sums)
+
+
+@sm.staged(sm.Stages(_leaf_sums, sm.no_args, _from_sums, sm.combine))
+def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> jax.Array:
+    """One layer's projection (staged on GPUs: :func:`_sums.map_leaves`)."""
+    return sm.combine(axes, _from_sums(_leaf_sums(axes, u, w)), u, w)
 
 
 @checks.public

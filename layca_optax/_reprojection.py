@@ -52,20 +52,36 @@ def _coefficients(vv, ww, uu, wu) -> tuple:
     return c_w + nan, c_u + nan
 
 
+def _leaf_sums(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> dict:
+    dtype = sm.reduction_dtype(u.dtype)
+    wf, uf = w.astype(dtype), u.astype(dtype)
+    v = wf + uf
+    return sm.layer_sums(axes, vv=(v, v), ww=(wf, wf), uu=(uf, uf), wu=(wf, uf))
+
+
 def _leaf(
     axes: tuple[int, ...], u: jax.Array, w: jax.Array, radius: Any = None
 ) -> jax.Array:
     """One layer's ``u'``: onto ``||w||``, or onto ``radius`` (a number or
     per-slice radii, see :func:`~layca_optax._radius.leaf_radius`)."""
-    dtype = sm.reduction_dtype(u.dtype)
-    wf, uf = w.astype(dtype), u.astype(dtype)
-    v = wf + uf
-    sums = sm.layer_sums(axes, vv=(v, v), ww=(wf, wf), uu=(uf, uf), wu=(wf, uf))
+    sums = _leaf_sums(axes, u, w)
     c_w, c_u = _coefficients(**sums)
     if radius is not None:
         r = rd.leaf_radius(axes, w, radius)
         c_w, c_u = rd.onto_radius(sums["ww"], r, c_w, c_u)
-    return (c_w * wf + c_u * uf).astype(u.dtype)
+    return sm.combine(axes, (c_u, c_w), u, w)
+
+
+def _from_sums(sums: dict) -> tuple:
+    c_w, c_u = _coefficients(**sums)
+    return c_u, c_w  # in sm.combine's order
+
+
+@sm.staged(sm.Stages(_leaf_sums, sm.no_args, _from_sums, sm.combine))
+def _leaf_onto_norm(axes: tuple[int, ...], u: jax.Array, w: jax.Array):
+    """:func:`_leaf` without a radius (staged on GPUs:
+    :func:`_sums.map_leaves`)."""
+    return sm.combine(axes, _from_sums(_leaf_sums(axes, u, w)), u, w)
 
 
 def sphere_step(axis: Axis, radius: Radius) -> optax.GradientTransformation:
@@ -73,7 +89,7 @@ def sphere_step(axis: Axis, radius: Radius) -> optax.GradientTransformation:
     which the calling factory has made (the last step of
     :func:`~layca_optax.hyperball` and of ``layca(fused=False)``)."""
     if radius is None:
-        return sm.stateless_map_layers(_leaf, axis)
+        return sm.stateless_map_layers(_leaf_onto_norm, axis)
 
     def init_fn(params):
         stored = rd.init_radius(radius, params, axis)

@@ -242,6 +242,23 @@ class Stages(NamedTuple):
 _STAGES: dict[Callable, Stages] = {}
 
 
+def no_args(*_: Any) -> tuple:
+    """:attr:`Stages.args` of a leaf function without per-layer scalars."""
+    return ()
+
+
+def combine(
+    axes: tuple[int, ...], coefficients: tuple, u: jax.Array, w: jax.Array
+) -> jax.Array:
+    """``a_u * u + a_w * w`` for ``coefficients = (a_u, a_w)``, in the
+    reduction dtype, cast to ``u``'s: the :attr:`Stages.apply` of the leaf
+    functions whose result is a combination of the step and the weights."""
+    del axes
+    dtype = reduction_dtype(u.dtype)
+    a_u, a_w = coefficients
+    return (a_u * u.astype(dtype) + a_w * w.astype(dtype)).astype(u.dtype)
+
+
 def staged(stages: Stages) -> Callable[[Callable], Callable]:
     """Registers ``stages`` as the staged form of the decorated leaf
     function (see :func:`map_leaves`)."""

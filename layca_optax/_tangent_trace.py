@@ -80,10 +80,14 @@ def tangent_trace(
     direction is tangent to it).
 
     Cost: one reduction pass over ``g``, the trace and ``w`` (three sums
-    per layer, in at least float32) and one elementwise pass; per step it
-    reads ``g``, ``m`` and ``w`` and writes ``m`` (and the update, which
-    is ``m`` without Nesterov): one array more than ``optax.trace``, the
-    weights.
+    per layer, in at least float32) and one elementwise pass. In XLA's
+    H100 program of a whole step (this, ``optax.scale(-lr)`` and
+    ``optax.apply_updates``; ``benchmarks/gpu_cost.py --only
+    tangent_trace``) a ``(50257, 768)`` layer moves 8 arrays per step
+    against 5 for ``optax.sgd(lr, momentum=0.9)``: the reduction reads
+    ``g``, ``m`` and ``w``, the elementwise pass reads them again and
+    writes ``m`` and ``w``. 3 kernels per layer on 48 ``(1024, 1024)``
+    layers (not staged across layers: its sums read three arrays).
 
     Args:
       decay: :math:`\beta`, the momentum's decay, in ``[0, 1)``.

@@ -86,6 +86,8 @@ def _close(a, b, rtol=2e-5):
             multipliers={"a": 1.0, "b": 2.0, "c": 0.5, "d": 1.0, "bias": 1},
         ),
         lambda: layca_optax.layca(0.1, axis=(-2, -1)),  # no scalar sums
+        # The chain: projection, normalization and reprojection staged.
+        lambda: layca_optax.layca(0.3, optax.trace(0.9), fused=False),
     ],
 )
 def test_staged_step_equals_per_leaf(make):
@@ -100,6 +102,35 @@ def test_staged_step_equals_per_leaf(make):
     assert np.all(np.asarray(u1["bias"]) == 0)
     moved = np.abs(np.asarray(u1["a"])).max()
     assert moved > 0.01
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        layca_optax.project_to_tangent,
+        layca_optax.normalize_to_param_norm,
+        layca_optax.reproject_to_sphere,
+        lambda: layca_optax.radial_brake(0.25),
+        lambda: layca_optax.hyperball(0.1, optax.scale_by_adam()),
+    ],
+)
+def test_staged_primitives_equal_per_leaf(make):
+    # Each primitive registers its stages: the GPU forms stage its layers
+    # (an optimization barrier between the sums and the coefficients) and
+    # give the per-leaf results.
+    params, grads = _tree(0), _tree(1)
+    grads["a"] = grads["a"] + 0.5 * params["a"]  # outward: the brake acts
+    tx = make()
+    state = tx.init(params)
+    (u0, s0), (u1, s1) = _both(tx.update, grads, state, params)
+    _close(u0, u1)
+    _close(s0, s1)
+    for on, staged in ((False, False), (True, True)):
+        with sm.gpu_forms(on):
+            step = jax.make_jaxpr(lambda *a: tx.update(*a))  # a fresh trace
+            text = str(step(grads, state, params))
+        assert ("optimization_barrier" in text) == staged
+    assert not np.allclose(np.asarray(u1["a"]), np.asarray(grads["a"]))
 
 
 def test_staged_bfloat16_layers_and_mixed_dtypes():
