@@ -17,7 +17,10 @@ def key():
     return jax.random.key(0)
 
 
-@pytest.fixture(params=["fused", "chain"])
+# The chain's cases are slow-marked: `make test-fast` runs the fused step
+# only (the chain is still compared with it there, in
+# test_fused_step_matches_the_primitive_chain); `make test` runs both.
+@pytest.fixture(params=["fused", pytest.param("chain", marks=pytest.mark.slow)])
 def layca_path(request, monkeypatch):
     """Runs a test with `layca`'s fused step, then with its primitive chain.
 

@@ -93,6 +93,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.slow  # 5 s on 2 cores: out of `make test-fast`
 def test_simulated_equilibrium_angle_matches_closed_form(case):
     optimizer, make_tx, settings, tol = CASES[case]
     measured = simulate(make_tx, settings)

@@ -90,6 +90,7 @@ def result(mlp):
     )
 
 
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_final_checkpoint_column_equals_the_unmodified_metric(mlp, result):
     accuracy, params, _ = mlp
     assert result.paths == KERNELS

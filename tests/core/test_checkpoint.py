@@ -68,6 +68,7 @@ def make_step(tx):
 
 
 @pytest.mark.parametrize("name", sorted(optimizers()))
+@pytest.mark.slow  # 18 s on 2 cores: out of `make test-fast`
 def test_resume_from_an_orbax_checkpoint_is_bit_identical(name, tmp_path):
     tx = optimizers()[name]
     step = make_step(tx)

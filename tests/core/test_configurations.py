@@ -112,6 +112,7 @@ def _slice_tangents(new, old, axes):
     ],
     ids=["adam", "trace", "rms", "lion", "ema", "wd-adam"],
 )
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_directions_as_base_train(base):
     params = {"w": jax.random.normal(jax.random.key(0), (4, 4))}
     target = jnp.eye(4)
@@ -131,6 +132,7 @@ def test_directions_as_base_train(base):
 # 2. optax.inject_hyperparams and callables.
 
 
+@pytest.mark.slow  # 5 s on 2 cores: out of `make test-fast`
 def test_inject_hyperparams_static_callables_match_plain():
     params = _moe_params()
     grads = _grads_like(params)
@@ -170,6 +172,7 @@ def _moe_axis(path, leaf):
     ids=["callable", "prefix-tree"],
 )
 @pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.slow  # 2 s on 2 cores: out of `make test-fast`
 def test_per_leaf_axis_turns_each_expert_by_arctan_lr(axis, fused):
     params = _moe_params()
     mask = {

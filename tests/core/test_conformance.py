@@ -154,6 +154,7 @@ def _log_compilations():
 
 @both_paths
 @with_bases
+@pytest.mark.slow  # 7 s on 2 cores: out of `make test-fast`
 def test_extra_args_and_no_recompilation(name):
     tx, update = _plain(name)  # passes `unexpected_extra_arg=1`
     state0 = tx.init(PARAMS)
@@ -191,6 +192,7 @@ def _with_hyperparam(state, key, value):
 
 @both_paths
 @with_bases
+@pytest.mark.slow  # 8 s on 2 cores: out of `make test-fast`
 def test_inject_hyperparams_matches_plain_and_lr_is_live(name):
     plain, update_plain = _plain(name)
     injected = optax.inject_hyperparams(layca_optax.layca)(
@@ -256,6 +258,7 @@ def test_inject_hyperparams_with_alpha():
 # base by the bf16 and state tests below.
 @both_paths
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "lion"])
+@pytest.mark.slow  # 6 s on 2 cores: out of `make test-fast`
 def test_multisteps_is_one_step_on_the_mean_gradient(name):
     tx, update_plain = _plain(name)
     multi = optax.MultiSteps(tx, every_k_schedule=3)
@@ -338,6 +341,7 @@ def test_map_params_with_mask_and_other():
 
 @both_paths
 @with_bases
+@pytest.mark.slow  # 27 s on 2 cores: out of `make test-fast`
 def test_bf16_params_and_grads(name):
     tx = layca_optax.layca(LR, base=BASES[name])
     to_bf16 = functools.partial(jax.tree.map, lambda x: x.astype(jnp.bfloat16))
@@ -428,6 +432,7 @@ def test_piecewise_schedule_changes_the_angle():
     ("name", "target_norm"),
     [(name, 1.0) for name in BASES] + [("sgd", 3.0)],
 )
+@pytest.mark.slow  # 8 s on 2 cores: out of `make test-fast`
 def test_rotates_toward_the_target_direction(name, target_norm):
     """Minimizes ``|w - t|^2`` from a direction far from ``t``'s.
 

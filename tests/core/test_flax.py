@@ -217,6 +217,7 @@ class MLP(nn.Module):
 
 
 @both_paths
+@pytest.mark.slow  # 4 s on 2 cores: out of `make test-fast`
 def test_training_reduces_the_loss():
     """Two Gaussian blobs: Layca on the kernels, SGD on the biases."""
     rng = np.random.default_rng(3)

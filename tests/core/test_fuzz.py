@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import layca_optax
@@ -334,6 +335,7 @@ def _case(dtype, axis, base, fused, seed, w_conv, g_conv):
     }
 
 
+@pytest.mark.slow  # 19 s on 2 cores: out of `make test-fast`
 @SETTINGS
 @given(case=cases())
 # Found by this test: a tiny layer and a huge direction (the ratio of their

@@ -90,6 +90,7 @@ def _close(a, b, rtol=2e-5):
         lambda: layca_optax.layca(0.3, optax.trace(0.9), fused=False),
     ],
 )
+@pytest.mark.slow  # 10 s on 2 cores: out of `make test-fast`
 def test_staged_step_equals_per_leaf(make):
     params, grads = _tree(0), _tree(1)
     with warnings.catch_warnings():
@@ -285,6 +286,7 @@ def _all_reduced(hlo: str) -> list[tuple[str, int]]:
 @pytest.mark.parametrize(
     "fn", ["layca_momentum", "rotation_metrics", "track_rotation"]
 )
+@pytest.mark.slow  # 5 s on 2 cores: out of `make test-fast`
 def test_sharded_staged_sums_are_all_reduced_once(fn):
     """Under jit with NamedShardings the staged (GPU) step equals the
     per-leaf one, and only the layers' sums cross devices: one

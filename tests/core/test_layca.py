@@ -253,6 +253,7 @@ def test_degenerate_layers_get_no_update(base):
     # optax's Adam needs eps_root > 0 to be differentiable at g = 0.
     [None, optax.trace(0.9), optax.scale_by_adam(eps_root=1e-8)],
 )
+@pytest.mark.slow  # 19 s on 2 cores: out of `make test-fast`
 def test_gradient_of_the_update_is_finite_at_degenerate_points(base):
     w = jnp.arange(6.0).reshape(2, 3)
     tx = layca_optax.layca(0.1, base)

@@ -231,6 +231,7 @@ def test_injected_alpha_needs_layer_order_even_under_jit():
 @pytest.mark.parametrize(
     "make", [layca_optax.layca, layca_optax.hyperball, layca_optax.layca_lars]
 )
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_full_optimizer_as_base_raises(base, make):
     tx = make(LR, base=base, mask=None, other=optax.adam(1e-3))
     with pytest.raises(ValueError, match=r"base=\.\.\.\)` got a full optim"):

@@ -58,6 +58,7 @@ DRIFT_BOUNDS = {jnp.bfloat16: (-1.5e-2, 3e-3), jnp.float16: (-2e-3, 5e-4)}
 
 
 @pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.slow  # 5 s on 2 cores: out of `make test-fast`
 def test_norm_drift_is_far_smaller_than_with_nearest_rounding(dtype):
     nearest, fused = drift_run(dtype, "nearest"), drift_run(dtype, "fused")
     low, high = DRIFT_BOUNDS[dtype]
@@ -78,6 +79,7 @@ def test_the_chain_is_fixed_too(dtype):
 @pytest.mark.parametrize(
     "dtype, bound", [(jnp.bfloat16, 1e-2), (jnp.float16, 1e-3)]
 )
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_each_step_still_turns_by_arctan_lr(dtype, bound):
     # Measured median |tan / lr - 1| at lr 3^-3: 2e-3 (bfloat16), 1e-4
     # (float16). Smaller rates turn by arctan(lr) on average, each step
@@ -128,6 +130,7 @@ def _old_chain(lr):
 
 
 @pytest.mark.parametrize("x64", [False, True])
+@pytest.mark.slow  # 6 s on 2 cores: out of `make test-fast`
 def test_float32_and_float64_layers_are_bit_identical_to_before(x64):
     # Also checked against the code before this change (git HEAD then) on
     # 288 arrays: fused and chain, three bases, axes, schedules.
@@ -164,6 +167,7 @@ def test_float32_and_float64_layers_are_bit_identical_to_before(x64):
 
 @pytest.mark.filterwarnings(DRIFT)
 @pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_the_step_count_makes_the_bits(fused):
     rng = np.random.default_rng(7)
     same = rng.normal(size=(16, 8))
@@ -191,6 +195,7 @@ def test_the_step_count_makes_the_bits(fused):
     assert np.any(np.asarray(istep(g, s1, w)[0]["a"]) != np.asarray(v0["a"]))
 
 
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_the_norm_walks_as_the_warning_predicts():
     # The criterion of the init warning: one standard deviation of the
     # norm's walk is sqrt(steps) * drift_per_step (measured over 16 runs:
@@ -240,6 +245,7 @@ def _params(dtype, shape, scale=1.0):
         (jnp.bfloat16, (3, 3, 16, 32), 1.0, None, False),
     ],
 )
+@pytest.mark.slow  # 5 s on 2 cores: out of `make test-fast`
 def test_init_warns_about_layers_that_would_drift(
     dtype, shape, scale, axis, warns, fused
 ):

@@ -31,6 +31,7 @@ BOUNDS = {  # dtype: (norm drift, median per-step angle error)
 @pytest.mark.filterwarnings("ignore:.*would drift:UserWarning")  # 128 entries
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.slow  # 4 s on 2 cores: out of `make test-fast`
 def test_low_precision_new_weights_are_the_float32_ones_rounded(dtype, fused):
     # The reductions and the update run in float32; the new weights are
     # then rounded stochastically (tests/core/test_low_precision.py), no longer
@@ -60,6 +61,7 @@ def test_low_precision_new_weights_are_the_float32_ones_rounded(dtype, fused):
 
 
 @pytest.mark.parametrize("dtype", sorted(BOUNDS, key=str))
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_norm_drift_and_angle_error_are_bounded(dtype):
     key = jax.random.key(0)
     w0 = jax.random.normal(key, (64, 32)).astype(dtype)

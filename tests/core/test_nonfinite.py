@@ -114,6 +114,7 @@ def _step(tx, p, g):
 
 @pytest.mark.usefixtures("layca_path")
 @pytest.mark.parametrize("which", ["w", "g"])
+@pytest.mark.slow  # 5 s on 2 cores: out of `make test-fast`
 def test_sums_that_overflow_give_a_nan_update_that_is_skipped(which):
     # Entries of 1e25 (squares 1e50) overflow float32 sums: the documented
     # outcome is a NaN update for that layer only. The gradients are

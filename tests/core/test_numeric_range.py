@@ -65,6 +65,7 @@ def _turn(w, u):
         ([[46000.0, 0.0]], [[0.0, -60000.0]], 1e6),
     ],
 )
+@pytest.mark.slow  # 4 s on 2 cores: out of `make test-fast`
 def test_float16_ordinary_values_turn_by_arctan_lr(w, g, lr, fused):
     w, g = jnp.asarray(w, jnp.float16), jnp.asarray(g, jnp.float16)
     u = _step(lr, fused)(w, g)
@@ -96,6 +97,7 @@ def test_bfloat16_directions_on_float32_weights_are_exact(fused):
     fused=st.booleans(),
     seed=st.integers(0, 2**16),
 )
+@pytest.mark.slow  # 5 s on 2 cores: out of `make test-fast`
 def test_float16_range_is_finite_and_exact(log_w, log_g, lr, fused, seed):
     """float16 layers of norm up to 4e4 with entries of directions up to
     6e4: finite, exact to float16 rounding, on both paths."""
@@ -157,6 +159,7 @@ def test_turn_accuracy_near_parallel_directions(degrees):
 
 
 @pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.slow  # 6 s on 2 cores: out of `make test-fast`
 def test_float16_adam_base_needs_an_eps_float16_holds(fused):
     """Found by ``make fuzz``: optax's default eps (1e-8) is 0 in float16,
     so Adam (``optax.adam`` alone as well) divides 0 by 0 for an all-zero

@@ -145,6 +145,7 @@ def test_multipliers_on_a_nested_prefix():
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_degenerate_inputs_are_finite(name):
     factory, _ = CASES[name]
     w = np.arange(6.0, dtype=np.float32).reshape(2, 3)
@@ -179,6 +180,7 @@ def test_degenerate_inputs_are_finite(name):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.slow  # 5 s on 2 cores: out of `make test-fast`
 def test_gradients_are_finite_at_degenerate_points(name):
     factory, _ = CASES[name]
     tx = factory()
@@ -199,6 +201,7 @@ def test_gradients_are_finite_at_degenerate_points(name):
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 @pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.slow  # 2 s on 2 cores: out of `make test-fast`
 def test_low_precision_in_low_precision_out(name, dtype):
     factory, np_fn = CASES[name]
     params, updates = tree(0), tree(1)

@@ -114,6 +114,7 @@ REFS = {
 
 @pytest.mark.parametrize("radius", list(RADII))
 @pytest.mark.parametrize("kind", list(REFS))
+@pytest.mark.slow  # 12 s on 2 cores: out of `make test-fast`
 def test_against_numpy_under_jit(kind, radius):
     w, g = _tree(0), _tree(1)
     w["a"][1] *= 10.0  # a slice far off its radius
@@ -193,6 +194,7 @@ def test_no_step_still_lands_on_the_radius(kind):
 
 
 @pytest.mark.parametrize("kind", list(REFS))
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_a_zero_layer_stays_zero(kind):
     w = {"a": np.zeros((3, 4, 5)), "b": _tree(6)["b"]}
     w["a"][1] = 1.0  # one nonzero slice among zero ones
@@ -215,6 +217,7 @@ def test_layca_still_warns_about_zero_layers_with_a_radius():
 
 
 @pytest.mark.parametrize("kind", list(REFS))
+@pytest.mark.slow  # 4 s on 2 cores: out of `make test-fast`
 def test_bfloat16_layers_land_on_the_radius(kind):
     rng = np.random.default_rng(8)
     w = {"k": jnp.asarray(rng.normal(size=(64, 32)) * 0.05, jnp.bfloat16)}
@@ -427,6 +430,7 @@ def test_bad_radius_names_the_function_and_argument(name, bad):
 
 
 @pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_callable_radii_survive_an_orbax_checkpoint(fused, tmp_path):
     ocp = pytest.importorskip("orbax.checkpoint")
     w = _f32(_tree(19))

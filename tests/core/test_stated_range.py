@@ -117,6 +117,7 @@ def test_negative_and_nan_rates_alike_on_both_paths(inject):
 
 
 @pytest.mark.parametrize("norm", [1e19, 1.1e19, 1.5e19, 1.79e19])
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_top_of_the_range(norm):
     w = jnp.full((2, 2), norm / 2)
     assert float(layca_optax.layer_rotation(w, w)) == 0
@@ -190,6 +191,7 @@ def test_layer_rotation_when_the_norm_changes(growth):
 
 @pytest.mark.parametrize("lr", [0.1, 1.0, 10.0])
 @pytest.mark.parametrize("degrees", [0.15, 1.0, 10.0, 90.0])
+@pytest.mark.slow  # 5 s on 2 cores: out of `make test-fast`
 def test_fused_norm_near_parallel_directions(lr, degrees):
     # The fused step's norm changes by at most lr^2 / (1 + lr^2) * 2 eps /
     # sin^2 of the direction's angle to the weights; its turn's tan by 2

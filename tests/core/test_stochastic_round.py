@@ -51,6 +51,7 @@ def test_special_values_stay(dtype):
 
 @pytest.mark.parametrize("dtype", LOW)
 @pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.slow  # 2 s on 2 cores: out of `make test-fast`
 def test_apply_updates_lands_on_the_rounded_point(dtype, jit):
     rng = np.random.default_rng(1)
     w = jnp.asarray(rng.normal(size=(64, 64)), dtype)
@@ -74,6 +75,7 @@ def test_apply_updates_lands_on_the_rounded_point(dtype, jit):
 
 
 @pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.slow  # 4 s on 2 cores: out of `make test-fast`
 def test_rounded_norm_is_the_target_in_expectation(dtype):
     # Stochastic rounding alone adds its variance V to ||x||^2 in
     # expectation; rounded_update scales x to cancel it: E||w + u||^2 =

@@ -116,6 +116,7 @@ VALID = {
 
 @ALL_MODES
 @pytest.mark.parametrize("base", list(VALID))
+@pytest.mark.slow  # 7 s on 2 cores: out of `make test-fast`
 def test_valid_bases_init_whatever_the_init(mode, base):
     tx = layca_optax.layca(LR, base=VALID[base](), other=optax.sgd(0.1))
     out = _init(tx, mode)

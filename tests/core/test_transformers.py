@@ -177,6 +177,7 @@ def _check_turns(old, new, axes_tree, order, lr, alpha):
 
 
 @pytest.mark.parametrize("rule", ["inferred", "stacked_axes"])
+@pytest.mark.slow  # 11 s on 2 cores: out of `make test-fast`
 def test_gpt_trains_each_slice_by_its_depth(gpt, rule):
     fn, params, tokens = gpt
     order = layca_optax.forward_order(fn, params, tokens, per_slice=True)
@@ -227,6 +228,7 @@ def test_per_slice_order_needs_a_stacked_axis(gpt):
         tx.update(params, tx.init(params), params)
 
 
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_fan_in_and_muon_from_the_contraction(gpt):
     fn, params, tokens = gpt
     fan_in = _flat(layca_optax.infer_fan_in_axes(fn, params, tokens))
@@ -281,6 +283,7 @@ def _moe(p, x):
 
 
 @pytest.mark.parametrize("rule", ["inferred", "stacked_axes"])
+@pytest.mark.slow  # 7 s on 2 cores: out of `make test-fast`
 def test_stacked_experts(rule):
     k = iter(jax.random.split(jax.random.key(1), 5))
     params = {

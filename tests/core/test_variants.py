@@ -90,6 +90,7 @@ def assert_close(actual, desired, rtol):
         ("float32", 0.9, None),
     ],
 )
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_lars_matches_reference(dtype, mu, cap):
     lr, rtol = 0.05, 1e-5 if dtype == "float32" else 1e-12
     with jax.enable_x64(dtype == "float64"):

@@ -35,6 +35,10 @@ from collections.abc import Iterator
 import pytest
 
 
+# Builds a site with Sphinx and runs Chromium and node: out of
+# `make test-fast`.
+pytestmark = pytest.mark.slow
+
 DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
 MATHJAX = DOCS / "node_modules" / "mathjax"
 FORMULA = r"\arctan(\rho\, m_l)"  # the front page's

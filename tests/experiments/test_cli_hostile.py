@@ -445,6 +445,7 @@ def test_unreadable_results(name, tmp_path, capsys):
     assert str(path) in line
 
 
+@pytest.mark.slow  # 6 s on 2 cores: out of `make test-fast`
 def test_results_too_large(tmp_path, capsys):
     path = tmp_path / "results.json"
     with open(path, "wb") as f:  # sparse: no disk used
@@ -494,6 +495,7 @@ def test_console_script_one_line(argv, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # 4 s on 2 cores: out of `make test-fast`
 def test_console_script_bad_results(tmp_path):
     (tmp_path / "results.json").write_text('{"experiments": 1, "x": [')
     done = subprocess.run(

@@ -42,6 +42,7 @@ def results():
     return demo_run.run_demo(epochs=EPOCHS, seed=0, names=NAMES)
 
 
+@pytest.mark.slow  # the demo end to end (module fixture)
 def test_run_demo_results(results):
     layers = results["layers"]
     assert layers == [f"Conv_{i}/kernel" for i in range(4)] + ["Dense_0/kernel"]
@@ -60,6 +61,7 @@ def test_run_demo_results(results):
     assert all(v > 0 for v in layca.values())
 
 
+@pytest.mark.slow  # the demo end to end (module fixture)
 def test_figure_has_one_panel_per_optimizer(results):
     fig = figures.figure(results)
     panels = [ax for ax in fig.axes if ax.get_lines()]  # not colour bars
@@ -79,6 +81,7 @@ def test_all_five_optimizers_are_defined():
         train.optimizers(100, names=["nadam"])
 
 
+@pytest.mark.slow  # the demo end to end (module fixture)
 def test_same_seed_same_results_other_seed_differs(results):
     again = demo_run.run_demo(epochs=EPOCHS, seed=0, names=NAMES)
     assert _without_timings(again) == _without_timings(results)
@@ -89,6 +92,7 @@ def test_same_seed_same_results_other_seed_differs(results):
     )
 
 
+@pytest.mark.slow  # the demo end to end (module fixture)
 def test_cli_demo_writes_results_and_figure(results, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["demo", "--quick", "--seed", "0", "--out", str(out)]

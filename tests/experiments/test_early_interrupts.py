@@ -216,6 +216,7 @@ REPRODUCE = ["reproduce", "--quick", "--jobs", "2", "--no-modular"]
     "signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
 )
 @pytest.mark.parametrize("moment", MOMENTS)
+@pytest.mark.slow  # 4 s on 2 cores: out of `make test-fast`
 def test_an_early_signal_stops_the_demo(tmp_path, moment, signum):
     with _started(DEMO, tmp_path / "out") as proc:
         _signal_at(proc, moment, signum)
@@ -263,6 +264,7 @@ _RACE = pytest.mark.xfail(
 @posix
 @needs_script
 @pytest.mark.parametrize("gap", [pytest.param(0.0, marks=_RACE), 0.02, 0.2])
+@pytest.mark.slow  # 6 s on 2 cores: out of `make test-fast`
 def test_a_second_ctrl_c_while_the_command_stops(tmp_path, gap):
     # The first one inside the command (its header printed): the second
     # comes while it unwinds, or after, while it exits.

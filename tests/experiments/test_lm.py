@@ -68,6 +68,7 @@ def numpy_forward(p, tokens, heads):
 
 
 @pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.slow  # 9 s on 2 cores: out of `make test-fast`
 def test_model_matches_numpy(depth):
     model = CharLM(vocab=7, length=9, width=16, heads=4, mlp=24, depth=depth)
     tokens = np.random.default_rng(0).integers(0, 7, (3, 9))
@@ -84,6 +85,7 @@ def test_model_matches_numpy(depth):
     assert params["blocks"]["mlp_in"]["kernel"].shape == (depth, 16, 24)
 
 
+@pytest.mark.slow  # 5 s on 2 cores: out of `make test-fast`
 def test_layers_and_stacked_axes():
     model = model_of(settings.QUICK, vocab=11)
     tokens = jnp.zeros((1, model.length), jnp.int32)
@@ -100,6 +102,7 @@ def test_layers_and_stacked_axes():
 
 
 @pytest.mark.parametrize("family", settings.FAMILIES)
+@pytest.mark.slow  # 40 s on 2 cores: out of `make test-fast`
 def test_each_optimizer_steps(family):
     s = settings.QUICK
     model = model_of(s, vocab=11)

@@ -60,6 +60,7 @@ def _braked(u, w, factor):
     return u - (1 - factor) * max(r, 0.0) * w, r
 
 
+@pytest.mark.slow  # 7 s on 2 cores: out of `make test-fast`
 def test_adamw_brake_is_adamw_then_the_brake_on_each_layer():
     model, params = _model_and_params()
     hp = {"learning_rate": 0.03, "weight_decay": 0.1, "factor": 0.25}
@@ -157,6 +158,7 @@ def _check_tangent(moment, params):
         ),
     ],
 )
+@pytest.mark.slow  # 9 s on 2 cores: out of `make test-fast`
 def test_layca_with_a_tangent_base_turns_each_layer_by_arctan_lr(
     family, control, kind, field
 ):
@@ -347,6 +349,7 @@ def _check_readable(fig):
             assert not covered.overlaps(ax.get_window_extent(renderer))
 
 
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_the_committed_runs_figures_are_readable():
     import json
     from pathlib import Path
@@ -361,6 +364,7 @@ def test_the_committed_runs_figures_are_readable():
         _check_readable(fig)
 
 
+@pytest.mark.slow  # 4 s on 2 cores: out of `make test-fast`
 def test_the_reproduce_figures_are_readable():
     # The same check on the reproduce study's figures, redrawn from its
     # committed results.json (Fig. 6's title was cut at both ends, the

@@ -84,6 +84,7 @@ def _reference(params, tokens, heads, depth):
 
 
 @pytest.mark.parametrize("depth", [1, 2])
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_transformer_shapes_and_logits(depth):
     model = Transformer(12, 11, width=16, heads=4, mlp=32, depth=depth)
     tokens = np.asarray(jax.random.randint(jax.random.key(1), (7, 3), 0, 12))
@@ -196,6 +197,7 @@ def quick(tmp_path_factory):
     return out, modular_run.run_modular(modular.QUICK, out, jobs=1)
 
 
+@pytest.mark.slow  # the quick study end to end (module fixture)
 def test_quick_run_is_complete_and_json_ready(quick):
     out, results = quick
     text = json.dumps(results, allow_nan=False)  # no NaN or infinity
@@ -224,6 +226,7 @@ def test_quick_run_is_complete_and_json_ready(quick):
             assert run["final_test"] == run["test"][-1]
 
 
+@pytest.mark.slow  # the quick study end to end (module fixture)
 def test_quick_summary_and_report(quick):
     out, results = quick
     block = results["results"]
@@ -241,6 +244,7 @@ def test_quick_summary_and_report(quick):
         assert f"({name})" in text
 
 
+@pytest.mark.slow  # the quick study end to end (module fixture)
 def test_selection_uses_validation_not_test(quick):
     _, results = quick
     entries = copy.deepcopy(results["entries"][:2])  # AdamW's two configs
@@ -257,6 +261,7 @@ def test_selection_uses_validation_not_test(quick):
 # ------------------------------------------------------------- command
 
 
+@pytest.mark.slow  # the quick study end to end (module fixture)
 def test_command_writes_its_files(tmp_path, capsys, quick):
     out = tmp_path / "out"  # compiled runs of `quick` are reused
     argv = ["modular", "--quick", "--jobs", "1", "--out", str(out)]

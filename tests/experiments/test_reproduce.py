@@ -54,6 +54,7 @@ def quick_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # the quick reproduction end to end (module fixture)
 def test_quick_run_writes_every_output(quick_run):
     results = json.loads((quick_run / "results.json").read_text())
     assert set(results["experiments"]) == {e.name for e in experiments(True)}
@@ -85,6 +86,7 @@ def test_quick_run_writes_every_output(quick_run):
     assert not list(quick_run.rglob("*.tmp*"))  # nothing half-written
 
 
+@pytest.mark.slow  # the quick reproduction end to end (module fixture)
 def test_quick_run_results_are_consistent(quick_run):
     results = json.loads((quick_run / "results.json").read_text())
     assert results["command"].startswith("layca-optax reproduce --quick")
@@ -132,6 +134,7 @@ def test_quick_run_results_are_consistent(quick_run):
     assert np.asarray(features["features"]).shape == (16, 8, 8)
 
 
+@pytest.mark.slow  # the quick reproduction end to end (module fixture)
 def test_report_redraws_from_results(quick_run):
     report = (quick_run / "report.md").read_text()
     (quick_run / "report.md").unlink()
@@ -141,6 +144,7 @@ def test_report_redraws_from_results(quick_run):
     assert (quick_run / FIGURES["fig1"]).exists()
 
 
+@pytest.mark.slow  # the quick reproduction end to end (module fixture)
 def test_report_of_a_diverged_run(quick_run, tmp_path):
     # A run whose weights or accuracy went non-finite is written as null
     # in results.json; the report and the figures show it as n/a.
@@ -194,6 +198,7 @@ def _mutated(results, where, value, delete=False):
     return results
 
 
+@pytest.mark.slow  # the quick reproduction end to end (module fixture)
 @pytest.mark.parametrize("name", list(NEW_FIELDS_BROKEN))
 def test_results_checker_rejects_broken_new_fields(quick_run, tmp_path, name):
     where, value, *delete = NEW_FIELDS_BROKEN[name]
@@ -207,6 +212,7 @@ def test_results_checker_rejects_broken_new_fields(quick_run, tmp_path, name):
     assert str(where[-1]) in message or "test2" in message
 
 
+@pytest.mark.slow  # the quick reproduction end to end (module fixture)
 def test_results_checker_accepts_runs_without_test2(quick_run, tmp_path):
     # As --task cifar10 writes them: no second test set anywhere.
     results = json.loads((quick_run / "results.json").read_text())
@@ -340,6 +346,7 @@ def test_local_files_select_the_papers_data(tmp_path, monkeypatch):
         ("cifar100", "ResNet32", 34, LAYCA_DEFAULT.label),
     ],
 )
+@pytest.mark.slow  # 93 s on 2 cores: out of `make test-fast`
 def test_cifar_runs_train_end_to_end(
     tmp_path, monkeypatch, task, model, kernels, config
 ):
@@ -378,6 +385,7 @@ def test_cifar_runs_train_end_to_end(
         assert reinit.shape[0] == kernels and np.isfinite(reinit).all()
 
 
+@pytest.mark.slow  # 8 s on 2 cores: out of `make test-fast`
 def test_sweep_runs_do_not_depend_on_each_other():
     from layca_optax.experiments import load_mnist1d, train_sweep
 

@@ -120,6 +120,7 @@ def test_mlp_params_on_digits_and_mnist_shapes():
         assert order == list(MLP().layer_names)
 
 
+@pytest.mark.slow  # 4 s on 2 cores: out of `make test-fast`
 def test_mlp_init_and_batch_norm_momentum():
     model = MLP(hidden=32)
     x = jax.random.normal(jax.random.key(1), (16, 8, 8, 1))
@@ -136,6 +137,7 @@ def test_mlp_init_and_batch_norm_momentum():
     np.testing.assert_allclose(mean, 0.01 * h.mean(0), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # 13 s on 2 cores: out of `make test-fast`
 def test_conv_initializers_on_small_configurations():
     vgg, res = C10CNN1(stages=(1, 1), filters=(8, 64)), ResNet32(depth=8)
     x = jnp.zeros((1, 32, 32, 3))

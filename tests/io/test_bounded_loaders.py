@@ -231,6 +231,7 @@ def write_history(path, fmt, rows, cols, short):
     [("csv", 40000, 16, False), ("csv", 100000, 16, True)]
     + [("json", 25000, 16, False), ("json", 40000, 16, True)],
 )
+@pytest.mark.slow  # 14 s on 2 cores: out of `make test-fast`
 def test_history_peak_memory_is_a_small_multiple(
     tmp_path, fmt, rows, cols, short
 ):

@@ -114,6 +114,7 @@ def test_scalar_metrics_of_nnx_metrics_and_states(trained):
     assert "p/b/kernel/7/1" in names and len(names) == 8 + 24 + 2 + 16
 
 
+@pytest.mark.slow  # 5 s on 2 cores: out of `make test-fast`
 def test_scalar_metrics_names_slices_as_rotation_metrics():
     """Stacked leaves: `tracked_metrics` keeps arrays, `rotation_metrics`
     gives scalars per slice; flattened, both have the same names."""

@@ -117,6 +117,7 @@ def scanned_run():
     return init, params, order, history
 
 
+@pytest.mark.slow  # 4 s on 2 cores: out of `make test-fast`
 def test_scanned_nnx_model_per_stacked_layer_against_numpy():
     init, params, order, _ = scanned_run()
     assert order == ["z_in/kernel", "h/mlp/kernel", "a_out/kernel"]
@@ -152,6 +153,7 @@ def moe_params(seed):
     }
 
 
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_moe_per_expert_metrics_rates_and_tracking_against_numpy():
     old = moe_params(0)
     new = jax.tree.map(

@@ -143,6 +143,7 @@ def test_map_params_survives():
 
 
 @pytest.mark.parametrize("reference", ["bfloat16", "sketch"])
+@pytest.mark.slow  # 4 s on 2 cores: out of `make test-fast`
 def test_bfloat16_params_give_finite_float32_metrics(reference):
     params = jax.tree.map(
         lambda x: jnp.asarray(x, jnp.bfloat16), random_tree(0)
@@ -251,6 +252,7 @@ def _rotated(w, d, rng):
     return (1.3 * (np.cos(theta) * w + np.sin(theta) * v)).astype(np.float32)
 
 
+@pytest.mark.slow  # 5 s on 2 cores: out of `make test-fast`
 def test_reference_modes_memory_and_documented_errors():
     """Conv and Dense kernels of realistic sizes, d from 1e-4 to 1."""
     rng = np.random.default_rng(0)

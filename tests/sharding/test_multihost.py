@@ -2,8 +2,8 @@
 
 ``tests/sharding/multihost/_worker.py`` runs twice over: as a job of two
 processes with 2 CPU devices each, joined by ``jax.distributed`` (Gloo
-collectives, coordinator on a free localhost port), and as one process with 4 CPU
-devices, the reference. Both build the same 4-device meshes, so the
+collectives, coordinator on a free localhost port), and as one process
+with 4 CPU devices, the reference. Both build the same 4-device meshes, so the
 results must agree to 1e-6 (relative to each leaf's largest value):
 
 - Layca + Adam steps (``track_rotation``, ``rotation_metrics``) with FSDP
@@ -39,6 +39,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+
+# A job of two processes (20 to 40 s on 2 cores): out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 WORKER = pathlib.Path(__file__).parent / "multihost" / "_worker.py"
 TIMEOUT = 240  # seconds for the whole job; it takes 20 to 40 on 2 cores

@@ -273,6 +273,7 @@ JIT_CASES = [
 
 
 @pytest.mark.parametrize(("kind", "sharding", "axis_name", "dtype"), JIT_CASES)
+@pytest.mark.slow  # 25 s on 2 cores: out of `make test-fast`
 def test_jit_with_named_sharding(kind, sharding, axis_name, dtype):
     axis = AXES[axis_name]
     tx = optimizer(kind, axis)
@@ -295,6 +296,7 @@ def test_jit_with_named_sharding(kind, sharding, axis_name, dtype):
     check_collectives(compiled.as_text(), params, axis)
 
 
+@pytest.mark.slow  # 3 s on 2 cores: out of `make test-fast`
 def test_explicit_mesh_keeps_shardings():
     """With explicit axis types (``jax.make_mesh``'s default), plain
     ``jax.jit(tx.init)`` places the state as :func:`state_shardings` says,
@@ -424,6 +426,7 @@ def test_psum_layer_sums_outside_shard_map_is_a_no_op():
     assert_close(got, want, 0)
 
 
+@pytest.mark.slow  # 4 s on 2 cores: out of `make test-fast`
 def test_sharded_example_matches_one_device():
     """The example (data parallel + FSDP over all 8 devices) follows the
     single-device loss curve step by step (a smaller CNN, a few steps, and

@@ -97,6 +97,7 @@ def test_resnet_linen(resnet):
     assert layca_optax.forward_order(apply, abstract, x, False) == order
 
 
+@pytest.mark.slow  # 4 s on 2 cores: out of `make test-fast`
 def test_layca_alpha_follows_forward_order(resnet):
     model, params, stats = resnet
     order = layca_optax.forward_order(
