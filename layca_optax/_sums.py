@@ -227,16 +227,19 @@ def per_leaf(fn: Callable, static: Any, *args: Any) -> Any:
 
 class Stages(NamedTuple):
     """A leaf function ``f(axes, u, w, *r, *shared)`` in stages, for
-    :func:`map_leaves`; ``f`` must equal ``apply(axes,
-    coefficients(sums(axes, u, w), *args(*r, *shared)), u, w, *r,
-    *shared)`` (module-level functions: :func:`per_leaf` caches them).
-    The sums read ``u`` and ``w`` only: the staged layers' are one
-    partitioned call (:func:`layca_optax._variadic.stacked_sums`)."""
+    :func:`map_leaves`; with ``n = arity``, ``x = (u, w, *r)``, ``f`` must
+    equal ``apply(axes, coefficients(sums(axes, *x[:n]), *args(*x[n:],
+    *shared)), *x, *shared)`` (module-level functions: :func:`per_leaf`
+    caches them). The sums read the first ``n`` arrays only (``u``, ``w``
+    and, for a base with a state, e.g. its momentum): the staged layers'
+    are one partitioned call (:func:`layca_optax._variadic.stacked_sums`),
+    split as each layer's ``w``."""
 
-    sums: Callable[..., dict[str, jax.Array]]  # (axes, u, w): a layer's
+    sums: Callable[..., dict[str, jax.Array]]  # (axes, *x[:arity]): a layer's
     args: Callable[..., tuple]  # per-layer scalars (None: 0)
     coefficients: Callable[..., tuple]  # from sums (vectors) and args
     apply: Callable[..., Any]  # (axes, coefficients, u, w, *r, *shared)
+    arity: int = 2  # how many of (u, w, *r) the sums read
 
 
 _STAGES: dict[Callable, Stages] = {}
@@ -316,7 +319,9 @@ def map_leaves(
         i
         for i, (a, x) in enumerate(zip(axes, args, strict=True))
         if not keep_dims(a, jnp.ndim(x[0]))
-        and all(np.ndim(v) == 0 for v in stages.args(*x[2:], *shared))
+        and all(
+            np.ndim(v) == 0 for v in stages.args(*x[stages.arity :], *shared)
+        )
     ]
     if not ids:
         return per()
@@ -339,7 +344,7 @@ def _staged_map(
     """:func:`map_leaves` with the leaves ``ids`` staged: each layer's
     sums, every layer's coefficients at once (per dtype), then each
     layer's ``apply``."""
-    staged = set(ids)
+    staged, n = set(ids), stages.arity
     out = [
         None if i in staged else per_leaf(leaf_fn, a, *x, *shared)
         for i, (a, x) in enumerate(zip(axes, args, strict=True))
@@ -347,18 +352,18 @@ def _staged_map(
     sums = ft.partial(per_leaf, stages.sums)
     groups: dict[Any, list[int]] = {}  # per dtype of the sums
     for i in ids:
-        dtype = reduction_dtype(jnp.result_type(*args[i][:2]))
+        dtype = reduction_dtype(jnp.result_type(*args[i][:n]))
         groups.setdefault(dtype, []).append(i)
     for dtype, order in groups.items():
         first = order[0]
-        shapes = jax.eval_shape(ft.partial(sums, axes[first]), *args[first][:2])
+        shapes = jax.eval_shape(ft.partial(sums, axes[first]), *args[first][:n])
         names = tuple(shapes)
         matrix = stacked_sums(
-            sums, [axes[i] for i in order], [args[i][:2] for i in order], names
+            sums, [axes[i] for i in order], [args[i][:n] for i in order], names
         )
         matrix = jax.lax.optimization_barrier(matrix)
         vectors = {n: matrix[k] for k, n in enumerate(names)}
-        rows = [stages.args(*args[i][2:], *shared) for i in order]
+        rows = [stages.args(*args[i][n:], *shared) for i in order]
         columns = [_column(c, dtype) for c in zip(*rows, strict=True)]
         coefficients = stages.coefficients(vectors, *columns)
         for k, i in enumerate(order):

@@ -23,20 +23,37 @@ class TangentAdamState(NamedTuple):
     nu: Any
 
 
-def _leaf(axes, g, w, m, v, b1, b2, eps, c1, c2) -> tuple:
-    """``(new mu, new nu, update)`` of one leaf, from one pass of sums
-    (``<g, w>``, ``<m, w>``, ``<w, w>``) and one elementwise pass, in at
-    least float32; ``c1``, ``c2`` the bias corrections ``1 - b^t``."""
+def _leaf_sums(axes, g, w, m) -> dict:
+    dtype = sm.reduction_dtype(jnp.result_type(g, m))
+    gf, wf, mf = (x.astype(dtype) for x in (g, w, m))
+    return sm.layer_sums(axes, gw=(gf, wf), mw=(mf, wf), ww=(wf, wf))
+
+
+def _coefficients(sums: dict) -> tuple:
+    """``<g, w> / ||w||^2`` and ``<m, w> / ||w||^2``: the radial parts."""
+    return sm.ratio(sums["gw"], sums["ww"]), sm.ratio(sums["mw"], sums["ww"])
+
+
+def _apply(axes, coefficients, g, w, m, v, b1, b2, eps, c1, c2) -> tuple:
+    del axes
     dtype = sm.reduction_dtype(jnp.result_type(g, m, v))
     gf, wf, mf, vf = (x.astype(dtype) for x in (g, w, m, v))
-    sums = sm.layer_sums(axes, gw=(gf, wf), mw=(mf, wf), ww=(wf, wf))
-    k_g = sm.ratio(sums["gw"], sums["ww"])
-    k_m = sm.ratio(sums["mw"], sums["ww"])
+    k_g, k_m = coefficients
     projected = gf - k_g * wf  # P(g)
     mu = b1 * (mf - k_m * wf) + (1 - b1) * projected  # P(b1 m + (1-b1) g)
     nu = b2 * vf + (1 - b2) * projected * projected
     update = (mu / c1) / (jnp.sqrt(nu / c2) + eps)
     return mu.astype(m.dtype), nu.astype(v.dtype), update.astype(g.dtype)
+
+
+@sm.staged(sm.Stages(_leaf_sums, sm.no_args, _coefficients, _apply, arity=3))
+def _leaf(axes, g, w, m, v, b1, b2, eps, c1, c2) -> tuple:
+    """``(new mu, new nu, update)`` of one leaf, from one pass of sums
+    (``<g, w>``, ``<m, w>``, ``<w, w>``, in at least float32) and one
+    elementwise pass; ``c1``, ``c2`` the bias corrections ``1 - b^t``
+    (staged on GPUs: :func:`_sums.map_leaves`)."""
+    coefficients = _coefficients(_leaf_sums(axes, g, w, m))
+    return _apply(axes, coefficients, g, w, m, v, b1, b2, eps, c1, c2)
 
 
 @checks.public
@@ -96,9 +113,9 @@ def scale_by_tangent_adam(
     program of a whole step (this, ``optax.scale(-lr)`` and
     ``optax.apply_updates``; ``benchmarks/gpu_cost.py --only
     tangent_adam``) a ``(50257, 768)`` layer moves 10 arrays per step
-    against ``optax.adam``'s 7 (3 kernels per layer on 48 ``(1024,
-    1024)`` layers, not staged across layers: its sums read three
-    arrays). XLA:CPU's cost analysis counts 16 against 9 times the
+    against ``optax.adam``'s 7 (staged on GPUs as Layca's, see
+    docs/performance.md: 2.21 kernels per layer on 48 ``(1024, 1024)``
+    layers). XLA:CPU's cost analysis counts 16 against 9 times the
     params' bytes (it reduces each sum alone and writes the two moments
     in separate fusions; ``tests/core/test_tangent_adam.py``).
 

@@ -179,35 +179,39 @@ def partitioned_reduction(axes: tuple[int, ...]) -> Callable[..., tuple]:
 
 
 def stacked_sums(
-    sums: Callable[[tuple[int, ...], jax.Array, jax.Array], dict],
+    sums: Callable[..., dict],
     axes: list[tuple[int, ...]],
-    pairs: list[tuple[jax.Array, jax.Array]],
+    operands: list[tuple[jax.Array, ...]],
     names: tuple[str, ...],
 ) -> jax.Array:
-    """Every layer's ``sums(axes, u, w)`` (scalars, one dtype), stacked
-    into a ``(len(names), layers)`` matrix, rows in ``names``' order.
+    """Every layer's ``sums(axes, u, w, ...)`` (scalars, one dtype) of its
+    ``operands`` (the same number per layer, its weights ``w`` second),
+    stacked into a ``(len(names), layers)`` matrix, rows in ``names``'
+    order.
 
     One partitioned call: each device computes every layer's sums of its
-    shards, and the matrix is psummed once per set of mesh axes that
-    split the layers (a layer's column only over its own; with one set,
-    as under FSDP or tensor parallelism, one all-reduce of the matrix).
+    shards (each operand split as the layer's ``w``), and the matrix is
+    psummed once per set of mesh axes that split the layers (a layer's
+    column only over its own; with one set, as under FSDP or tensor
+    parallelism, one all-reduce of the matrix).
     """
-    flat = [x for pair in pairs for x in pair]
+    n = len(operands[0])
+    flat = [x for layer in operands for x in layer]
 
     def body(*arrays: jax.Array) -> jax.Array:
         with plain():
             rows = [
-                sums(a, arrays[2 * k], arrays[2 * k + 1])
+                sums(a, *arrays[n * k : n * (k + 1)])
                 for k, a in enumerate(axes)
             ]
-        return jnp.stack([jnp.stack([r[n] for r in rows]) for n in names])
+        return jnp.stack([jnp.stack([r[m] for r in rows]) for m in names])
 
     def partition(mesh, arg_shapes, result_shape):
         del result_shape
         shardings, overs = [], []
         for k, a in enumerate(axes):
-            same, over = _layer_split(mesh, arg_shapes[2 * k + 1], a)
-            shardings += [same, same]
+            same, over = _layer_split(mesh, arg_shapes[n * k + 1], a)
+            shardings += [same] * n
             overs.append(over)
 
         def lower(*arrays: jax.Array) -> jax.Array:

@@ -113,6 +113,11 @@ def test_staged_step_equals_per_leaf(make):
         layca_optax.reproject_to_sphere,
         lambda: layca_optax.radial_brake(0.25),
         lambda: layca_optax.hyperball(0.1, optax.scale_by_adam()),
+        # Bases whose sums read a third array (the first moment).
+        lambda: layca_optax.tangent_trace(0.9),
+        lambda: layca_optax.tangent_trace(0.9, nesterov=True),
+        lambda: layca_optax.scale_by_tangent_adam(),
+        lambda: layca_optax.layca(0.1, layca_optax.tangent_trace(0.9)),
     ],
 )
 def test_staged_primitives_equal_per_leaf(make):
@@ -121,8 +126,11 @@ def test_staged_primitives_equal_per_leaf(make):
     # give the per-leaf results.
     params, grads = _tree(0), _tree(1)
     grads["a"] = grads["a"] + 0.5 * params["a"]  # outward: the brake acts
-    tx = make()
-    state = tx.init(params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # layca: the frozen bias
+        tx = make()
+        state = tx.init(params)
+    _, state = tx.update(_tree(2), state, params)  # a nonzero momentum
     (u0, s0), (u1, s1) = _both(tx.update, grads, state, params)
     _close(u0, u1)
     _close(s0, s1)
@@ -284,16 +292,16 @@ def _all_reduced(hlo: str) -> list[tuple[str, int]]:
 
 
 @pytest.mark.parametrize(
-    "fn", ["layca_momentum", "rotation_metrics", "track_rotation"]
+    "fn", ["layca_momentum", "rotation_metrics", "track_rotation", "tangent"]
 )
 @pytest.mark.slow  # 5 s on 2 cores: out of `make test-fast`
 def test_sharded_staged_sums_are_all_reduced_once(fn):
     """Under jit with NamedShardings the staged (GPU) step equals the
     per-leaf one, and only the layers' sums cross devices: one
-    all-reduce per set of mesh axes that split layers, 3 (Layca) or 5
-    (metrics, tracking) values per split layer, no gather (the
-    partitioner gathered every device's partial sums of a variadic
-    reduction)."""
+    all-reduce per set of mesh axes that split layers, 3 (Layca,
+    tangent_trace) or 5 (metrics, tracking) values per split layer, no
+    gather (the partitioner gathered every device's partial sums of a
+    variadic reduction)."""
     assert len(jax.devices("cpu")) >= 8, "tests/conftest.py sets 8 devices"
     devices = np.array(jax.devices("cpu")[:8]).reshape(4, 2)
     mesh = jax.sharding.Mesh(devices, ("data", "model"))
@@ -304,6 +312,8 @@ def test_sharded_staged_sums_are_all_reduced_once(fn):
         tx, per_layer = layca_optax.layca(0.1, optax.trace(0.9)), 3
         if fn == "track_rotation":
             tx, per_layer = layca_optax.track_rotation(), 5
+        if fn == "tangent":  # three operands per layer: g, w, the momentum
+            tx, per_layer = layca_optax.tangent_trace(0.9), 3
         state = tx.init(params)
         step, args = tx.update, (other, state, params)
     outs, texts = [], []
