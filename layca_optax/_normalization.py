@@ -24,10 +24,6 @@ def _leaf_sums(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> dict:
     return sm.layer_sums(axes, uu=(uf, uf), ww=(wf, wf))
 
 
-def _eps(eps) -> tuple:
-    return (eps,)
-
-
 def _from_sums(sums: dict, eps) -> tuple:
     return _coefficients(**sums, eps=eps)
 
@@ -38,7 +34,7 @@ def _apply(axes: tuple[int, ...], coefficients: tuple, u, w, eps) -> jax.Array:
     return (u.astype(sm.reduction_dtype(u.dtype)) * scale).astype(u.dtype)
 
 
-@sm.staged(sm.Stages(_leaf_sums, _eps, _from_sums, _apply))
+@sm.staged(sm.Stages(_leaf_sums, sm.scalar_args, _from_sums, _apply))
 def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array, eps) -> jax.Array:
     """One layer's rescaling (staged on GPUs: :func:`_sums.map_leaves`)."""
     return _apply(axes, _from_sums(_leaf_sums(axes, u, w), eps), u, w, eps)

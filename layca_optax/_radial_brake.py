@@ -16,10 +16,6 @@ def _leaf_sums(axes, u, w) -> dict:
     return sm.layer_sums(axes, uw=(uf, wf), ww=(wf, wf))
 
 
-def _factor(factor) -> tuple:
-    return (factor,)
-
-
 def _coefficients(sums: dict, factor) -> tuple:
     """``(1 - factor) max(<u, w>, 0) / ||w||^2``: what is taken off ``u``
     along ``w``."""
@@ -33,7 +29,7 @@ def _apply(axes, coefficients: tuple, u, w, factor) -> jax.Array:
     return (u.astype(dtype) - brake * w.astype(dtype)).astype(u.dtype)
 
 
-@sm.staged(sm.Stages(_leaf_sums, _factor, _coefficients, _apply))
+@sm.staged(sm.Stages(_leaf_sums, sm.scalar_args, _coefficients, _apply))
 def _leaf(axes, u, w, factor):
     """``u - (1 - factor) max(<u, w>, 0) / ||w||^2 w`` for one leaf (staged
     on GPUs: :func:`_sums.map_leaves`)."""

@@ -250,6 +250,12 @@ def no_args(*_: Any) -> tuple:
     return ()
 
 
+def scalar_args(*values: Any) -> tuple:
+    """:attr:`Stages.args` of a leaf function whose only arguments after
+    its arrays are the scalars its coefficients take (e.g. ``eps``)."""
+    return values
+
+
 def combine(
     axes: tuple[int, ...], coefficients: tuple, u: jax.Array, w: jax.Array
 ) -> jax.Array:
@@ -344,7 +350,7 @@ def _staged_map(
     """:func:`map_leaves` with the leaves ``ids`` staged: each layer's
     sums, every layer's coefficients at once (per dtype), then each
     layer's ``apply``."""
-    staged, n = set(ids), stages.arity
+    staged, arity = set(ids), stages.arity
     out = [
         None if i in staged else per_leaf(leaf_fn, a, *x, *shared)
         for i, (a, x) in enumerate(zip(axes, args, strict=True))
@@ -352,18 +358,17 @@ def _staged_map(
     sums = ft.partial(per_leaf, stages.sums)
     groups: dict[Any, list[int]] = {}  # per dtype of the sums
     for i in ids:
-        dtype = reduction_dtype(jnp.result_type(*args[i][:n]))
+        dtype = reduction_dtype(jnp.result_type(*args[i][:arity]))
         groups.setdefault(dtype, []).append(i)
     for dtype, order in groups.items():
         first = order[0]
-        shapes = jax.eval_shape(ft.partial(sums, axes[first]), *args[first][:n])
+        operands = [args[i][:arity] for i in order]
+        shapes = jax.eval_shape(ft.partial(sums, axes[first]), *operands[0])
         names = tuple(shapes)
-        matrix = stacked_sums(
-            sums, [axes[i] for i in order], [args[i][:n] for i in order], names
-        )
+        matrix = stacked_sums(sums, [axes[i] for i in order], operands, names)
         matrix = jax.lax.optimization_barrier(matrix)
         vectors = {n: matrix[k] for k, n in enumerate(names)}
-        rows = [stages.args(*args[i][n:], *shared) for i in order]
+        rows = [stages.args(*args[i][arity:], *shared) for i in order]
         columns = [_column(c, dtype) for c in zip(*rows, strict=True)]
         coefficients = stages.coefficients(vectors, *columns)
         for k, i in enumerate(order):

@@ -31,10 +31,6 @@ def _coefficients(sums: dict, decay) -> tuple:
     return sm.ratio(sums["gw"], sums["ww"]), sm.ratio(sums["tw"], sums["ww"])
 
 
-def _decay(decay) -> tuple:
-    return (decay,)
-
-
 def _projected(coefficients: tuple, g, w, t, decay) -> tuple:
     """``P(g)`` and ``P(g + decay t)`` of one leaf, ``P`` the projection
     onto the tangent space at ``w``, from one pass of sums (``P`` is
@@ -58,7 +54,9 @@ def _nesterov_apply(axes, coefficients: tuple, g, w, t, decay) -> tuple:
     return new.astype(t.dtype), (projected + decay * new).astype(g.dtype)
 
 
-@sm.staged(sm.Stages(_leaf_sums, _decay, _coefficients, _apply, arity=3))
+@sm.staged(
+    sm.Stages(_leaf_sums, sm.scalar_args, _coefficients, _apply, arity=3)
+)
 def _leaf(axes, g, w, t, decay) -> tuple:
     """``(new trace, update)`` of one leaf: ``P(g + decay t)`` twice
     (staged on GPUs: :func:`_sums.map_leaves`)."""
@@ -67,7 +65,9 @@ def _leaf(axes, g, w, t, decay) -> tuple:
 
 
 @sm.staged(
-    sm.Stages(_leaf_sums, _decay, _coefficients, _nesterov_apply, arity=3)
+    sm.Stages(
+        _leaf_sums, sm.scalar_args, _coefficients, _nesterov_apply, arity=3
+    )
 )
 def _nesterov_leaf(axes, g, w, t, decay) -> tuple:
     """``(new trace, update)`` of one leaf with Nesterov's look-ahead:
