@@ -17,7 +17,7 @@ benchmarks/_staged_layca.py``):
   for every layer's coefficients, then each layer's elementwise pass.
 
 The coefficients are ``layca_optax._layca.layca_coefficients``'s. The
-package now does ``stacked`` on GPUs (``layca_optax._sums.map_leaves``,
+package now does ``stacked`` on GPUs (``layca_optax._staging.map_leaves``,
 with an optimization barrier); ``segments``-like partial sums were not
 kept: under FSDP or tensor parallelism a layer's partial sums along a
 sharded reduced axis were all-gathered.

@@ -22,7 +22,11 @@ from types import ModuleType
 
 import optax
 
-from layca_optax import _axes as ax, _static_args as static_args, _sums as sm
+from layca_optax import (
+    _axes as ax,
+    _staging as stg,
+    _static_args as static_args,
+)
 from layca_optax._axes import Axis
 from layca_optax._direction import checked_base
 from layca_optax._partition import (
@@ -58,7 +62,7 @@ def stateless_step(
     of the module's ``_leaf``, with ``shared`` (e.g. ``eps``) for every
     layer."""
     leaf_fn = module._leaf
-    return sm.stateless_map_layers(leaf_fn, axis, shared=tuple(shared))
+    return stg.stateless_map_layers(leaf_fn, axis, shared=tuple(shared))
 
 
 def full_optimizer(

@@ -16,6 +16,7 @@ from layca_optax import (
     _projection as projection,
     _reprojection as reprojection,
     _rounding as rnd,
+    _staging as stg,
     _sums as sm,
 )
 from layca_optax._axes import Axis
@@ -60,7 +61,7 @@ def _in_param_dtype(axis: Axis = None) -> optax.GradientTransformation:
         if params is None:
             raise checks.no_params_error()
         keys = rnd.leaf_keys(state.count, updates, params)
-        new = sm.map_layers(_rounded_leaf, axis, updates, params, keys)
+        new = stg.map_layers(_rounded_leaf, axis, updates, params, keys)
         count = optax.safe_increment(state.count)
         return new, ScaleByLaycaState(count)
 

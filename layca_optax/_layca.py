@@ -13,6 +13,7 @@ from layca_optax import (
     _checks as checks,
     _radius as rd,
     _rounding as rnd,
+    _staging as stg,
     _sums as sm,
 )
 from layca_optax._axes import Axis
@@ -80,10 +81,10 @@ def _leaf_apply(
     return rnd.rounded_update(axes, wf + u, w, key)
 
 
-_STAGES = sm.Stages(_leaf_sums, _leaf_terms, _leaf_coefficients, _leaf_apply)
+_STAGES = stg.Stages(_leaf_sums, _leaf_terms, _leaf_coefficients, _leaf_apply)
 
 
-@sm.staged(_STAGES)
+@stg.staged(_STAGES)
 def _leaf(
     axes: tuple[int, ...],
     d: jax.Array,
@@ -98,7 +99,7 @@ def _leaf(
     With a ``key`` (bfloat16 and float16 weights), ``w_{t+1}`` is rounded
     stochastically (:func:`~layca_optax._rounding.rounded_update`). On
     GPUs every layer's coefficients are computed at once
-    (:func:`_sums.map_leaves`)."""
+    (:func:`_staging.map_leaves`)."""
     sums = _leaf_sums(axes, d, w)
     radius = rd.leaf_radius(axes, w, radius)
     coefficients = _leaf_coefficients(sums, *_leaf_terms(terms, key, radius))
@@ -260,7 +261,7 @@ def scale_by_layca(
 
         lrs = rates.rates(state.count, updates)
         treedef: Any = jax.tree.structure(updates)
-        new = sm.map_layers(
+        new = stg.map_layers(
             _leaf,
             axis,
             updates,

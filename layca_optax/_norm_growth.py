@@ -8,7 +8,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax import (
+    _axes as ax,
+    _checks as checks,
+    _staging as stg,
+    _sums as sm,
+)
 from layca_optax._axes import Axis
 
 
@@ -88,13 +93,13 @@ def cap_norm_growth(
 
     def init_fn(params):
         return CapNormGrowthState(
-            sm.map_layers(_norm_leaf, axis, params, params)
+            stg.map_layers(_norm_leaf, axis, params, params)
         )
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise checks.no_params_error()
-        new = sm.map_layers(
+        new = stg.map_layers(
             _cap_leaf,
             axis,
             updates,

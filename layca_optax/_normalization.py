@@ -6,7 +6,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax import (
+    _axes as ax,
+    _checks as checks,
+    _staging as stg,
+    _sums as sm,
+)
 from layca_optax._axes import Axis
 
 
@@ -34,9 +39,9 @@ def _apply(axes: tuple[int, ...], coefficients: tuple, u, w, eps) -> jax.Array:
     return (u.astype(sm.reduction_dtype(u.dtype)) * scale).astype(u.dtype)
 
 
-@sm.staged(sm.Stages(_leaf_sums, sm.scalar_args, _from_sums, _apply))
+@stg.staged(stg.Stages(_leaf_sums, stg.scalar_args, _from_sums, _apply))
 def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array, eps) -> jax.Array:
-    """One layer's rescaling (staged on GPUs: :func:`_sums.map_leaves`)."""
+    """One layer's rescaling (staged on GPUs: :func:`_staging.map_leaves`)."""
     return _apply(axes, _from_sums(_leaf_sums(axes, u, w), eps), u, w, eps)
 
 
@@ -91,4 +96,4 @@ def normalize_to_param_norm(
     """
     ax.check_axis(axis)
     checks.check_scalar(eps, "eps", low=0.0)
-    return sm.stateless_map_layers(_leaf, axis, shared=(eps,))
+    return stg.stateless_map_layers(_leaf, axis, shared=(eps,))

@@ -8,7 +8,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax import (
+    _axes as ax,
+    _checks as checks,
+    _staging as stg,
+    _sums as sm,
+)
 from layca_optax._axes import Axis
 
 
@@ -47,10 +52,10 @@ def _from_sums(sums: dict) -> tuple:
     return _coefficients(**sums)
 
 
-@sm.staged(sm.Stages(_leaf_sums, sm.no_args, _from_sums, sm.combine))
+@stg.staged(stg.Stages(_leaf_sums, stg.no_args, _from_sums, stg.combine))
 def _leaf(axes: tuple[int, ...], u: jax.Array, w: jax.Array) -> jax.Array:
-    """One layer's projection (staged on GPUs: :func:`_sums.map_leaves`)."""
-    return sm.combine(axes, _from_sums(_leaf_sums(axes, u, w)), u, w)
+    """One layer's projection (staged on GPUs: :func:`_staging.map_leaves`)."""
+    return stg.combine(axes, _from_sums(_leaf_sums(axes, u, w)), u, w)
 
 
 @checks.public
@@ -108,4 +113,4 @@ def project_to_tangent(*, axis: Axis = None) -> optax.GradientTransformation:
       <https://arxiv.org/abs/1806.01603>`_, 2019.
     """
     ax.check_axis(axis)
-    return sm.stateless_map_layers(_leaf, axis)
+    return stg.stateless_map_layers(_leaf, axis)

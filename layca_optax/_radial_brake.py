@@ -6,7 +6,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax import (
+    _axes as ax,
+    _checks as checks,
+    _staging as stg,
+    _sums as sm,
+)
 from layca_optax._axes import Axis
 
 
@@ -29,10 +34,10 @@ def _apply(axes, coefficients: tuple, u, w, factor) -> jax.Array:
     return (u.astype(dtype) - brake * w.astype(dtype)).astype(u.dtype)
 
 
-@sm.staged(sm.Stages(_leaf_sums, sm.scalar_args, _coefficients, _apply))
+@stg.staged(stg.Stages(_leaf_sums, stg.scalar_args, _coefficients, _apply))
 def _leaf(axes, u, w, factor):
     """``u - (1 - factor) max(<u, w>, 0) / ||w||^2 w`` for one leaf (staged
-    on GPUs: :func:`_sums.map_leaves`)."""
+    on GPUs: :func:`_staging.map_leaves`)."""
     coefficients = _coefficients(_leaf_sums(axes, u, w), factor)
     return _apply(axes, coefficients, u, w, factor)
 
@@ -94,4 +99,4 @@ def radial_brake(
     """
     ax.check_axis(axis)
     checks.check_scalar(factor, "factor", low=0.0, high=1.0)
-    return sm.stateless_map_layers(_leaf, axis, shared=(factor,))
+    return stg.stateless_map_layers(_leaf, axis, shared=(factor,))

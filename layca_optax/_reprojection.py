@@ -12,6 +12,7 @@ from layca_optax import (
     _axes as ax,
     _checks as checks,
     _radius as rd,
+    _staging as stg,
     _sums as sm,
 )
 from layca_optax._axes import Axis
@@ -69,19 +70,19 @@ def _leaf(
     if radius is not None:
         r = rd.leaf_radius(axes, w, radius)
         c_w, c_u = rd.onto_radius(sums["ww"], r, c_w, c_u)
-    return sm.combine(axes, (c_u, c_w), u, w)
+    return stg.combine(axes, (c_u, c_w), u, w)
 
 
 def _from_sums(sums: dict) -> tuple:
     c_w, c_u = _coefficients(**sums)
-    return c_u, c_w  # in sm.combine's order
+    return c_u, c_w  # in stg.combine's order
 
 
-@sm.staged(sm.Stages(_leaf_sums, sm.no_args, _from_sums, sm.combine))
+@stg.staged(stg.Stages(_leaf_sums, stg.no_args, _from_sums, stg.combine))
 def _leaf_onto_norm(axes: tuple[int, ...], u: jax.Array, w: jax.Array):
     """:func:`_leaf` without a radius (staged on GPUs:
-    :func:`_sums.map_leaves`)."""
-    return sm.combine(axes, _from_sums(_leaf_sums(axes, u, w)), u, w)
+    :func:`_staging.map_leaves`)."""
+    return stg.combine(axes, _from_sums(_leaf_sums(axes, u, w)), u, w)
 
 
 def sphere_step(axis: Axis, radius: Radius) -> optax.GradientTransformation:
@@ -89,7 +90,7 @@ def sphere_step(axis: Axis, radius: Radius) -> optax.GradientTransformation:
     which the calling factory has made (the last step of
     :func:`~layca_optax.hyperball` and of ``layca(fused=False)``)."""
     if radius is None:
-        return sm.stateless_map_layers(_leaf_onto_norm, axis)
+        return stg.stateless_map_layers(_leaf_onto_norm, axis)
 
     def init_fn(params):
         stored = rd.init_radius(radius, params, axis)
@@ -103,7 +104,7 @@ def sphere_step(axis: Axis, radius: Radius) -> optax.GradientTransformation:
         stored = getattr(state, "radius", None)
         radii = rd.layer_radii(radius, stored, updates)
         extra = () if radii is None else (radii,)
-        return sm.map_layers(_leaf, axis, updates, params, *extra), state
+        return stg.map_layers(_leaf, axis, updates, params, *extra), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 

@@ -8,7 +8,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax import (
+    _axes as ax,
+    _checks as checks,
+    _staging as stg,
+    _sums as sm,
+)
 from layca_optax._axes import Axis
 
 
@@ -46,12 +51,12 @@ def _apply(axes, coefficients, g, w, m, v, b1, b2, eps, c1, c2) -> tuple:
     return mu.astype(m.dtype), nu.astype(v.dtype), update.astype(g.dtype)
 
 
-@sm.staged(sm.Stages(_leaf_sums, sm.no_args, _coefficients, _apply, arity=3))
+@stg.staged(stg.Stages(_leaf_sums, stg.no_args, _coefficients, _apply, arity=3))
 def _leaf(axes, g, w, m, v, b1, b2, eps, c1, c2) -> tuple:
     """``(new mu, new nu, update)`` of one leaf, from one pass of sums
     (``<g, w>``, ``<m, w>``, ``<w, w>``, in at least float32) and one
     elementwise pass; ``c1``, ``c2`` the bias corrections ``1 - b^t``
-    (staged on GPUs: :func:`_sums.map_leaves`)."""
+    (staged on GPUs: :func:`_staging.map_leaves`)."""
     coefficients = _coefficients(_leaf_sums(axes, g, w, m))
     return _apply(axes, coefficients, g, w, m, v, b1, b2, eps, c1, c2)
 
@@ -165,7 +170,7 @@ def scale_by_tangent_adam(
         c1 = 1 - jnp.asarray(b1, jnp.float32) ** count
         c2 = 1 - jnp.asarray(b2, jnp.float32) ** count
         leaf_fn: Any = _leaf  # returns three arrays
-        out = sm.map_layers(
+        out = stg.map_layers(
             leaf_fn,
             axis,
             updates,

@@ -8,7 +8,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax import (
+    _axes as ax,
+    _checks as checks,
+    _staging as stg,
+    _sums as sm,
+)
 from layca_optax._axes import Axis
 
 
@@ -54,19 +59,19 @@ def _nesterov_apply(axes, coefficients: tuple, g, w, t, decay) -> tuple:
     return new.astype(t.dtype), (projected + decay * new).astype(g.dtype)
 
 
-@sm.staged(
-    sm.Stages(_leaf_sums, sm.scalar_args, _coefficients, _apply, arity=3)
+@stg.staged(
+    stg.Stages(_leaf_sums, stg.scalar_args, _coefficients, _apply, arity=3)
 )
 def _leaf(axes, g, w, t, decay) -> tuple:
     """``(new trace, update)`` of one leaf: ``P(g + decay t)`` twice
-    (staged on GPUs: :func:`_sums.map_leaves`)."""
+    (staged on GPUs: :func:`_staging.map_leaves`)."""
     coefficients = _coefficients(_leaf_sums(axes, g, w, t), decay)
     return _apply(axes, coefficients, g, w, t, decay)
 
 
-@sm.staged(
-    sm.Stages(
-        _leaf_sums, sm.scalar_args, _coefficients, _nesterov_apply, arity=3
+@stg.staged(
+    stg.Stages(
+        _leaf_sums, stg.scalar_args, _coefficients, _nesterov_apply, arity=3
     )
 )
 def _nesterov_leaf(axes, g, w, t, decay) -> tuple:
@@ -156,7 +161,7 @@ def tangent_trace(
             raise checks.no_params_error()
         treedef: Any = jax.tree.structure(updates)
         leaf_fn: Any = _nesterov_leaf if nesterov else _leaf
-        out = sm.map_layers(
+        out = stg.map_layers(
             leaf_fn,
             axis,
             updates,

@@ -13,7 +13,7 @@ all-reduced (``psum``) over the mesh axes that split a reduced axis:
 - :func:`partitioned_reduction`: one layer's sums (its own all-reduce,
   which XLA combines with the others');
 - :func:`stacked_sums`: every staged layer's sums stacked into one
-  ``(names, layers)`` matrix (:func:`layca_optax._sums.map_leaves`), with
+  ``(names, layers)`` matrix (:func:`layca_optax._staging.map_leaves`), with
   ONE all-reduce of the matrix per set of mesh axes (per-layer all-reduces
   were combined by XLA into one buffer and sliced back out by a kernel per
   value).

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from layca_optax import _sums as sm
+from layca_optax import _staging as stg, _sums as sm
 
 
 def metric_sums(
@@ -135,17 +135,17 @@ def _tan(axes: tuple[int, ...], sums: tuple, *_: Any) -> jax.Array:
     return tan_from_sums(**dict(zip(_METRIC_SUMS, sums, strict=True)))
 
 
-@sm.staged(sm.Stages(_metric_sums, _no_args, _as_tuple, _cosine))
+@stg.staged(stg.Stages(_metric_sums, _no_args, _as_tuple, _cosine))
 def cosine_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
     """The cosine distance of each layer (slice) of one leaf (staged on
-    GPUs: :func:`_sums.map_leaves`)."""
+    GPUs: :func:`_staging.map_leaves`)."""
     return drop_reduced(cosine_from_sums(**metric_sums(new, old, axes)), axes)
 
 
-@sm.staged(sm.Stages(_metric_sums, _no_args, _as_tuple, _tan))
+@stg.staged(stg.Stages(_metric_sums, _no_args, _as_tuple, _tan))
 def tan_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
     """The tangent of the angle each layer (slice) of one leaf turned
-    (staged on GPUs: :func:`_sums.map_leaves`)."""
+    (staged on GPUs: :func:`_staging.map_leaves`)."""
     return drop_reduced(tan_from_sums(**metric_sums(new, old, axes)), axes)
 
 

@@ -8,7 +8,12 @@ from typing import Any
 import jax
 import optax
 
-from layca_optax import _axes as ax, _checks as checks, _sums as sm
+from layca_optax import (
+    _axes as ax,
+    _checks as checks,
+    _staging as stg,
+    _sums as sm,
+)
 from layca_optax._axes import Axis
 from layca_optax._masks import path_str, resolve_mask, shape_mismatch
 from layca_optax.monitor._formulas import cosine_leaf, tan_leaf
@@ -51,7 +56,7 @@ def _map_layers(
     leaf_fn: Callable, new: Any, old: Any, mask, axis, names: tuple
 ) -> Any:
     """``leaf_fn(axes, new_leaf, old_leaf)`` for each layer, through
-    :func:`_sums.map_leaves` (one cached trace per shape; on GPUs every
+    :func:`_staging.map_leaves` (one cached trace per shape; on GPUs every
     layer's formula at once), as a tree like
     ``new`` with ``None`` at the leaves that are not layers. ``names`` are
     the arguments ``new`` and ``old`` of the function called."""
@@ -71,7 +76,7 @@ def _map_layers(
     axes = layer_axes(new, mask, axis)
     layers = [i for i, a in enumerate(axes) if a is not None]
     values = iter(
-        sm.map_leaves(
+        stg.map_leaves(
             leaf_fn,
             [axes[i] for i in layers],
             [(flat[i][1], olds[i]) for i in layers],

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from layca_optax import _sums as sm
+from layca_optax import _staging as stg, _sums as sm
 from layca_optax._axes import Axis
 from layca_optax.monitor._formulas import (
     _no_args,
@@ -72,10 +72,10 @@ def _track_apply(axes: tuple[int, ...], sums: tuple, *_: Any) -> tuple:
     return tuple(drop_reduced(x, axes) for x in out)
 
 
-@sm.staged(sm.Stages(_track_sums, _no_args, _sums_tuple, _track_apply))
+@stg.staged(stg.Stages(_track_sums, _no_args, _sums_tuple, _track_apply))
 def _track_no_reference(axes: tuple[int, ...], u: Any, w: Any) -> tuple:
     """Rate, radial ratio and norm of one leaf after the update ``u`` (no
-    reference): staged on GPUs (:func:`_sums.map_leaves`), as
+    reference): staged on GPUs (:func:`_staging.map_leaves`), as
     :func:`layca_optax.rotation_metrics`."""
     return _track_apply(axes, _sums_tuple(_track_sums(axes, u, w)))
 
@@ -135,9 +135,9 @@ def step_values(
 def _no_reference_rows(axes: list, us: list, ws: list) -> list[tuple]:
     """Each leaf's rate, radial ratio, norm and ``EMPTY`` (no reference;
     ``EMPTY`` everywhere at the leaves that are not layers), the layers
-    mapped together (:func:`_sums.map_leaves`: staged on GPUs)."""
+    mapped together (:func:`_staging.map_leaves`: staged on GPUs)."""
     layers = [k for k, a in enumerate(axes) if a is not None]
-    values = sm.map_leaves(
+    values = stg.map_leaves(
         _track_no_reference,
         [axes[k] for k in layers],
         [(us[k], ws[k]) for k in layers],

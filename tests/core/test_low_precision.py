@@ -17,7 +17,7 @@ import optax
 import pytest
 
 import layca_optax
-from layca_optax import _rounding as rnd, _sums as sm
+from layca_optax import _rounding as rnd, _staging as stg, _sums as sm
 from layca_optax._chain import _widened
 from layca_optax._layca import layca_coefficients, layca_update, rate_terms
 from tests.lowprec import DRIFT, LOW, _norm, stored
@@ -141,7 +141,7 @@ def test_float32_and_float64_layers_are_bit_identical_to_before(x64):
         g = {"a": jnp.asarray(rng.normal(size=(16, 8)), dtype)}
         terms = {"a": rate_terms(0.1, 1e-7)}
         old = {
-            True: jax.jit(sm.map_layers, static_argnums=(0, 1))(
+            True: jax.jit(stg.map_layers, static_argnums=(0, 1))(
                 _old_leaf, None, g, w, terms
             )["a"],
             False: jax.jit(_old_chain(0.1).update)(
