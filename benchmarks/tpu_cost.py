@@ -102,6 +102,18 @@ def candidates(only: list[str] | None) -> dict:
             optax.sgd(LR, momentum=0.9), layca_optax.track_rotation()
         ),
         "rotation_metrics": None,
+        # The chain of primitives and the rotation-controlled family.
+        "layca_chain": layca_optax.layca(LR, fused=False),
+        "hyperball_adam": layca_optax.hyperball(LR, optax.scale_by_adam()),
+        "adamw_brake": optax.chain(
+            optax.adamw(1e-3), layca_optax.radial_brake()
+        ),
+        "tangent_trace": optax.chain(
+            layca_optax.tangent_trace(0.9), optax.scale(-LR)
+        ),
+        "tangent_adam": optax.chain(
+            layca_optax.scale_by_tangent_adam(), optax.scale(-1e-3)
+        ),
     }
     return {k: v for k, v in txs.items() if not only or k in only or k in REFS}
 
