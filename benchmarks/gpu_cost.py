@@ -55,7 +55,7 @@ from _programs import (  # noqa: E402
     finish,
     float32_params,
 )
-from step_time import LR, optimizers  # noqa: E402
+from step_time import optimizers, rotation_family  # noqa: E402
 from tpu_hlo import COLLECTIVES  # noqa: E402
 from trees import TREES  # noqa: E402
 
@@ -98,18 +98,7 @@ def candidates(only: list[str] | None) -> dict:
     txs = {k: base[k] for k in ("sgd_momentum", "adam")}
     txs["adamw"] = optax.adamw(1e-3)
     txs |= {k: base[k] for k in ("layca", "layca_momentum", "layca_adam")}
-    txs["layca_chain"] = layca_optax.layca(LR, fused=False)
-    # The rotation-controlled family (issue 26) beside its controls.
-    txs["hyperball_adam"] = layca_optax.hyperball(LR, optax.scale_by_adam())
-    txs["tangent_trace"] = optax.chain(
-        layca_optax.tangent_trace(0.9), optax.scale(-LR)
-    )
-    txs["tangent_adam"] = optax.chain(
-        layca_optax.scale_by_tangent_adam(), optax.scale(-1e-3)
-    )
-    txs["adamw_brake"] = optax.chain(
-        optax.adamw(1e-3), layca_optax.radial_brake()
-    )
+    txs |= rotation_family()
     txs["rotation_metrics"] = None
     txs["track_rotation"] = layca_optax.track_rotation()
     return {k: v for k, v in txs.items() if not only or k in only or k == REF}

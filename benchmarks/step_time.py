@@ -52,6 +52,24 @@ def optimizers() -> dict[str, optax.GradientTransformation]:
     }
 
 
+def rotation_family() -> dict[str, optax.GradientTransformation]:
+    """The chain of primitives and the rotation-controlled family (issue
+    26), for the deviceless GPU and TPU cost benchmarks."""
+    return {
+        "layca_chain": layca_optax.layca(LR, fused=False),
+        "hyperball_adam": layca_optax.hyperball(LR, optax.scale_by_adam()),
+        "tangent_trace": optax.chain(
+            layca_optax.tangent_trace(0.9), optax.scale(-LR)
+        ),
+        "tangent_adam": optax.chain(
+            layca_optax.scale_by_tangent_adam(), optax.scale(-1e-3)
+        ),
+        "adamw_brake": optax.chain(
+            optax.adamw(1e-3), layca_optax.radial_brake()
+        ),
+    }
+
+
 def _step_fn(tx: optax.GradientTransformation) -> Callable:
     def step(params, state, grads):
         updates, state = tx.update(grads, state, params)

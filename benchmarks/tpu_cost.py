@@ -66,7 +66,7 @@ from _programs import (  # noqa: E402
     finish,
     float32_params,
 )
-from step_time import LR, optimizers  # noqa: E402
+from step_time import LR, optimizers, rotation_family  # noqa: E402
 from tpu_hlo import COLLECTIVES, analyse  # noqa: E402
 from trees import TREES  # noqa: E402
 
@@ -97,24 +97,16 @@ topology("v5e:2x2")  # fail at import time without libtpu
 
 def candidates(only: list[str] | None) -> dict:
     """Transformations to compile (None: ``rotation_metrics``)."""
-    txs = optimizers() | {
-        "sgd_momentum+track_rotation": optax.chain(
-            optax.sgd(LR, momentum=0.9), layca_optax.track_rotation()
-        ),
-        "rotation_metrics": None,
-        # The chain of primitives and the rotation-controlled family.
-        "layca_chain": layca_optax.layca(LR, fused=False),
-        "hyperball_adam": layca_optax.hyperball(LR, optax.scale_by_adam()),
-        "adamw_brake": optax.chain(
-            optax.adamw(1e-3), layca_optax.radial_brake()
-        ),
-        "tangent_trace": optax.chain(
-            layca_optax.tangent_trace(0.9), optax.scale(-LR)
-        ),
-        "tangent_adam": optax.chain(
-            layca_optax.scale_by_tangent_adam(), optax.scale(-1e-3)
-        ),
-    }
+    txs = (
+        optimizers()
+        | {
+            "sgd_momentum+track_rotation": optax.chain(
+                optax.sgd(LR, momentum=0.9), layca_optax.track_rotation()
+            ),
+            "rotation_metrics": None,
+        }
+        | rotation_family()
+    )
     return {k: v for k, v in txs.items() if not only or k in only or k in REFS}
 
 

@@ -30,9 +30,8 @@ def _leaf_sums(axes, g, w, t) -> dict:
     return sm.layer_sums(axes, gw=(gf, wf), tw=(tf, wf), ww=(wf, wf))
 
 
-def _coefficients(sums: dict, decay) -> tuple:
+def _coefficients(sums: dict) -> tuple:
     """``<g, w> / ||w||^2`` and ``<t, w> / ||w||^2``: the radial parts."""
-    del decay
     return sm.ratio(sums["gw"], sums["ww"]), sm.ratio(sums["tw"], sums["ww"])
 
 
@@ -59,25 +58,21 @@ def _nesterov_apply(axes, coefficients: tuple, g, w, t, decay) -> tuple:
     return new.astype(t.dtype), (projected + decay * new).astype(g.dtype)
 
 
-@stg.staged(
-    stg.Stages(_leaf_sums, stg.scalar_args, _coefficients, _apply, arity=3)
-)
+@stg.staged(stg.Stages(_leaf_sums, stg.no_args, _coefficients, _apply, arity=3))
 def _leaf(axes, g, w, t, decay) -> tuple:
     """``(new trace, update)`` of one leaf: ``P(g + decay t)`` twice
     (staged on GPUs: :func:`_staging.map_leaves`)."""
-    coefficients = _coefficients(_leaf_sums(axes, g, w, t), decay)
+    coefficients = _coefficients(_leaf_sums(axes, g, w, t))
     return _apply(axes, coefficients, g, w, t, decay)
 
 
 @stg.staged(
-    stg.Stages(
-        _leaf_sums, stg.scalar_args, _coefficients, _nesterov_apply, arity=3
-    )
+    stg.Stages(_leaf_sums, stg.no_args, _coefficients, _nesterov_apply, arity=3)
 )
 def _nesterov_leaf(axes, g, w, t, decay) -> tuple:
     """``(new trace, update)`` of one leaf with Nesterov's look-ahead:
     ``P(g + decay t)`` and ``P(g) + decay P(g + decay t)``."""
-    coefficients = _coefficients(_leaf_sums(axes, g, w, t), decay)
+    coefficients = _coefficients(_leaf_sums(axes, g, w, t))
     return _nesterov_apply(axes, coefficients, g, w, t, decay)
 
 

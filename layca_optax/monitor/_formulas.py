@@ -115,10 +115,6 @@ def _metric_sums(axes: tuple[int, ...], new, old) -> dict[str, jax.Array]:
     return metric_sums(new, old, axes)
 
 
-def _no_args(*_: Any) -> tuple:
-    return ()
-
-
 def _as_tuple(sums: dict[str, jax.Array]) -> tuple:
     """The sums themselves: each layer's formula is applied to its own
     entries (XLA GPU then computes every layer's in one kernel; computed
@@ -135,14 +131,14 @@ def _tan(axes: tuple[int, ...], sums: tuple, *_: Any) -> jax.Array:
     return tan_from_sums(**dict(zip(_METRIC_SUMS, sums, strict=True)))
 
 
-@stg.staged(stg.Stages(_metric_sums, _no_args, _as_tuple, _cosine))
+@stg.staged(stg.Stages(_metric_sums, stg.no_args, _as_tuple, _cosine))
 def cosine_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
     """The cosine distance of each layer (slice) of one leaf (staged on
     GPUs: :func:`_staging.map_leaves`)."""
     return drop_reduced(cosine_from_sums(**metric_sums(new, old, axes)), axes)
 
 
-@stg.staged(stg.Stages(_metric_sums, _no_args, _as_tuple, _tan))
+@stg.staged(stg.Stages(_metric_sums, stg.no_args, _as_tuple, _tan))
 def tan_leaf(axes: tuple[int, ...], new, old) -> jax.Array:
     """The tangent of the angle each layer (slice) of one leaf turned
     (staged on GPUs: :func:`_staging.map_leaves`)."""

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 from layca_optax import _staging as stg, _sums as sm
 from layca_optax._axes import Axis
 from layca_optax.monitor._formulas import (
-    _no_args,
     drop_reduced,
     update_metrics,
     update_sums,
@@ -72,7 +71,7 @@ def _track_apply(axes: tuple[int, ...], sums: tuple, *_: Any) -> tuple:
     return tuple(drop_reduced(x, axes) for x in out)
 
 
-@stg.staged(stg.Stages(_track_sums, _no_args, _sums_tuple, _track_apply))
+@stg.staged(stg.Stages(_track_sums, stg.no_args, _sums_tuple, _track_apply))
 def _track_no_reference(axes: tuple[int, ...], u: Any, w: Any) -> tuple:
     """Rate, radial ratio and norm of one leaf after the update ``u`` (no
     reference): staged on GPUs (:func:`_staging.map_leaves`), as
